@@ -1,0 +1,609 @@
+//! pg_test: a multi-node PostgreSQL harness for pg_federation's scenario tests.
+//!
+//! Starts real PostgreSQL servers on this machine, one data directory, 127.0.0.1 port and node
+//! name each, `wal_level = logical` and pg_federation installed; runs SQL on them; stops,
+//! starts, restarts and kills them; waits for conditions with a timeout and a failure message
+//! that carries the servers' logs. Every [`Node`] stops its server and removes its directory
+//! when dropped, so a failing or panicking test leaves nothing behind.
+//!
+//! PostgreSQL refuses to run as root: when the tests run as root the servers run as the
+//! unprivileged `postgres` operating-system user (through `runuser`).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub use postgres;
+
+/// How a node learns its name.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// `federation.node_name = '<name>'` in postgresql.conf.
+    Guc(String),
+    /// A Kubernetes downward-API labels file holding `<label>="<name>"`, at
+    /// `federation.labels_path`; `federation.node_label` names the label.
+    LabelsFile { label: String, value: String },
+    /// Nothing configured: `federation.node_name()` must fail.
+    Unconfigured,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// The harness's name for the node (its directory and log lines); usually the node name.
+    pub name: String,
+    pub identity: Identity,
+    /// Extra postgresql.conf lines.
+    pub conf: Vec<String>,
+    /// Run `CREATE EXTENSION pg_federation` once started.
+    pub create_extension: bool,
+}
+
+impl NodeSpec {
+    /// A node named by the GUC, with the extension created.
+    pub fn guc(name: &str) -> NodeSpec {
+        NodeSpec { name: name.into(), identity: Identity::Guc(name.into()), conf: vec![], create_extension: true }
+    }
+
+    /// A node named by a labels file under the default label `pg-cluster`.
+    pub fn labels(name: &str) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            identity: Identity::LabelsFile { label: "pg-cluster".into(), value: name.into() },
+            conf: vec![],
+            create_extension: true,
+        }
+    }
+
+    pub fn with_conf(mut self, line: &str) -> NodeSpec {
+        self.conf.push(line.to_string());
+        self
+    }
+
+    pub fn without_extension(mut self) -> NodeSpec {
+        self.create_extension = false;
+        self
+    }
+}
+
+/// An error PostgreSQL returned, with the fields tests check.
+#[derive(Debug, Clone)]
+pub struct SqlError {
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for SqlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)?;
+        if let Some(d) = &self.detail {
+            write!(f, " DETAIL: {d}")?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, " HINT: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<postgres::Error> for SqlError {
+    fn from(e: postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => SqlError {
+                code: db.code().code().to_string(),
+                message: db.message().to_string(),
+                detail: db.detail().map(str::to_string),
+                hint: db.hint().map(str::to_string),
+            },
+            None => SqlError { code: "client".into(), message: e.to_string(), detail: None, hint: None },
+        }
+    }
+}
+
+/// Rows as text, the way psql shows them; NULL is `None`.
+pub type Rows = Vec<Vec<Option<String>>>;
+
+/// One PostgreSQL server.
+pub struct Node {
+    pub name: String,
+    pub port: u16,
+    root: PathBuf,
+    client: RefCell<Option<postgres::Client>>,
+}
+
+impl Node {
+    /// initdb, configure, start, and (unless told not to) create the extension.
+    pub fn start(spec: &NodeSpec) -> Node {
+        let base = run_root();
+        let root = base.join(format!("{}-{}", spec.name, unique_suffix()));
+        fs::create_dir_all(&root).expect("create node directory");
+        chown_to_server_user(&root);
+        let mut node = Node { name: spec.name.clone(), port: 0, root, client: RefCell::new(None) };
+        node.initdb();
+        node.write_identity(&spec.identity);
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            node.port = free_port();
+            node.write_conf(&spec.conf);
+            match node.try_start() {
+                Ok(()) => {
+                    last_err.clear();
+                    break;
+                }
+                Err(e) => last_err = e, // most likely the port was taken meanwhile: try another
+            }
+        }
+        if !last_err.is_empty() {
+            panic!("could not start node {}: {last_err}\n{}", node.name, node.log_tail(60));
+        }
+        if spec.create_extension {
+            node.execute("CREATE EXTENSION pg_federation");
+        }
+        node
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("server.log")
+    }
+
+    /// Folder for files the node reads (labels file and the like), owned by the server user.
+    pub fn files_dir(&self) -> PathBuf {
+        self.root.join("files")
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.root.join("sock")
+    }
+
+    /// A libpq connection string for this node, as a peer on this machine would use it.
+    pub fn conninfo(&self) -> String {
+        format!("host=127.0.0.1 port={} dbname=postgres user=postgres", self.port)
+    }
+
+    fn initdb(&self) {
+        let bindir = pg_bindir();
+        run_as_server_user(
+            &[
+                bindir.join("initdb").to_str().unwrap(),
+                "--no-sync",
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-D",
+                self.data_dir().to_str().unwrap(),
+            ],
+            "initdb",
+        );
+        fs::create_dir_all(self.socket_dir()).unwrap();
+        fs::create_dir_all(self.files_dir()).unwrap();
+        chown_to_server_user(&self.socket_dir());
+        chown_to_server_user(&self.files_dir());
+    }
+
+    fn write_identity(&self, identity: &Identity) {
+        let mut lines = vec![];
+        let labels = self.files_dir().join("labels");
+        match identity {
+            Identity::Guc(name) => {
+                lines.push(format!("federation.node_name = '{name}'"));
+                lines.push(format!("federation.labels_path = '{}'", labels.display()));
+            }
+            Identity::LabelsFile { label, value } => {
+                write_file_as_server_user(&labels, &format!("app=\"pg_federation\"\n{label}=\"{value}\"\n"));
+                lines.push(format!("federation.labels_path = '{}'", labels.display()));
+                lines.push(format!("federation.node_label = '{label}'"));
+            }
+            Identity::Unconfigured => {
+                lines.push(format!("federation.labels_path = '{}'", labels.display()));
+            }
+        }
+        write_file_as_server_user(&self.root.join("identity.conf"), &(lines.join("\n") + "\n"));
+    }
+
+    fn write_conf(&self, extra: &[String]) {
+        let conf = format!(
+            "# written by pg_test\n\
+             listen_addresses = '127.0.0.1'\n\
+             port = {port}\n\
+             unix_socket_directories = '{sock}'\n\
+             wal_level = logical\n\
+             max_replication_slots = 20\n\
+             max_wal_senders = 20\n\
+             max_logical_replication_workers = 16\n\
+             max_worker_processes = 32\n\
+             shared_preload_libraries = 'pg_federation'\n\
+             fsync = off\n\
+             full_page_writes = off\n\
+             log_line_prefix = '%m [%p] %q%a '\n\
+             include = '{identity}'\n\
+             {extra}\n",
+            port = self.port,
+            sock = self.socket_dir().display(),
+            identity = self.root.join("identity.conf").display(),
+            extra = extra.join("\n"),
+        );
+        write_file_as_server_user(&self.data_dir().join("postgresql.auto.conf"), "");
+        write_file_as_server_user(&self.data_dir().join("pg_federation_test.conf"), &conf);
+        let main = self.data_dir().join("postgresql.conf");
+        let text = fs::read_to_string(&main).unwrap();
+        if !text.contains("include = 'pg_federation_test.conf'") {
+            write_file_as_server_user(&main, &(text + "\ninclude = 'pg_federation_test.conf'\n"));
+        }
+    }
+
+    fn try_start(&self) -> Result<(), String> {
+        let out = run_server_cmd(&[
+            pg_bindir().join("pg_ctl").to_str().unwrap(),
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            self.data_dir().to_str().unwrap(),
+            "-l",
+            self.log_path().to_str().unwrap(),
+        ]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("pg_ctl start failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    /// Starts a stopped node (same port, same data).
+    pub fn start_again(&self) {
+        if let Err(e) = self.try_start() {
+            panic!("could not restart node {}: {e}\n{}", self.name, self.log_tail(60));
+        }
+    }
+
+    /// Clean shutdown (`pg_ctl stop -m fast`).
+    pub fn stop(&self) {
+        self.client.borrow_mut().take();
+        let out = run_server_cmd(&[
+            pg_bindir().join("pg_ctl").to_str().unwrap(),
+            "stop",
+            "-w",
+            "-t",
+            "60",
+            "-m",
+            "fast",
+            "-D",
+            self.data_dir().to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "pg_ctl stop of {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// `SELECT pg_reload_conf()`, then waits until this session has processed the reload.
+    pub fn reload(&self) {
+        let before = self.scalar("SELECT pg_conf_load_time()::text");
+        self.execute("SELECT pg_reload_conf()");
+        wait_until(&format!("node {} to reload its configuration", self.name), Duration::from_secs(30), &[self], || {
+            Ok(self.scalar("SELECT pg_conf_load_time()::text") != before)
+        });
+    }
+
+    /// Kills the postmaster and every process it started with SIGKILL, as an OOM kill or a
+    /// lost pod would, and waits until they are gone.
+    pub fn kill9(&self) {
+        self.client.borrow_mut().take();
+        let Some(pid) = self.postmaster_pid() else { panic!("node {} is not running", self.name) };
+        let mut victims = children_of(pid);
+        victims.push(pid);
+        for p in &victims {
+            let _ = Command::new("kill").args(["-9", &p.to_string()]).output();
+        }
+        wait_until(&format!("node {}'s processes to die", self.name), Duration::from_secs(30), &[], || {
+            Ok(victims.iter().all(|p| !Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p)))
+        });
+    }
+
+    /// The postmaster's pid while it runs.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.postmaster_pid().is_some()
+    }
+
+    fn with_client<T>(&self, f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>) -> Result<T, SqlError> {
+        let mut slot = self.client.borrow_mut();
+        let stale = slot.as_ref().is_none_or(|c| c.is_closed());
+        if stale {
+            *slot = Some(self.connect()?);
+        }
+        let result = f(slot.as_mut().unwrap());
+        if let Err(e) = &result {
+            if e.as_db_error().is_none() {
+                slot.take(); // connection broken: reconnect next time
+            }
+        }
+        result.map_err(SqlError::from)
+    }
+
+    /// A new connection, for tests that need several sessions.
+    pub fn connect(&self) -> Result<postgres::Client, postgres::Error> {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .application_name("pg_test")
+            .connect_timeout(Duration::from_secs(10))
+            .connect(postgres::NoTls)
+    }
+
+    /// Runs statements (simple protocol; several may be separated by semicolons).
+    pub fn try_execute(&self, sql: &str) -> Result<(), SqlError> {
+        self.with_client(|c| c.batch_execute(sql))
+    }
+
+    pub fn execute(&self, sql: &str) {
+        if let Err(e) = self.try_execute(sql) {
+            panic!("on node {}: {sql}\n  failed: {e}", self.name);
+        }
+    }
+
+    /// Rows of the last statement, as text.
+    pub fn try_query(&self, sql: &str) -> Result<Rows, SqlError> {
+        self.with_client(|c| {
+            let msgs = c.simple_query(sql)?;
+            let mut rows = Rows::new();
+            for m in msgs {
+                if let postgres::SimpleQueryMessage::Row(r) = m {
+                    rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    pub fn query(&self, sql: &str) -> Rows {
+        self.try_query(sql).unwrap_or_else(|e| panic!("on node {}: {sql}\n  failed: {e}", self.name))
+    }
+
+    /// The first column of the first row (None for NULL or no row).
+    pub fn scalar(&self, sql: &str) -> Option<String> {
+        self.query(sql).into_iter().next().and_then(|r| r.into_iter().next().flatten())
+    }
+
+    /// Runs a statement that must fail, and returns the error.
+    pub fn expect_error(&self, sql: &str) -> SqlError {
+        match self.try_execute(sql) {
+            Ok(()) => panic!("on node {}: {sql}\n  succeeded, but it must fail", self.name),
+            Err(e) => e,
+        }
+    }
+
+    /// The last `lines` lines of the server log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no log: {e})"));
+        let all: Vec<&str> = text.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        format!("---- log of node {} ({}) ----\n{}\n", self.name, self.log_path().display(), all[from..].join("\n"))
+    }
+
+    /// Replaces this node's labels file (for identity tests).
+    pub fn write_labels(&self, text: &str) {
+        write_file_as_server_user(&self.files_dir().join("labels"), text);
+    }
+
+    /// Replaces this node's identity settings; takes effect on reload.
+    pub fn set_identity(&self, identity: &Identity) {
+        self.write_identity(identity);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.client.get_mut().take();
+        if self.postmaster_pid().is_some() {
+            let out = run_server_cmd(&[
+                pg_bindir().join("pg_ctl").to_str().unwrap(),
+                "stop",
+                "-w",
+                "-t",
+                "30",
+                "-m",
+                "immediate",
+                "-D",
+                self.data_dir().to_str().unwrap(),
+            ]);
+            if !out.status.success() {
+                if let Some(pid) = self.postmaster_pid() {
+                    let mut victims = children_of(pid);
+                    victims.push(pid);
+                    for p in victims {
+                        let _ = Command::new("kill").args(["-9", &p.to_string()]).output();
+                    }
+                }
+            }
+        }
+        if std::env::var_os("PG_TEST_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Several nodes started together; dropped together.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+}
+
+impl Cluster {
+    pub fn start(specs: &[NodeSpec]) -> Cluster {
+        Cluster { nodes: specs.iter().map(Node::start).collect() }
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node named {name}"))
+    }
+
+    pub fn all(&self) -> Vec<&Node> {
+        self.nodes.iter().collect()
+    }
+}
+
+/// Polls `cond` until it returns `Ok(true)`, or panics after `timeout` with `what`, the last
+/// error `cond` returned, and the tail of each node's log.
+pub fn wait_until(what: &str, timeout: Duration, nodes: &[&Node], mut cond: impl FnMut() -> Result<bool, String>) {
+    let start = Instant::now();
+    let mut last = String::from("condition was false");
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match cond() {
+            Ok(true) => return,
+            Ok(false) => last = "condition was false".into(),
+            Err(e) => last = e,
+        }
+        if start.elapsed() > timeout {
+            let logs: String = nodes.iter().map(|n| n.log_tail(40)).collect();
+            panic!("timed out after {:?} waiting for {what}: {last}\n{logs}", timeout);
+        }
+        std::thread::sleep(pause); // poll interval, not synchronisation
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+// ---- process and file plumbing ----
+
+fn pg_config() -> String {
+    std::env::var("PG_CONFIG").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into())
+}
+
+/// The server's bin directory, from pg_config.
+pub fn pg_bindir() -> PathBuf {
+    let out = Command::new(pg_config()).arg("--bindir").output().expect("run pg_config");
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let share = Command::new(pg_config()).arg("--sharedir").output().expect("run pg_config");
+    let control = PathBuf::from(String::from_utf8_lossy(&share.stdout).trim()).join("extension/pg_federation.control");
+    assert!(
+        control.exists(),
+        "pg_federation is not installed in {} ({} is missing): run scripts/test.sh, or cargo pgrx install",
+        pg_config(),
+        control.display()
+    );
+    dir
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { geteuid() == 0 }
+}
+
+extern "C" {
+    fn geteuid() -> u32;
+}
+
+fn server_user_ids() -> Option<(u32, u32)> {
+    if !is_root() {
+        return None;
+    }
+    let uid = Command::new("id").args(["-u", "postgres"]).output().expect("id -u postgres");
+    let gid = Command::new("id").args(["-g", "postgres"]).output().expect("id -g postgres");
+    assert!(uid.status.success(), "running as root, but there is no 'postgres' user to run the servers as");
+    let parse = |o: &Output| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().unwrap();
+    Some((parse(&uid), parse(&gid)))
+}
+
+fn chown_to_server_user(path: &Path) {
+    if let Some((uid, gid)) = server_user_ids() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown to postgres");
+    }
+}
+
+fn write_file_as_server_user(path: &Path, text: &str) {
+    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    chown_to_server_user(path);
+}
+
+fn run_server_cmd(argv: &[&str]) -> Output {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).args(argv);
+        c
+    } else {
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..]);
+        c
+    };
+    cmd.current_dir("/tmp").output().unwrap_or_else(|e| panic!("could not run {}: {e}", argv[0]))
+}
+
+fn run_as_server_user(argv: &[&str], what: &str) {
+    let out = run_server_cmd(argv);
+    assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// One folder per test process, below $PG_TEST_ROOT or the system temp dir.
+fn run_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let base = std::env::var_os("PG_TEST_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/pg_federation_test"));
+        fs::create_dir_all(&base).expect("create test root");
+        // Short path: unix socket paths are limited to 107 bytes.
+        let dir = base.join(format!("r{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create run directory");
+        chown_to_server_user(&base);
+        chown_to_server_user(&dir);
+        dir
+    })
+    .clone()
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+/// A port nobody listens on now; the kernel hands out ports in turn, so parallel test runs
+/// do not collide (and a start that loses a race retries with another).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = vec![];
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            if let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) {
+                // pid (comm) state ppid ...: comm may contain spaces, so split after ')'.
+                if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                    let ppid = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok());
+                    if ppid == Some(pid) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.split_whitespace().next() == Some("Z")))
+        .unwrap_or(false)
+}

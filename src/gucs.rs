@@ -1,0 +1,69 @@
+//! Every setting of pg_federation, registered in one place from `_PG_init`.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::{CStr, CString};
+
+/// `federation.node_name`: this server's node name. Highest-priority source of identity.
+pub static NODE_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// `federation.labels_path`: the Kubernetes downward-API labels file.
+pub static LABELS_PATH: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"/etc/podinfo/labels"));
+
+/// `federation.node_label`: which label of that file holds the node name.
+pub static NODE_LABEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"pg-cluster"));
+
+pub fn init() {
+    // PGC_SIGHUP: only postgresql.conf or ALTER SYSTEM (both superuser-only) can set these,
+    // and a reload applies a change. A session-level SET is refused, so no session can
+    // pretend to be another node and write into its partition.
+    GucRegistry::define_string_guc(
+        c"federation.node_name",
+        c"This server's node name in the federation.",
+        c"Names this node's partitions, publication and replication slots. Lowercase letters, \
+          digits, '_' and '-', starting with a letter, at most 24 bytes. When empty, the name \
+          comes from the Kubernetes labels file (federation.labels_path) or from pgnodemx.",
+        &NODE_NAME,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"federation.labels_path",
+        c"Kubernetes downward-API labels file to take the node name from.",
+        c"Lines of key=\"value\", as the kubelet writes them. Used when federation.node_name \
+          is empty.",
+        &LABELS_PATH,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"federation.node_label",
+        c"Label in the labels file whose value is the node name.",
+        c"Defaults to pg-cluster. With the Crunchy operator use \
+          postgres-operator.crunchydata.com/cluster; with CloudNativePG use cnpg.io/cluster.",
+        &NODE_LABEL,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    reserve_prefix(c"federation");
+}
+
+#[cfg(any(feature = "pg15", feature = "pg16", feature = "pg17", feature = "pg18"))]
+fn reserve_prefix(prefix: &CStr) {
+    // A typo such as federation.nodename in postgresql.conf now draws a WARNING.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(prefix.as_ptr()) }
+}
+
+#[cfg(any(feature = "pg13", feature = "pg14"))]
+fn reserve_prefix(prefix: &CStr) {
+    unsafe { pgrx::pg_sys::EmitWarningsOnPlaceholders(prefix.as_ptr()) }
+}
+
+/// A string setting's value, `None` when unset or empty.
+pub fn get_str(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting
+        .get()
+        .map(|c| c.to_string_lossy().trim().to_string())
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,226 @@
+//! Node identity: `federation.node_name()`.
+//!
+//! Resolution order (the first that is configured wins):
+//! 1. the GUC `federation.node_name`;
+//! 2. the label `federation.node_label` of the Kubernetes labels file `federation.labels_path`,
+//!    when that file exists;
+//! 3. the same label through pgnodemx's `kdapi_setof_kv('labels')`, when pgnodemx is installed.
+//!
+//! `node_name()` is a column default evaluated for every inserted row, so the resolved name
+//! is cached per backend and resolved again only after a configuration reload (PostgreSQL
+//! stamps every reload in `PgReloadTime`, which every backend updates when it processes
+//! SIGHUP). A cached call is one integer comparison and one string copy.
+
+use crate::errors::{FedError, FedResult, OrRaise};
+use crate::gucs;
+use crate::labels;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+
+/// Longest node name, in bytes. Derived names ("federation_<a>_<b>" for subscriptions and
+/// slots) must fit in PostgreSQL's 63-byte identifiers: 11 + 24 + 1 + 24 = 60.
+pub const MAX_NODE_NAME_LEN: usize = 24;
+
+/// Names that would collide with objects pg_federation derives (`<table>_default`).
+const RESERVED: &[&str] = &["default"];
+
+/// The rule, as told to users in errors and docs.
+pub const NODE_NAME_RULE: &str = "a node name is 1 to 24 bytes of lowercase letters, digits, \
+     '_' and '-', starting with a letter, and is not \"default\"";
+
+/// Checks a node name against [`NODE_NAME_RULE`]; `source` says where it came from.
+pub fn validate_node_name(name: &str, source: &str) -> FedResult<()> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let starts_ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+    if name.is_empty() || name.len() > MAX_NODE_NAME_LEN || !ok_chars || !starts_ok || RESERVED.contains(&name) {
+        return Err(FedError::invalid_value(format!("node name \"{}\" from {source} is not valid", name.escape_debug()))
+            .detail(format!("{}.", capitalize(NODE_NAME_RULE)))
+            .hint(suggestion(name)));
+    }
+    Ok(())
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+}
+
+fn suggestion(name: &str) -> String {
+    let mut s: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    s = s.trim_start_matches(|c: char| !c.is_ascii_lowercase()).to_string();
+    s.truncate(MAX_NODE_NAME_LEN);
+    if s.is_empty() || RESERVED.contains(&s.as_str()) {
+        "Choose a name such as \"east\" or \"node_1\".".to_string()
+    } else {
+        format!("Choose a valid name, for example \"{s}\".")
+    }
+}
+
+/// Where the name may come from; `from_gucs()` reads the live settings, tests build their own.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub guc: Option<String>,
+    pub labels_path: Option<String>,
+    pub label: String,
+    pub try_pgnodemx: bool,
+}
+
+impl Sources {
+    pub fn from_gucs() -> Sources {
+        Sources {
+            guc: gucs::get_str(&gucs::NODE_NAME),
+            labels_path: gucs::get_str(&gucs::LABELS_PATH),
+            label: gucs::get_str(&gucs::NODE_LABEL).unwrap_or_else(|| "pg-cluster".to_string()),
+            try_pgnodemx: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub name: String,
+    /// Human-readable origin, e.g. `labels file /etc/podinfo/labels (label "pg-cluster")`.
+    pub source: String,
+}
+
+/// Resolves the node name from `src`, validating it.
+pub fn resolve(src: &Sources) -> FedResult<Resolved> {
+    if let Some(name) = &src.guc {
+        let source = "setting federation.node_name".to_string();
+        validate_node_name(name, &source)?;
+        return Ok(Resolved { name: name.clone(), source });
+    }
+    if let Some(path) = &src.labels_path {
+        if let Some(found) = from_labels_file(path, &src.label)? {
+            return Ok(found);
+        }
+    }
+    if src.try_pgnodemx {
+        if let Some(found) = from_pgnodemx(&src.label)? {
+            return Ok(found);
+        }
+    }
+    Err(FedError::prerequisite("no node name is configured for this server")
+        .detail(format!(
+            "federation.node_name is empty, the labels file {} does not exist, and pgnodemx is not installed in this database.",
+            src.labels_path.as_deref().map(|p| format!("\"{p}\"")).unwrap_or_else(|| "(federation.labels_path is empty)".into())
+        ))
+        .hint("Set one and reload: ALTER SYSTEM SET federation.node_name = 'east'; SELECT pg_reload_conf(); \
+               On Kubernetes, mount the pod's labels with the downward API at federation.labels_path."))
+}
+
+/// `Ok(None)` when the file does not exist; an error when it exists but cannot be used.
+fn from_labels_file(path: &str, label: &str) -> FedResult<Option<Resolved>> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(FedError::config(format!("could not read labels file \"{path}\": {e}"))
+                .hint("Make the file readable by the PostgreSQL server's operating-system user, or set federation.labels_path to the right file."))
+        }
+    };
+    let text = String::from_utf8(text).map_err(|_| {
+        FedError::config(format!("labels file \"{path}\" is not valid UTF-8"))
+            .hint("federation.labels_path must point at a Kubernetes downward-API labels file.")
+    })?;
+    let pairs = labels::parse(&text).map_err(|e| {
+        FedError::config(format!("labels file \"{path}\" is malformed at {e}"))
+            .detail("Each line must be key=\"value\", as the kubelet writes it.")
+            .hint("federation.labels_path must point at a Kubernetes downward-API labels file.")
+    })?;
+    let source = format!("labels file \"{path}\" (label \"{label}\")");
+    pick_label(pairs, label, &source, path)
+}
+
+fn pick_label(pairs: Vec<(String, String)>, label: &str, source: &str, where_: &str) -> FedResult<Option<Resolved>> {
+    match pairs.iter().find(|(k, _)| k == label) {
+        Some((_, value)) => {
+            validate_node_name(value, source)?;
+            Ok(Some(Resolved { name: value.clone(), source: source.to_string() }))
+        }
+        None => {
+            let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+            Err(FedError::config(format!("labels in {where_} have no label \"{label}\""))
+                .detail(if keys.is_empty() { "There are no labels.".to_string() } else { format!("Labels present: {}.", keys.join(", ")) })
+                .hint("Set federation.node_label to the label that names this node (Crunchy: postgres-operator.crunchydata.com/cluster, CloudNativePG: cnpg.io/cluster), or add the label to the pod."))
+        }
+    }
+}
+
+/// `Ok(None)` when pgnodemx is not installed in this database.
+fn from_pgnodemx(label: &str) -> FedResult<Option<Resolved>> {
+    let schema: Option<String> = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
+             JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgnodemx'",
+            None,
+            &[],
+        )?;
+        rows.into_iter().next().map(|r| r.get::<String>(1)).transpose().map(Option::flatten)
+    })?;
+    let Some(schema) = schema else { return Ok(None) };
+    let query = format!(
+        "SELECT key::text, val::text FROM {}.kdapi_setof_kv('labels')",
+        spi::quote_identifier(&schema)
+    );
+    let pairs: Vec<(String, String)> = Spi::connect(|client| {
+        client
+            .select(&query, None, &[])?
+            .map(|row| Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default())))
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    let source = format!("pgnodemx kdapi_setof_kv('labels') (label \"{label}\")");
+    pick_label(pairs, label, &source, "pgnodemx kdapi_setof_kv('labels')")
+}
+
+struct Cache {
+    reload_time: pg_sys::TimestampTz,
+    resolved: Resolved,
+}
+
+thread_local! {
+    static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
+}
+
+fn reload_stamp() -> pg_sys::TimestampTz {
+    // SAFETY: a plain global of the backend, written only by this process on reload.
+    unsafe { pg_sys::PgReloadTime }
+}
+
+/// This node's identity, resolved at most once per configuration reload.
+pub fn current() -> FedResult<Resolved> {
+    let stamp = reload_stamp();
+    let hit = CACHE.with(|c| c.borrow().as_ref().filter(|c| c.reload_time == stamp).map(|c| c.resolved.clone()));
+    if let Some(r) = hit {
+        return Ok(r);
+    }
+    let resolved = resolve(&Sources::from_gucs())?;
+    CACHE.with(|c| *c.borrow_mut() = Some(Cache { reload_time: stamp, resolved: resolved.clone() }));
+    Ok(resolved)
+}
+
+/// This node's name, as a string: the hot path of every federated INSERT.
+pub fn current_name() -> FedResult<String> {
+    let stamp = reload_stamp();
+    let hit = CACHE.with(|c| c.borrow().as_ref().filter(|c| c.reload_time == stamp).map(|c| c.resolved.name.clone()));
+    match hit {
+        Some(name) => Ok(name),
+        None => current().map(|r| r.name),
+    }
+}
+
+/// This server's node name in the federation.
+#[pg_extern(stable, parallel_safe)]
+fn node_name() -> String {
+    current_name().or_raise()
+}
+
+/// Where this server's node name comes from, for troubleshooting.
+#[pg_extern(stable, parallel_safe)]
+fn node_name_source() -> String {
+    current().or_raise().source
+}
