@@ -310,7 +310,10 @@ impl Node {
             let _ = Command::new("kill").args(["-9", &p.to_string()]).output();
         }
         wait_until(&format!("node {}'s processes to die", self.name), Duration::from_secs(30), &[], || {
-            Ok(victims.iter().all(|p| !Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p)))
+            // Gone for good: a zombie still holds its pid, and a new postmaster refuses to
+            // start while the old pid in postmaster.pid exists.
+            reap(&victims);
+            Ok(victims.iter().all(|p| !Path::new(&format!("/proc/{p}")).exists()))
         });
     }
 
@@ -318,7 +321,8 @@ impl Node {
     pub fn postmaster_pid(&self) -> Option<u32> {
         let text = fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
         let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+        // A killed postmaster may linger as a zombie where nothing reaps orphans.
+        (Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)).then_some(pid)
     }
 
     pub fn is_running(&self) -> bool {
@@ -405,6 +409,13 @@ impl Node {
     /// Replaces this node's labels file (for identity tests).
     pub fn write_labels(&self, text: &str) {
         write_file_as_server_user(&self.files_dir().join("labels"), text);
+    }
+
+    /// Appends a line to the node's configuration; takes effect on reload (or restart).
+    pub fn append_conf(&self, line: &str) {
+        let path = self.data_dir().join("pg_federation_test.conf");
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        write_file_as_server_user(&path, &format!("{text}{line}\n"));
     }
 
     /// Replaces this node's identity settings; takes effect on reload.
@@ -554,17 +565,32 @@ fn run_as_server_user(argv: &[&str], what: &str) {
     assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
+static RUN_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 /// One folder per test process, below $PG_TEST_ROOT or the system temp dir.
 fn run_root() -> PathBuf {
-    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    ROOT.get_or_init(|| {
+    RUN_ROOT.get_or_init(|| {
+        become_subreaper();
         let base = std::env::var_os("PG_TEST_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/pg_federation_test"));
         fs::create_dir_all(&base).expect("create test root");
+        // Folders left by earlier runs whose process is gone (killed before Drop could run).
+        if let Ok(entries) = fs::read_dir(&base) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if let Some(pid) = name.strip_prefix('r').and_then(|p| p.parse::<u32>().ok()) {
+                    if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
         // Short path: unix socket paths are limited to 107 bytes.
         let dir = base.join(format!("r{}", std::process::id()));
         fs::create_dir_all(&dir).expect("create run directory");
         chown_to_server_user(&base);
         chown_to_server_user(&dir);
+        // SAFETY: registers a plain extern "C" function.
+        unsafe { atexit(remove_run_root) };
         dir
     })
     .clone()
@@ -601,9 +627,65 @@ fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Reaps those of `pids` that are zombie children of this process (they are when this
+/// process is the subreaper, see [`become_subreaper`]); others are reaped by init.
+fn reap(pids: &[u32]) {
+    for &p in pids {
+        // SAFETY: waitpid on a specific pid with WNOHANG; fails harmlessly if not our child.
+        unsafe {
+            let mut status = 0i32;
+            waitpid(p as i32, &mut status, 1 /* WNOHANG */);
+        }
+    }
+}
+
+extern "C" fn remove_run_root() {
+    // Every node removed its own folder when dropped; the run folder is empty unless
+    // PG_TEST_KEEP kept them.
+    if let Some(dir) = RUN_ROOT.get() {
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+extern "C" {
+    fn atexit(f: extern "C" fn()) -> i32;
+    fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+    fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+}
+
+/// Makes this process the subreaper of the servers it starts, so that a killed postmaster is
+/// reaped at once instead of lingering as a zombie until init gets to it.
+fn become_subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER (36) with a flag argument.
+    unsafe {
+        prctl(36, 1, 0, 0, 0);
+    }
+}
+
 fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.split_whitespace().next() == Some("Z")))
         .unwrap_or(false)
+}
+
+/// Installs pg_test's stand-in for pgnodemx (pg_test/fixtures/pgnodemx: `kdapi_setof_kv` only)
+/// into the server's extension folder, unless a real pgnodemx is installed there. Returns
+/// false when it cannot (not root and the folder is not writable).
+pub fn install_pgnodemx_standin() -> bool {
+    let share = Command::new(pg_config()).arg("--sharedir").output().expect("run pg_config");
+    let ext = PathBuf::from(String::from_utf8_lossy(&share.stdout).trim()).join("extension");
+    let control = ext.join("pgnodemx.control");
+    if let Ok(text) = fs::read_to_string(&control) {
+        if !text.contains("pg_test stand-in") {
+            return true; // a real pgnodemx: use it
+        }
+    }
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pgnodemx");
+    for f in ["pgnodemx.control", "pgnodemx--0.0.sql"] {
+        if fs::copy(fixtures.join(f), ext.join(f)).is_err() {
+            return false;
+        }
+    }
+    true
 }
