@@ -6,10 +6,22 @@
 
 use pgrx::prelude::*;
 
+pub mod catalog;
+pub mod enable;
 pub mod errors;
+pub mod guards;
 pub mod gucs;
 pub mod identity;
 pub mod labels;
+pub mod naming;
+pub mod publication;
+pub mod sql;
+pub mod table;
+
+pgrx::extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
+pgrx::extension_sql_file!("../sql/guards.sql", name = "guards", requires = [identity::node_name]);
+pgrx::extension_sql_file!("../sql/api.sql", name = "api", requires = [enable::enable_table, enable::disable_table]);
+pgrx::extension_sql_file!("../sql/views.sql", name = "views", requires = ["catalog", identity::node_name]);
 
 ::pgrx::pg_module_magic!();
 
