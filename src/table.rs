@@ -77,6 +77,11 @@ impl Table {
             &[oid.into()],
         )?
         .ok_or_else(|| FedError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation with OID {oid:?} does not exist")))?;
+        // Only tables can be locked (and federated); other kinds are refused by the checks.
+        let kind = sql::one::<String>("SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1", &[oid.into()])?;
+        if !matches!(kind.as_deref(), Some("r") | Some("p")) {
+            return Ok(());
+        }
         sql::exec(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))
     }
 }
