@@ -53,7 +53,9 @@ BEGIN
         CASE WHEN TG_ARGV[0] = '' THEN 'no node (DEFAULT partition)'
              ELSE format('node "%s"', TG_ARGV[0]) END
         USING ERRCODE = 'insufficient_privilege',
-              HINT = format('To empty this node''s rows, truncate its own partition: TRUNCATE %s;',
+              HINT = format('%sTo empty this node''s rows, truncate its own partition: TRUNCATE %s;',
+                            CASE WHEN TG_ARGV[0] = '' THEN ''
+                                 ELSE format('Only node "%s" empties its partition, by truncating it there. ', TG_ARGV[0]) END,
                             TG_ARGV[2]);
 END
 $$;

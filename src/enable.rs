@@ -522,7 +522,6 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
     };
     let table_sql = t.qualified();
     let local_sql = oid_sql(local)?;
-    let local_name = sql::one::<String>("SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1", &[local.into()])?.unwrap_or_default();
     let columns: Vec<String> = sql::rows(
         "SELECT pg_catalog.quote_ident(attname) FROM pg_catalog.pg_attribute
          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
@@ -543,12 +542,15 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
     for (name, _, _) in &triggers {
         sql::exec(&format!("DROP TRIGGER {} ON {table_sql}", quote_ident(name)))?;
     }
-    for (_, oid) in &parts {
-        let psql = oid_sql(*oid)?;
+    // Detach everything first: a partition keeps its partition constraint until detached.
+    let part_sql: Vec<(pg_sys::Oid, String)> = parts.iter().map(|(_, oid)| Ok((*oid, oid_sql(*oid)?))).collect::<FedResult<_>>()?;
+    for (_, psql) in &part_sql {
         sql::exec(&format!("ALTER TABLE {table_sql} DETACH PARTITION {psql}"))?;
+    }
+    let cols = columns.join(", ");
+    for (oid, psql) in &part_sql {
         if *oid != local {
-            guards::remove(&psql)?;
-            let cols = columns.join(", ");
+            guards::remove(psql)?;
             sql::exec(&format!("INSERT INTO {local_sql} ({cols}) SELECT {cols} FROM {psql}"))?;
             sql::exec(&format!("DROP TABLE {psql}"))?;
         }
@@ -556,7 +558,6 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
     catalog::delete_table(relid)?;
     sql::exec(&format!("DROP TABLE {table_sql}"))?;
     sql::exec(&format!("ALTER TABLE {local_sql} RENAME TO {}", quote_ident(&t.name)))?;
-    let _ = local_name;
     // The table is ordinary again: its node column keeps its values, and defaults to this
     // node's name as a constant (no dependency on pg_federation).
     sql::exec(&format!("ALTER TABLE {table_sql} ALTER COLUMN {} SET DEFAULT {}", quote_ident(&col), quote_literal(&me)))?;
