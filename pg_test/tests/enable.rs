@@ -306,9 +306,12 @@ fn disable_turns_it_back_into_an_ordinary_table() {
     let r = west.query("INSERT INTO t (v) VALUES ('new') RETURNING id, node_name");
     assert_eq!(r[0], vec![Some("11".to_string()), Some("west".to_string())]);
     assert_eq!(west.expect_error("SELECT federation.disable('t')").code, "55000");
-    // And it can be enabled again.
-    west.execute("SELECT federation.enable('t')");
-    assert_eq!(west.scalar("SELECT count(*) FROM t_west").as_deref(), Some("31"), "all rows now belong to west");
+    // Enabling it again is refused while it holds other nodes' rows (rows present at
+    // enrollment belong to this node)...
+    assert_eq!(west.expect_error("SELECT federation.enable('t')").code, "22023");
+    // ...and works once they are gone (they come back from their owner by replication).
+    west.execute("DELETE FROM t WHERE node_name <> 'west'; SELECT federation.enable('t')");
+    assert_eq!(west.scalar("SELECT count(*) FROM t_west").as_deref(), Some("11"));
 }
 
 #[test]
