@@ -21,3 +21,49 @@ AS $$ SELECT federation.disable_table(tbl::oid) $$;
 COMMENT ON FUNCTION federation.disable(regclass) IS
   'Turns a federated table back into an ordinary table holding every row present on this '
   'node, and removes it from this node''s publication.';
+
+CREATE FUNCTION federation.join(peer_conninfo text, node_conninfo text DEFAULT NULL)
+RETURNS void LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT federation.join_federation(peer_conninfo, node_conninfo) $$;
+
+COMMENT ON FUNCTION federation.join(text, text) IS
+  'Joins this node to the federation of the peer at peer_conninfo (or forms one with it). '
+  'Checks everything now; wires the full mesh after COMMIT (federation.wait_ready() waits). '
+  'node_conninfo: how the members reach this node (default: federation.node_conninfo).';
+
+CREATE FUNCTION federation.wait_ready(timeout interval DEFAULT '5 min')
+RETURNS void LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT federation.wait_ready_ms((extract(epoch FROM timeout) * 1000)::bigint) $$;
+
+COMMENT ON FUNCTION federation.wait_ready(interval) IS
+  'Waits until every member replicates both ways and every initial copy is done; raises on '
+  'a step that keeps failing or on timeout.';
+
+CREATE FUNCTION federation.leave(drop_rows boolean DEFAULT false)
+RETURNS void LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT federation.leave_federation(drop_rows) $$;
+
+COMMENT ON FUNCTION federation.leave(boolean) IS
+  'Takes this node out of its federation on every node: subscriptions, slots, catalog rows. '
+  'drop_rows: whether the other members drop this node''s partitions (default: keep them).';
+
+CREATE FUNCTION federation.drop_node(node_name text, drop_rows boolean DEFAULT false)
+RETURNS void LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT federation.drop_federation_node(node_name, drop_rows) $$;
+
+COMMENT ON FUNCTION federation.drop_node(text, boolean) IS
+  'Removes a dead node from every surviving member: their subscriptions to it, the slots it '
+  'held on them, and its catalog entries. Works while that node is unreachable.';
+
+-- Membership and the functions nodes call on each other are for superusers only.
+REVOKE EXECUTE ON FUNCTION
+    federation.join(text, text), federation.join_federation(text, text),
+    federation.leave(boolean), federation.leave_federation(boolean),
+    federation.drop_node(text, boolean), federation.drop_federation_node(text, boolean),
+    federation.peer_info(), federation.check_reachable(text), federation.add_member(text, text),
+    federation.set_member_ready(text), federation.remove_member(text, boolean)
+FROM PUBLIC;

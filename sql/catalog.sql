@@ -3,13 +3,26 @@
 -- undoes them. Not readable by ordinary users (connection strings will live here); the
 -- views in views.sql show what is safe to show.
 
+-- This node, once it has federated a table or joined a federation: the name its partitions,
+-- publication and slots were made with (a changed federation.node_name is refused against
+-- it), and the address its peers use to reach it.
+CREATE TABLE federation.local_node (
+    only_row   boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    node_name  text NOT NULL,
+    conninfo   text            -- NULL until join(); may hold a password: superuser-only
+);
+
 -- Members of the federation other than this node (filled by federation.join()).
 CREATE TABLE federation.node (
-    node_name  text PRIMARY KEY
-               CHECK (node_name ~ '^[a-z][a-z0-9_-]{0,23}$' AND node_name <> 'default'),
-    state      text NOT NULL DEFAULT 'ready'
-               CHECK (state IN ('joining', 'ready', 'failed', 'leaving')),
-    joined_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+    node_name     text PRIMARY KEY
+                  CHECK (node_name ~ '^[a-z][a-z0-9_-]{0,23}$' AND node_name <> 'default'),
+    conninfo      text NOT NULL DEFAULT '',   -- how this node reaches it; may hold a password
+    state         text NOT NULL DEFAULT 'joining'
+                  CHECK (state IN ('joining', 'ready', 'failed', 'leaving')),
+    joined_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    attempts      integer NOT NULL DEFAULT 0,  -- failed attempts of the current step
+    last_error    text,                        -- never holds a password
+    last_error_at timestamptz
 );
 
 -- Tables enrolled by federation.enable().
@@ -28,9 +41,10 @@ CREATE TABLE federation.partition (
 );
 CREATE UNIQUE INDEX partition_per_node ON federation.partition (relid, coalesce(node_name, ''));
 
-REVOKE ALL ON federation.node, federation.federated_table, federation.partition FROM PUBLIC;
+REVOKE ALL ON federation.local_node, federation.node, federation.federated_table, federation.partition FROM PUBLIC;
 
 -- pg_dump of a database keeps the federation's state.
+SELECT pg_catalog.pg_extension_config_dump('federation.local_node', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.node', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.federated_table', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.partition', '');

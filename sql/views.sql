@@ -20,3 +20,22 @@ COMMENT ON VIEW federation.tables IS
   'estimated_rows comes from pg_class.reltuples (ANALYZE updates it); count(*) gives exact counts.';
 
 GRANT SELECT ON federation.tables TO PUBLIC;
+
+-- Every member of the federation, this node first, with connection strings stripped of
+-- passwords.
+CREATE VIEW federation.nodes AS
+SELECT l.node_name, federation.mask_conninfo(coalesce(l.conninfo, '')) AS conninfo,
+       CASE WHEN l.conninfo IS NULL THEN 'standalone' ELSE 'ready' END AS state,
+       true AS is_local, NULL::timestamptz AS joined_at, NULL::text AS last_error,
+       NULL::timestamptz AS last_error_at
+FROM federation.local_node l
+UNION ALL
+SELECT n.node_name, federation.mask_conninfo(n.conninfo), n.state, false, n.joined_at,
+       n.last_error, n.last_error_at
+FROM federation.node n;
+
+COMMENT ON VIEW federation.nodes IS
+  'Members of the federation as this node knows them: state joining, ready, failed or leaving, '
+  'and the last error of a join step. Connection strings are shown without passwords.';
+
+GRANT SELECT ON federation.nodes TO pg_monitor;

@@ -44,3 +44,80 @@ pub fn partitions(relid: pg_sys::Oid) -> FedResult<Vec<(Option<String>, pg_sys::
 pub fn delete_table(relid: pg_sys::Oid) -> FedResult<()> {
     sql::exec_args("DELETE FROM federation.federated_table WHERE relid = $1", &[relid.into()])
 }
+
+/// This node's recorded name and address, once it has federated a table or joined.
+pub fn local_node() -> FedResult<Option<(String, Option<String>)>> {
+    Ok(sql::rows("SELECT node_name, conninfo FROM federation.local_node", &[], |r| {
+        Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?))
+    })?
+    .into_iter()
+    .next())
+}
+
+/// Records this node's name the first time it matters (enable or join). A different name
+/// recorded earlier means the node was renamed under its partitions and slots: refused.
+pub fn claim_local_name(me: &str) -> FedResult<()> {
+    match local_node()? {
+        Some((recorded, _)) if recorded != me => Err(crate::identity::renamed_error(&recorded, me)),
+        Some(_) => Ok(()),
+        None => sql::exec_args("INSERT INTO federation.local_node (node_name) VALUES ($1)", &[me.into()]),
+    }
+}
+
+pub fn set_local_conninfo(conninfo: &str) -> FedResult<()> {
+    sql::exec_args("UPDATE federation.local_node SET conninfo = $1", &[conninfo.into()])
+}
+
+/// A member as this node knows it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    pub conninfo: String,
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+pub fn members() -> FedResult<Vec<Member>> {
+    sql::rows(
+        "SELECT node_name, conninfo, state, attempts, last_error FROM federation.node ORDER BY node_name",
+        &[],
+        |r| {
+            Ok(Member {
+                name: r.get::<String>(1)?.unwrap_or_default(),
+                conninfo: r.get::<String>(2)?.unwrap_or_default(),
+                state: r.get::<String>(3)?.unwrap_or_default(),
+                attempts: r.get::<i32>(4)?.unwrap_or(0),
+                last_error: r.get::<String>(5)?,
+            })
+        },
+    )
+}
+
+/// Adds or updates a member (joining until its wiring is done).
+pub fn upsert_member(name: &str, conninfo: &str, state: &str) -> FedResult<()> {
+    sql::exec_args(
+        "INSERT INTO federation.node (node_name, conninfo, state) VALUES ($1, $2, $3)
+         ON CONFLICT (node_name) DO UPDATE SET conninfo = EXCLUDED.conninfo,
+             state = CASE WHEN federation.node.state = 'ready' AND EXCLUDED.state = 'joining' THEN 'ready' ELSE EXCLUDED.state END",
+        &[name.into(), conninfo.into(), state.into()],
+    )
+}
+
+pub fn set_member_state(name: &str, state: &str) -> FedResult<()> {
+    sql::exec_args(
+        "UPDATE federation.node SET state = $2, attempts = 0, last_error = NULL, last_error_at = NULL WHERE node_name = $1",
+        &[name.into(), state.into()],
+    )
+}
+
+pub fn record_member_error(name: &str, error: &str) -> FedResult<()> {
+    sql::exec_args(
+        "UPDATE federation.node SET attempts = attempts + 1, last_error = $2, last_error_at = pg_catalog.now() WHERE node_name = $1",
+        &[name.into(), error.into()],
+    )
+}
+
+pub fn delete_member(name: &str) -> FedResult<()> {
+    sql::exec_args("DELETE FROM federation.node WHERE node_name = $1", &[name.into()])
+}

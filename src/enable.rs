@@ -62,6 +62,7 @@ pub fn enable(relid: pg_sys::Oid, node_column: &str) -> FedResult<()> {
     Table::lock_exclusive(relid)?;
     let t = Table::load(relid)?;
     check_owner(&t, "federate")?;
+    catalog::claim_local_name(&me)?;
     if let Some(existing) = catalog::node_column(relid)? {
         if existing != node_column {
             return Err(FedError::prerequisite(format!(

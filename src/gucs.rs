@@ -14,6 +14,12 @@ pub static LABELS_PATH: GucSetting<Option<CString>> =
 pub static NODE_LABEL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"pg-cluster"));
 
+/// `federation.node_conninfo`: how the other members reach this node.
+pub static NODE_CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// `federation.database`: the database pg_federation's background worker connects to.
+pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
 pub fn init() {
     // PGC_SIGHUP: only postgresql.conf or ALTER SYSTEM (both superuser-only) can set these,
     // and a reload applies a change. A session-level SET is refused, so no session can
@@ -44,6 +50,23 @@ pub fn init() {
           postgres-operator.crunchydata.com/cluster; with CloudNativePG use cnpg.io/cluster.",
         &NODE_LABEL,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"federation.node_conninfo",
+        c"Connection string other members use to reach this node.",
+        c"As the peers see this node (on Kubernetes, a Service name). The role must be a \
+          superuser on PostgreSQL 15. Prefer a password file to a password in the string.",
+        &NODE_CONNINFO,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"federation.database",
+        c"Database in which pg_federation's background worker runs.",
+        c"The database where CREATE EXTENSION pg_federation was run. Needs a restart.",
+        &DATABASE,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
     reserve_prefix(c"federation");

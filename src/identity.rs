@@ -191,6 +191,22 @@ fn reload_stamp() -> pg_sys::TimestampTz {
     unsafe { pg_sys::PgReloadTime }
 }
 
+/// The error for a node whose name changed after it federated tables or joined.
+pub fn renamed_error(recorded: &str, now: &str) -> FedError {
+    FedError::prerequisite(format!("this node's name changed from \"{recorded}\" to \"{now}\"; writes to federated tables are refused"))
+        .detail(format!("Its partitions, publication and replication slots were made for \"{recorded}\"; rows written now would go to another node's partition."))
+        .hint(format!("Restore the name (ALTER SYSTEM SET federation.node_name = '{recorded}'; SELECT pg_reload_conf();). To rename a node: federation.leave(), change the name, federation.join()."))
+}
+
+/// The name this node recorded when it first federated a table or joined, if it did.
+fn recorded_name() -> FedResult<Option<String>> {
+    let exists = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('federation.local_node') IS NOT NULL")?.unwrap_or(false);
+    if !exists {
+        return Ok(None);
+    }
+    Ok(crate::sql::one::<String>("SELECT node_name FROM federation.local_node", &[])?)
+}
+
 /// This node's identity, resolved at most once per configuration reload.
 pub fn current() -> FedResult<Resolved> {
     let stamp = reload_stamp();
@@ -199,6 +215,11 @@ pub fn current() -> FedResult<Resolved> {
         return Ok(r);
     }
     let resolved = resolve(&Sources::from_gucs())?;
+    if let Some(recorded) = recorded_name()? {
+        if recorded != resolved.name {
+            return Err(renamed_error(&recorded, &resolved.name));
+        }
+    }
     CACHE.with(|c| *c.borrow_mut() = Some(Cache { reload_time: stamp, resolved: resolved.clone() }));
     Ok(resolved)
 }

@@ -13,21 +13,45 @@ pub mod guards;
 pub mod gucs;
 pub mod identity;
 pub mod labels;
+pub mod membership;
 pub mod naming;
 pub mod publication;
+pub mod ready;
+pub mod remote;
 pub mod sql;
 pub mod table;
+pub mod worker;
 
 pgrx::extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
 pgrx::extension_sql_file!("../sql/guards.sql", name = "guards", requires = [identity::node_name]);
-pgrx::extension_sql_file!("../sql/api.sql", name = "api", requires = [enable::enable_table, enable::disable_table]);
-pgrx::extension_sql_file!("../sql/views.sql", name = "views", requires = ["catalog", identity::node_name]);
+pgrx::extension_sql_file!(
+    "../sql/api.sql",
+    name = "api",
+    requires = [
+        enable::enable_table,
+        enable::disable_table,
+        membership::join_federation,
+        membership::leave_federation,
+        membership::drop_federation_node,
+        membership::peer_info,
+        membership::check_reachable,
+        membership::add_member,
+        membership::set_member_ready,
+        membership::remove_member,
+        ready::wait_ready_ms
+    ]
+);
+pgrx::extension_sql_file!("../sql/views.sql", name = "views", requires = ["catalog", identity::node_name, ready::mask_conninfo]);
 
 ::pgrx::pg_module_magic!();
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    // SAFETY: reads a postmaster flag.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::register();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

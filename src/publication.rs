@@ -19,6 +19,16 @@ fn contains(name: &str, rel: pg_sys::Oid) -> FedResult<bool> {
     .unwrap_or(false))
 }
 
+/// Creates this node's publication, empty, if it does not exist: peers subscribe to it even
+/// before this node federates a table.
+pub fn ensure_exists(node: &str) -> FedResult<()> {
+    let name = publication_name(node);
+    if !exists(&name)? {
+        sql::exec(&format!("CREATE PUBLICATION {} WITH (publish_via_partition_root = false)", sql::quote_ident(&name)))?;
+    }
+    Ok(())
+}
+
 /// Adds a partition to this node's publication, creating the publication if needed.
 pub fn add(node: &str, partition: pg_sys::Oid, partition_sql: &str) -> FedResult<()> {
     let name = publication_name(node);

@@ -226,6 +226,9 @@ impl Node {
              fsync = off\n\
              full_page_writes = off\n\
              log_line_prefix = '%m [%p] %q%a '\n\
+             wal_retrieve_retry_interval = '1s'\n\
+             federation.database = 'postgres'\n\
+             federation.node_conninfo = 'host=127.0.0.1 port={port} dbname=postgres user=postgres'\n\
              include = '{identity}'\n\
              {extra}\n",
             port = self.port,
@@ -445,6 +448,14 @@ impl Node {
         write_file_as_server_user(&self.files_dir().join("labels"), text);
     }
 
+    /// Puts a line at the top of pg_hba.conf (so it wins over the trust lines initdb wrote);
+    /// takes effect on reload.
+    pub fn prepend_hba(&self, line: &str) {
+        let path = self.data_dir().join("pg_hba.conf");
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        write_file_as_server_user(&path, &format!("{line}\n{text}"));
+    }
+
     /// Appends a line to the node's configuration; takes effect on reload (or restart).
     pub fn append_conf(&self, line: &str) {
         let path = self.data_dir().join("pg_federation_test.conf");
@@ -512,7 +523,7 @@ impl Cluster {
 /// error `cond` returned, and the tail of each node's log.
 pub fn wait_until(what: &str, timeout: Duration, nodes: &[&Node], mut cond: impl FnMut() -> Result<bool, String>) {
     let start = Instant::now();
-    let mut last = String::from("condition was false");
+    let mut last;
     let mut pause = Duration::from_millis(10);
     loop {
         match cond() {

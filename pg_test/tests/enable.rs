@@ -12,7 +12,7 @@ const HIPPOS: &str = "CREATE TABLE hippos (id uuid PRIMARY KEY DEFAULT gen_rando
 /// then the catalog row is written by hand, as join will write it).
 fn member_of(node: &Node, others: &[&str]) {
     for o in others {
-        node.execute(&format!("INSERT INTO federation.node (node_name) VALUES ('{o}')"));
+        node.execute(&format!("INSERT INTO federation.node (node_name, state) VALUES ('{o}', 'ready')"));
     }
 }
 

@@ -64,7 +64,7 @@ mod tests {
     #[pg_test]
     fn accepts_replica_identity_full_without_primary_key() {
         Spi::run("CREATE TABLE full_ri (id int, v text); ALTER TABLE full_ri REPLICA IDENTITY FULL; INSERT INTO full_ri VALUES (1, 'a')").unwrap();
-        Spi::run("INSERT INTO federation.node (node_name) VALUES ('west')").unwrap();
+        Spi::run("INSERT INTO federation.node (node_name, state) VALUES ('west', 'ready')").unwrap();
         enable(oid("full_ri"), "node_name").unwrap();
         let ri = Spi::get_one::<String>("SELECT relreplident::text FROM pg_class WHERE relname = 'full_ri_west'").unwrap();
         assert_eq!(ri.as_deref(), Some("f"), "other nodes' partitions keep REPLICA IDENTITY FULL");

@@ -1,0 +1,159 @@
+//! Benchmark (not a test): the INSERT path of a federated table next to an ordinary table
+//! and the original hand-made recipe, side by side on one server in one run; then enable()
+//! on a 1,000,000-row table with a writer running.
+//!
+//!   scripts/bench.sh insert         (installs the release build, then runs this)
+//!   cargo run --release -p pg_test --example bench_insert [seconds_per_run] [rounds] [soak_seconds]
+//!
+//! (a) ordinary table; (b) federated table (enable(), three partitions); (c) the recipe: LIST
+//! partitions, DEFAULT partition, and an AFTER INSERT FOR EACH STATEMENT trigger that sets the
+//! node name where it is NULL. Same columns: uuid primary key, value, timestamptz.
+
+use pg_test::{pg_bindir, Node, NodeSpec};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const COLS: &str = "id uuid NOT NULL DEFAULT gen_random_uuid(), value numeric, created_at timestamptz NOT NULL DEFAULT now()";
+
+fn setup(node: &Node) {
+    node.execute("INSERT INTO federation.node (node_name, state) VALUES ('west', 'ready')");
+    node.execute(&format!("CREATE TABLE a_plain ({COLS}, PRIMARY KEY (id))"));
+    node.execute(&format!("CREATE TABLE b_federated ({COLS}, PRIMARY KEY (id))"));
+    node.execute("SELECT federation.enable('b_federated')");
+    node.execute(&format!(
+        "CREATE TABLE c_recipe ({COLS}, node_name text) PARTITION BY LIST (node_name);
+         CREATE TABLE c_recipe_default PARTITION OF c_recipe (PRIMARY KEY (id)) DEFAULT;
+         CREATE TABLE c_recipe_east PARTITION OF c_recipe (PRIMARY KEY (id)) FOR VALUES IN ('east');
+         CREATE TABLE c_recipe_west PARTITION OF c_recipe (PRIMARY KEY (id)) FOR VALUES IN ('west');
+         CREATE FUNCTION c_recipe_stamp() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN UPDATE c_recipe SET node_name = 'east' WHERE node_name IS NULL; RETURN NULL; END$$;
+         CREATE TRIGGER c_recipe_stamp AFTER INSERT ON c_recipe FOR EACH STATEMENT EXECUTE FUNCTION c_recipe_stamp();"
+    ));
+}
+
+fn reset(node: &Node) {
+    for sql in ["TRUNCATE a_plain", "TRUNCATE b_federated_east", "TRUNCATE c_recipe", "VACUUM ANALYZE a_plain, b_federated, c_recipe", "CHECKPOINT"] {
+        node.execute(sql); // one by one: a multi-statement string runs as one transaction
+    }
+}
+
+/// Runs pgbench; returns tps and the per-interval tps lines (with -P).
+fn pgbench(node: &Node, script: &str, clients: u32, seconds: u32, progress: Option<u32>) -> (f64, Vec<f64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("script.sql");
+    std::fs::write(&file, script).unwrap();
+    let mut cmd = Command::new(pg_bindir().join("pgbench"));
+    cmd.args(["-n", "-M", "prepared", "-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-p", &node.port.to_string(), "-c", &clients.to_string(), "-j", &clients.to_string()])
+        .args(["-T", &seconds.to_string(), "-f", file.to_str().unwrap()]);
+    if let Some(p) = progress {
+        cmd.args(["-P", &p.to_string()]);
+    }
+    cmd.arg("postgres");
+    let out = cmd.output().expect("run pgbench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pgbench failed: {stdout}{stderr}");
+    let tps = stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .expect("tps line");
+    let intervals = stderr
+        .lines()
+        .filter(|l| l.starts_with("progress:"))
+        .filter_map(|l| l.split_whitespace().nth(3).and_then(|v| v.parse().ok()))
+        .collect();
+    (tps, intervals)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let secs: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let soak: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(60);
+    let node = Node::start(&NodeSpec::guc("east").with_conf("max_wal_size = '4GB'").with_conf("checkpoint_timeout = '30min'"));
+    setup(&node);
+    let tables = ["a_plain", "b_federated", "c_recipe"];
+    let workloads = [
+        ("single-row INSERT", "INSERT INTO {t} (value) VALUES (random());\n"),
+        ("1,000-row INSERT ... SELECT", "INSERT INTO {t} (value) SELECT random() FROM generate_series(1, 1000);\n"),
+    ];
+    println!("# INSERT path: tps, median of {rounds} rounds of {secs} s, tables rotated each round\n");
+    println!("| workload | clients | (a) ordinary tps | (b) federated tps | (c) recipe tps | (b)/(a) | (c)/(a) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (wname, script) in workloads {
+        for clients in [1u32, 2] {
+            let mut tps: Vec<Vec<f64>> = vec![vec![]; 3];
+            for round in 0..rounds {
+                for k in 0..3 {
+                    let i = (k + round) % 3;
+                    reset(&node);
+                    let (t, _) = pgbench(&node, &script.replace("{t}", tables[i]), clients, secs, None);
+                    tps[i].push(t);
+                }
+            }
+            let m: Vec<f64> = tps.iter_mut().map(|v| median(v)).collect();
+            println!(
+                "| {wname} | {clients} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
+                m[0], m[1], m[2], m[1] / m[0], m[2] / m[0]
+            );
+        }
+    }
+
+    println!("\n# Over a {soak}-second run: single-row INSERT, 1 client, tps per 10 s interval\n");
+    println!("| table | intervals (tps) | last / first |");
+    println!("|---|---|---:|");
+    for t in tables {
+        reset(&node);
+        let (_, iv) = pgbench(&node, &format!("INSERT INTO {t} (value) VALUES (random());\n"), 1, soak, Some(10));
+        let shown: Vec<String> = iv.iter().map(|v| format!("{v:.0}")).collect();
+        let ratio = iv.last().unwrap_or(&0.0) / iv.first().unwrap_or(&1.0);
+        println!("| {t} | {} | {ratio:.2} |", shown.join(", "));
+    }
+
+    // enable() on 1,000,000 rows, with a writer inserting into the same table throughout.
+    println!("\n# enable() on a 1,000,000-row table\n");
+    node.execute(&format!("CREATE TABLE big ({COLS}, PRIMARY KEY (id))"));
+    node.execute("INSERT INTO big (value) SELECT g FROM generate_series(1, 1000000) g");
+    node.execute("VACUUM ANALYZE big");
+    node.execute("CHECKPOINT");
+    let t = Instant::now();
+    node.execute("SELECT count(*) FROM big");
+    let scan = t.elapsed();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let mut writer = node.connect().unwrap();
+    let handle = std::thread::spawn(move || {
+        let mut worst = Duration::ZERO;
+        let mut n = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            writer.simple_query("INSERT INTO big (value) VALUES (-1)").unwrap();
+            worst = worst.max(t.elapsed());
+            n += 1;
+        }
+        (worst, n)
+    });
+    std::thread::sleep(Duration::from_millis(500)); // let the writer run first
+    let t = Instant::now();
+    node.execute("SELECT federation.enable('big')");
+    let enable = t.elapsed();
+    std::thread::sleep(Duration::from_millis(500)); // and after
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (worst, n) = handle.join().unwrap();
+    let rows = node.scalar("SELECT count(*) FROM big_east").unwrap();
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| enable() seconds | {:.2} |", enable.as_secs_f64());
+    println!("| SELECT count(*) of the same table, seconds | {:.2} |", scan.as_secs_f64());
+    println!("| enable() / count(*) | {:.1} |", enable.as_secs_f64() / scan.as_secs_f64());
+    println!("| longest single INSERT of a concurrent writer (blocked), seconds | {:.2} |", worst.as_secs_f64());
+    println!("| writer inserts during the run / rows in big_east after | {n} / {rows} |");
+}

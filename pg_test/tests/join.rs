@@ -1,0 +1,282 @@
+//! federation.join(), wait_ready(), leave() and drop_node() across real servers.
+
+use pg_test::checks::{digest, snapshot};
+use pg_test::{wait_until, Cluster, Node, NodeSpec};
+use std::time::Duration;
+
+const HIPPOS: &str = "CREATE TABLE hippos (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), value numeric, \
+                      created_at timestamptz NOT NULL DEFAULT now()); SELECT federation.enable('hippos');";
+
+fn nodes(names: &[&str]) -> Cluster {
+    let c = Cluster::start(&names.iter().map(|n| NodeSpec::guc(n)).collect::<Vec<_>>());
+    for n in &c.nodes {
+        n.execute(HIPPOS);
+    }
+    c
+}
+
+/// Joins `node` to the federation of `peer` and waits until it is ready.
+fn join(node: &Node, peer: &Node) {
+    node.execute(&format!("SELECT federation.join('{}')", peer.conninfo()));
+    node.execute("SELECT federation.wait_ready('90 s')");
+}
+
+/// Every node holds the same rows in every partition.
+fn assert_converged(c: &Cluster, table: &str) {
+    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    wait_until(&format!("every node to hold the same rows of {table}"), Duration::from_secs(60), &c.all(), || {
+        for owner in &names {
+            let part = format!("{table}_{owner}");
+            let want = digest(c.node(owner), &part);
+            for n in &c.nodes {
+                let got = digest(n, &part);
+                if got != want {
+                    return Err(format!("{part}: {} rows on {}, {} on owner {owner}", got.0, n.name, want.0));
+                }
+            }
+        }
+        Ok(true)
+    });
+}
+
+#[test]
+fn two_nodes_form_a_federation_and_rows_flow_both_ways() {
+    let c = nodes(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 100) g");
+    west.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 50) g");
+    join(west, east);
+    assert_converged(&c, "hippos");
+    for n in [east, west] {
+        assert_eq!(n.scalar("SELECT count(*) FROM hippos").as_deref(), Some("150"), "on {}", n.name);
+        let states = n.scalar("SELECT string_agg(node_name || ':' || state, ',' ORDER BY node_name) FROM federation.nodes");
+        assert_eq!(states.as_deref(), Some("east:ready,west:ready"), "on {}", n.name);
+    }
+    // New writes, updates and deletes flow too.
+    east.execute("INSERT INTO hippos (value) VALUES (1000); UPDATE hippos SET value = -value WHERE value <= 10; DELETE FROM hippos WHERE value = 50");
+    west.execute("INSERT INTO hippos (value) VALUES (2000); DELETE FROM hippos WHERE value = 49");
+    assert_converged(&c, "hippos");
+    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("149"));
+    // No password and no secret in the view, but the address is there.
+    assert!(east.scalar("SELECT conninfo FROM federation.nodes WHERE node_name = 'west'").unwrap().contains("port="));
+}
+
+#[test]
+fn three_nodes_then_a_fourth_joins_with_one_call() {
+    let c = Cluster::start(&["east", "central", "west", "south"].map(NodeSpec::guc));
+    for n in &c.nodes {
+        n.execute(HIPPOS);
+    }
+    let (east, central, west, south) = (c.node("east"), c.node("central"), c.node("west"), c.node("south"));
+    join(central, east);
+    join(west, central);
+    for n in [east, central, west] {
+        n.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 1000) g");
+    }
+    south.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 10) g");
+    // One call on the new node; nothing typed on the other three.
+    join(south, west);
+    assert_converged(&c, "hippos");
+    for n in &c.nodes {
+        assert_eq!(n.scalar("SELECT count(*) FROM hippos").as_deref(), Some("3010"), "on {}", n.name);
+        assert_eq!(n.scalar("SELECT count(*) FROM federation.nodes WHERE state = 'ready'").as_deref(), Some("4"), "on {}", n.name);
+        assert_eq!(n.scalar("SELECT count(*) FROM pg_subscription").as_deref(), Some("3"), "on {}: a full mesh", n.name);
+    }
+}
+
+#[test]
+fn join_inside_a_transaction_commits_or_rolls_back_cleanly() {
+    let c = nodes(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("INSERT INTO hippos (value) VALUES (1)");
+    let before = (snapshot(east, "public"), snapshot(west, "public"));
+    west.execute(&format!("BEGIN; SELECT federation.join('{}'); ROLLBACK;", east.conninfo()));
+    // Give a (wrongly) woken worker every chance to act before looking.
+    std::thread::sleep(Duration::from_secs(2)); // not synchronisation: proving nothing happens
+    assert_eq!((snapshot(east, "public"), snapshot(west, "public")), before, "ROLLBACK must leave no trace on any node");
+    assert_eq!(east.scalar("SELECT count(*) FROM pg_replication_slots").as_deref(), Some("0"));
+    // wait_ready in the same transaction as join is refused with a hint.
+    let e = west.expect_error(&format!("BEGIN; SELECT federation.join('{}'); SELECT federation.wait_ready('5 s')", east.conninfo()));
+    west.execute("ROLLBACK");
+    assert_eq!(e.code, "55000", "{e}");
+    // A migration tool's transaction.
+    west.execute(&format!("BEGIN; SELECT federation.join('{}'); COMMIT;", east.conninfo()));
+    west.execute("SELECT federation.wait_ready('90 s')");
+    assert_converged(&c, "hippos");
+    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("1"));
+}
+
+#[test]
+fn a_failed_join_leaves_nothing_and_a_retry_succeeds() {
+    let c = nodes(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    // A role that must authenticate with a password (SCRAM), to get a wrong password wrong.
+    east.execute("SET password_encryption = 'scram-sha-256'; CREATE ROLE fed LOGIN SUPERUSER PASSWORD 'right-one'");
+    east.prepend_hba("host all fed 127.0.0.1/32 scram-sha-256");
+    east.reload();
+    let snap = || (snapshot(east, "public"), snapshot(west, "public"));
+    let before = snap();
+    let cases: Vec<(String, &str, &str)> = vec![
+        (format!("SELECT federation.join('host=127.0.0.1 port=1 dbname=postgres user=postgres connect_timeout=2')"), "08001", "could not connect"),
+        (format!("SELECT federation.join('{} user=fed password=secret123')", east.conninfo()), "08001", "password authentication failed"),
+        (format!("SELECT federation.join('{} user=nobody')", east.conninfo()), "08001", "could not connect"),
+        ("SELECT federation.join('host=127.0.0.1 port=')".to_string(), "08001", "could not connect"),
+        ("SELECT federation.join('this is not a conninfo')".to_string(), "42601", "invalid connection string"),
+        (format!("SELECT federation.join('{}', node_conninfo => 'host=127.0.0.1 port=1 dbname=postgres user=postgres connect_timeout=2')", east.conninfo()), "08001", "could not connect"),
+    ];
+    for (sql, code, needle) in &cases {
+        let e = west.expect_error(sql);
+        assert_eq!(&e.code, code, "{sql}: {e}");
+        assert!(e.message.contains(needle), "{sql}: {e}");
+        assert!(!e.to_string().contains("secret123"), "a password leaked into an error: {e}");
+        assert_eq!(snap(), before, "{sql}: something was left behind");
+    }
+    // The fix: join with the right address.
+    join(west, east);
+    assert_converged(&c, "hippos");
+}
+
+#[test]
+fn join_refuses_incompatible_peers() {
+    let c = Cluster::start(&[NodeSpec::guc("east"), NodeSpec::guc("west"), NodeSpec::guc("bare").without_extension(), NodeSpec::guc("east2")]);
+    let (east, west, bare) = (c.node("east"), c.node("west"), c.node("bare"));
+    east.execute(HIPPOS);
+    // pg_federation missing on the peer.
+    let e = west.expect_error(&format!("SELECT federation.join('{}')", bare.conninfo()));
+    assert_eq!(e.code, "55000", "{e}");
+    assert!(e.message.contains("not installed"), "{e}");
+    // A federated table missing on this side.
+    let e = west.expect_error(&format!("SELECT federation.join('{}')", east.conninfo()));
+    assert_eq!(e.code, "55000", "{e}");
+    assert!(e.message.contains("hippos"), "{e}");
+    // ... or with other columns.
+    west.execute("CREATE TABLE hippos (id uuid PRIMARY KEY, value text, created_at timestamptz NOT NULL); SELECT federation.enable('hippos')");
+    let e = west.expect_error(&format!("SELECT federation.join('{}')", east.conninfo()));
+    assert_eq!(e.code, "42804", "{e}");
+    assert!(e.detail.as_deref().unwrap_or("").contains("value"), "{e}");
+    // A role without superuser (so without the right to subscribe).
+    east.execute("CREATE ROLE weak LOGIN");
+    west.execute("SELECT federation.disable('hippos'); DROP TABLE hippos;");
+    west.execute(HIPPOS);
+    let e = west.expect_error(&format!("SELECT federation.join('{} user=weak')", east.conninfo()));
+    assert_eq!(e.code, "42501", "{e}");
+    // The same node name (renamed east2 -> east).
+    let twin = c.node("east2");
+    twin.execute(HIPPOS);
+    let e = west.expect_error("SELECT federation.join('host=127.0.0.1 port=1', node_conninfo => '')");
+    assert_eq!(e.code, "55000", "no node_conninfo: {e}");
+    assert!(e.hint.as_deref().unwrap_or("").contains("federation.node_conninfo"), "{e}");
+    twin.execute("ALTER SYSTEM SET federation.node_name = 'east'");
+    twin.reload();
+    let before = (snapshot(east, "public"), snapshot(twin, "public"));
+    let e = twin.expect_error(&format!("SELECT federation.join('{}')", east.conninfo()));
+    // twin recorded "east2" when it enabled hippos: renaming is refused before anything else.
+    assert_eq!(e.code, "55000", "{e}");
+    assert!(e.message.contains("name changed"), "{e}");
+    assert_eq!((snapshot(east, "public"), snapshot(twin, "public")), before);
+    // Not superuser: refused.
+    west.execute("CREATE ROLE app LOGIN");
+    let e = west.expect_error(&format!("SET ROLE app; SELECT federation.join('{}')", east.conninfo()));
+    west.execute("RESET ROLE");
+    assert_eq!(e.code, "42501", "{e}");
+    // Finally the real thing works.
+    join(west, east);
+}
+
+#[test]
+fn duplicate_node_names_are_refused() {
+    let c = Cluster::start(&[NodeSpec::guc("east"), NodeSpec::guc("west")]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    west.execute("ALTER SYSTEM SET federation.node_name = 'east'");
+    west.reload();
+    let before = (snapshot(east, "public"), snapshot(west, "public"));
+    let e = west.expect_error(&format!("SELECT federation.join('{}')", east.conninfo()));
+    assert_eq!(e.code, "42710", "{e}");
+    assert!(e.message.contains("already taken"), "{e}");
+    assert_eq!((snapshot(east, "public"), snapshot(west, "public")), before);
+}
+
+#[test]
+fn leave_and_drop_node() {
+    let c = nodes(&["east", "central", "west"]);
+    let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
+    join(central, east);
+    join(west, east);
+    for n in [east, central, west] {
+        n.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 10) g");
+    }
+    assert_converged(&c, "hippos");
+
+    // west leaves: everywhere its subscriptions, slots and catalog rows go; its rows stay.
+    let e = west.expect_error("BEGIN; SELECT federation.leave()");
+    west.execute("ROLLBACK");
+    assert_eq!(e.code, "25001", "{e}");
+    west.execute("SELECT federation.leave()");
+    for n in [east, central] {
+        assert_eq!(n.scalar("SELECT count(*) FROM federation.node WHERE node_name = 'west'").as_deref(), Some("0"));
+        assert_eq!(n.scalar("SELECT count(*) FROM pg_subscription WHERE subname LIKE '%west%'").as_deref(), Some("0"));
+        assert_eq!(n.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%west%'").as_deref(), Some("0"));
+        assert_eq!(n.scalar("SELECT count(*) FROM hippos_west").as_deref(), Some("10"), "rows kept by default");
+    }
+    assert_eq!(west.scalar("SELECT count(*) FROM pg_subscription").as_deref(), Some("0"));
+    assert_eq!(west.scalar("SELECT count(*) FROM pg_replication_slots").as_deref(), Some("0"));
+    assert_eq!(west.scalar("SELECT count(*) FROM federation.node").as_deref(), Some("0"));
+
+    // central dies; east drops it while it is unreachable.
+    central.stop();
+    east.execute("SELECT federation.drop_node('central')");
+    assert_eq!(east.scalar("SELECT count(*) FROM federation.node").as_deref(), Some("0"));
+    assert_eq!(east.scalar("SELECT count(*) FROM pg_subscription").as_deref(), Some("0"));
+    assert_eq!(east.scalar("SELECT count(*) FROM pg_replication_slots").as_deref(), Some("0"), "WAL no longer held for the dead node");
+    let e = east.expect_error("SELECT federation.drop_node('nobody')");
+    assert_eq!(e.code, "42704", "{e}");
+    // west can join east again.
+    join(west, east);
+    east.execute("INSERT INTO hippos (value) VALUES (99)");
+    wait_until("west to receive east's new row", Duration::from_secs(60), &[east, west], || {
+        Ok(west.scalar("SELECT count(*) FROM hippos_east").as_deref() == Some("11"))
+    });
+}
+
+#[test]
+fn writers_during_a_join_lose_nothing() {
+    let c = nodes(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = [east, west]
+        .iter()
+        .map(|n| {
+            let mut client = n.connect().unwrap();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut acked = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    client.batch_execute("INSERT INTO hippos (value) VALUES (1)").unwrap();
+                    acked += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    join(west, east);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert_converged(&c, "hippos");
+    for n in [east, west] {
+        assert_eq!(n.scalar("SELECT count(*) FROM hippos_east").unwrap().parse::<u64>().unwrap(), acked[0], "on {}", n.name);
+        assert_eq!(n.scalar("SELECT count(*) FROM hippos_west").unwrap().parse::<u64>().unwrap(), acked[1], "on {}", n.name);
+    }
+}
+
+#[test]
+fn a_restart_while_a_join_completes_does_not_stop_it() {
+    let c = nodes(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 100) g");
+    west.execute(&format!("SELECT federation.join('{}')", east.conninfo()));
+    east.restart(); // the peer goes away right after COMMIT
+    west.restart(); // and so does the joining node
+    west.execute("SELECT federation.wait_ready('90 s')");
+    assert_converged(&c, "hippos");
+    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("100"));
+}

@@ -1,0 +1,100 @@
+//! `federation.wait_ready()`: blocks until every member is wired both ways and every initial
+//! copy is done, or raises a clear error on a failed step or on timeout.
+
+use crate::errors::{FedError, FedResult, OrRaise};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use std::time::{Duration, Instant};
+
+/// A failed step is reported once it has failed this many times in a row (the worker keeps
+/// retrying: a peer that restarts mid-join recovers by itself).
+const FAILED_AFTER: i32 = 5;
+
+struct State {
+    name: String,
+    state: String,
+    attempts: i32,
+    last_error: Option<String>,
+}
+
+/// Reads with a fresh snapshot each call, so a loop sees the worker's commits.
+fn states() -> FedResult<Vec<State>> {
+    let out = Spi::connect_mut(|client| {
+        let table = client.update(
+            "SELECT node_name, state, attempts, last_error FROM federation.node ORDER BY node_name",
+            None,
+            &[],
+        )?;
+        let mut out = vec![];
+        for r in table {
+            out.push(State {
+                name: r.get::<String>(1)?.unwrap_or_default(),
+                state: r.get::<String>(2)?.unwrap_or_default(),
+                attempts: r.get::<i32>(3)?.unwrap_or(0),
+                last_error: r.get::<String>(4)?,
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })?;
+    Ok(out)
+}
+
+#[pg_extern(volatile)]
+fn wait_ready_ms(timeout_ms: i64) {
+    wait_ready(Duration::from_millis(timeout_ms.max(0) as u64)).or_raise()
+}
+
+pub fn wait_ready(timeout: Duration) -> FedResult<()> {
+    let uncommitted = crate::sql::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM federation.node WHERE xmin::text = pg_catalog.txid_current_if_assigned()::text)",
+        &[],
+    )?
+    .unwrap_or(false);
+    if uncommitted {
+        return Err(FedError::prerequisite("federation.wait_ready() cannot wait for a join made in the same transaction")
+            .detail("The join completes after COMMIT, in pg_federation's background worker.")
+            .hint("COMMIT, then call federation.wait_ready()."));
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = states()?;
+        if s.iter().all(|m| m.state == "ready") {
+            return Ok(());
+        }
+        if let Some(f) = s.iter().find(|m| m.attempts >= FAILED_AFTER && m.last_error.is_some()) {
+            return Err(FedError::prerequisite(format!("joining node \"{}\" keeps failing: {}", f.name, f.last_error.clone().unwrap_or_default()))
+                .detail(format!("The step has failed {} times in a row; pg_federation's worker keeps retrying it.", f.attempts))
+                .hint("Fix the cause (federation.nodes shows the last error); the join then completes by itself."));
+        }
+        if Instant::now() >= deadline {
+            let pending: Vec<String> = s
+                .iter()
+                .filter(|m| m.state != "ready")
+                .map(|m| format!("{} ({}{})", m.name, m.state, m.last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()))
+                .collect();
+            return Err(FedError::new(
+                PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                format!("timed out after {:?} waiting for the federation to be ready", timeout),
+            )
+            .detail(format!("Not ready: {}.", pending.join(", ")))
+            .hint("Initial copies of large tables take time: call federation.wait_ready() again with a longer timeout, and see federation.nodes."));
+        }
+        // SAFETY: waiting on our own latch, with a timeout.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                100,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+    }
+}
+
+/// A connection string without its password, for views.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn mask_conninfo(conninfo: &str) -> String {
+    crate::remote::mask(conninfo)
+}

@@ -1,0 +1,196 @@
+//! pg_federation's background worker: finishes what join() recorded, after COMMIT.
+//!
+//! One worker per server (started through shared_preload_libraries), connected to the
+//! database named by `federation.database`. Every pass it takes each member still `joining`
+//! and, idempotently: registers this node with that member (federation.add_member there:
+//! catalog row and partitions for this node), creates this node's subscription to the
+//! member's publication, creates the member's subscription to this node's publication, and
+//! once every table of both subscriptions has finished its initial copy, marks the member
+//! ready on both sides. A failed step is recorded in federation.node (last_error, attempts)
+//! and retried on the next pass; a restart of either server only delays it.
+//!
+//! Subscriptions are created with ordinary top-level statements over libpq connections (to
+//! the member, and back to this node itself): CREATE SUBSCRIPTION that creates its slot
+//! cannot run inside a transaction or a function, and no transaction of this worker is open
+//! while it waits for one, so slot creation never waits on us.
+
+use crate::catalog::{self, Member};
+use crate::errors::FedResult;
+use crate::gucs;
+use crate::identity;
+use crate::membership::subscription_name;
+use crate::naming::publication_name;
+use crate::remote::Remote;
+use crate::sql::{self, quote_ident, quote_literal};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::prelude::*;
+use std::time::Duration;
+
+pub const WORKER_TYPE: &str = "pg_federation worker";
+
+/// Registers the worker; called from _PG_init while shared_preload_libraries loads.
+pub fn register() {
+    BackgroundWorkerBuilder::new(WORKER_TYPE)
+        .set_type(WORKER_TYPE)
+        .set_library("pg_federation")
+        .set_function("pg_federation_worker_main")
+        .enable_spi_access()
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+/// Whether this server's worker runs in this database.
+pub fn is_running() -> FedResult<bool> {
+    Ok(sql::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE backend_type = $1 AND datname = current_database())",
+        &[WORKER_TYPE.into()],
+    )?
+    .unwrap_or(false))
+}
+
+/// Asks the worker to look again now (it also looks every second).
+pub fn wake() {
+    let pid = sql::one::<i32>("SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type = $1 LIMIT 1", &[WORKER_TYPE.into()]);
+    if let Ok(Some(pid)) = pid {
+        // SIGUSR1 sets a background worker's latch. Sent at commit, when the rows are visible.
+        pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || unsafe {
+            libc_kill(pid, 10);
+        });
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let db = gucs::get_str(&gucs::DATABASE).unwrap_or_else(|| "postgres".into());
+    BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    log!("pg_federation worker started in database \"{db}\"");
+    let mut pause = Duration::from_millis(200);
+    while BackgroundWorker::wait_latch(Some(pause)) {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: the standard way a background worker applies a reload.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let busy = reconcile_once();
+        pause = Duration::from_millis(if busy { 250 } else { 1000 });
+    }
+}
+
+struct Work {
+    me: String,
+    my_conninfo: String,
+    joining: Vec<Member>,
+}
+
+fn load_work() -> FedResult<Option<Work>> {
+    // SAFETY: reads shared recovery state.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return Ok(None);
+    }
+    let installed = sql::one::<bool>("SELECT true FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'", &[])?.unwrap_or(false);
+    if !installed {
+        return Ok(None);
+    }
+    let Some((recorded, Some(my_conninfo))) = catalog::local_node()? else { return Ok(None) };
+    let me = identity::current_name()?;
+    if me != recorded {
+        return Ok(None); // renamed: identity::current_name() already refuses writes
+    }
+    let joining: Vec<Member> = catalog::members()?.into_iter().filter(|m| m.state == "joining").collect();
+    Ok(Some(Work { me, my_conninfo, joining }))
+}
+
+/// One pass; true while there is work in progress.
+fn reconcile_once() -> bool {
+    let work = BackgroundWorker::transaction(load_work);
+    let work = match work {
+        Ok(Some(w)) => w,
+        Ok(None) => return false,
+        Err(e) => {
+            warning!("pg_federation worker: {e}");
+            return false;
+        }
+    };
+    for m in &work.joining {
+        match wire(&work.me, &work.my_conninfo, m) {
+            Ok(true) => {
+                let r = BackgroundWorker::transaction(|| catalog::set_member_state(&m.name, "ready"));
+                match r {
+                    Ok(()) => log!("pg_federation: node \"{}\" and this node \"{}\" replicate both ways", m.name, work.me),
+                    Err(e) => warning!("pg_federation worker: {e}"),
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let msg = e.to_string();
+                if m.last_error.as_deref() != Some(msg.as_str()) {
+                    warning!("pg_federation: joining node \"{}\": {msg}", m.name);
+                }
+                if let Err(e) = BackgroundWorker::transaction(|| catalog::record_member_error(&m.name, &msg)) {
+                    warning!("pg_federation worker: {e}");
+                }
+            }
+        }
+    }
+    !work.joining.is_empty()
+}
+
+fn subscription_exists(r: &mut Remote, name: &str) -> FedResult<bool> {
+    Ok(r.scalar("SELECT count(*) FROM pg_catalog.pg_subscription WHERE subname = $1", &[Some(name)])?.as_deref() == Some("1"))
+}
+
+/// Tables of a subscription not yet ready; None when the subscription does not exist.
+fn pending_tables(r: &mut Remote, name: &str) -> FedResult<Option<i64>> {
+    let row = r.query(
+        "SELECT count(*) FILTER (WHERE sr.srsubstate <> 'r'), bool_or(s.subenabled)
+         FROM pg_catalog.pg_subscription s LEFT JOIN pg_catalog.pg_subscription_rel sr ON sr.srsubid = s.oid
+         WHERE s.subname = $1",
+        &[Some(name)],
+    )?;
+    let enabled = row.first().and_then(|r| r[1].clone());
+    if enabled.is_none() {
+        return Ok(None);
+    }
+    Ok(row.first().and_then(|r| r[0].as_deref().and_then(|v| v.parse().ok())))
+}
+
+/// Creates `sub` on the node behind `on`, subscribing to `publisher`'s publication at
+/// `publisher_conninfo`. A slot of that name left behind by an earlier failed attempt (and
+/// inactive) is dropped on the publisher first.
+fn create_subscription(on: &mut Remote, publisher_conn: &mut Remote, sub: &str, publisher: &str, publisher_conninfo: &str) -> FedResult<()> {
+    if subscription_exists(on, sub)? {
+        return Ok(());
+    }
+    publisher_conn.query(
+        "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND NOT active",
+        &[Some(sub)],
+    )?;
+    on.exec(&format!(
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = true)",
+        quote_ident(sub),
+        quote_literal(publisher_conninfo),
+        quote_ident(&publication_name(publisher))
+    ))
+}
+
+/// Wires this node and member `m` both ways; true once both directions are ready.
+fn wire(me: &str, my_conninfo: &str, m: &Member) -> FedResult<bool> {
+    let mut there = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?;
+    let mut here = Remote::connect(my_conninfo, "this node (federation.node_conninfo)")?;
+    there.query("SELECT federation.add_member($1, $2)", &[Some(me), Some(my_conninfo)])?;
+    let inbound = subscription_name(&m.name, me); // on this node, from m
+    let outbound = subscription_name(me, &m.name); // on m, from this node
+    create_subscription(&mut here, &mut there, &inbound, &m.name, &m.conninfo)?;
+    create_subscription(&mut there, &mut here, &outbound, me, my_conninfo)?;
+    let ready = pending_tables(&mut here, &inbound)? == Some(0) && pending_tables(&mut there, &outbound)? == Some(0);
+    if ready {
+        there.query("SELECT federation.set_member_ready($1)", &[Some(me)])?;
+    }
+    Ok(ready)
+}
