@@ -64,6 +64,6 @@ REVOKE EXECUTE ON FUNCTION
     federation.join(text, text), federation.join_federation(text, text),
     federation.leave(boolean), federation.leave_federation(boolean),
     federation.drop_node(text, boolean), federation.drop_federation_node(text, boolean),
-    federation.peer_info(), federation.check_reachable(text), federation.add_member(text, text),
+    federation.peer_info(), federation.check_reachable(text), federation.add_member(text, text, text),
     federation.set_member_ready(text), federation.remove_member(text, boolean)
 FROM PUBLIC;

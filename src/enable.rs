@@ -59,7 +59,12 @@ fn check_node_column_name(col: &str) -> FedResult<()> {
 pub fn enable(relid: pg_sys::Oid, node_column: &str) -> FedResult<()> {
     check_node_column_name(node_column)?;
     let me = identity::current_name()?;
-    Table::lock_exclusive(relid)?;
+    // Already federated: only partitions may be added, under the lighter lock.
+    if catalog::node_column(relid)?.is_some() {
+        Table::lock_for_new_partitions(relid)?;
+    } else {
+        Table::lock_exclusive(relid)?;
+    }
     let t = Table::load(relid)?;
     check_owner(&t, "federate")?;
     catalog::claim_local_name(&me)?;

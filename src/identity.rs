@@ -200,7 +200,8 @@ pub fn renamed_error(recorded: &str, now: &str) -> FedError {
 
 /// The name this node recorded when it first federated a table or joined, if it did.
 fn recorded_name() -> FedResult<Option<String>> {
-    let exists = Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('federation.local_node') IS NOT NULL")?.unwrap_or(false);
+    // Read-only SPI: pgrx's Spi::get_one would assign a transaction id (and fail on a standby).
+    let exists = crate::sql::one::<bool>("SELECT pg_catalog.to_regclass('federation.local_node') IS NOT NULL", &[])?.unwrap_or(false);
     if !exists {
         return Ok(None);
     }

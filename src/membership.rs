@@ -141,20 +141,26 @@ fn check_reachable(conninfo: &str) -> String {
 
 /// For the joining node's worker: registers `name` as a member of this node's federation and
 /// gives every federated table a partition for it. Idempotent.
+/// `your_conninfo` is how the joining node reaches this node: recorded as this node's own
+/// address when it has none (federation.node_conninfo unset).
 #[pg_extern(volatile)]
-fn add_member(name: &str, conninfo: &str) {
+fn add_member(name: &str, conninfo: &str, your_conninfo: &str) {
     require_superuser("federation.add_member()").or_raise();
-    add_member_impl(name, conninfo).or_raise()
+    add_member_impl(name, conninfo, your_conninfo).or_raise()
 }
 
-fn add_member_impl(name: &str, conninfo: &str) -> FedResult<()> {
+fn add_member_impl(name: &str, conninfo: &str, your_conninfo: &str) -> FedResult<()> {
     validate_node_name(name, "the joining node")?;
     let me = identity::current_name()?;
     catalog::claim_local_name(&me)?;
+    if catalog::local_node()?.and_then(|(_, c)| c).is_none() {
+        let mine = gucs::get_str(&gucs::NODE_CONNINFO).unwrap_or_else(|| your_conninfo.to_string());
+        catalog::set_local_conninfo(&mine)?;
+    }
     publication::ensure_exists(&me)?;
     catalog::upsert_member(name, conninfo, "joining")?;
     for (oid, col) in federated_tables()? {
-        Table::lock_exclusive(oid)?;
+        Table::lock_for_new_partitions(oid)?;
         let t = Table::load(oid)?;
         enable::ensure_member_partitions(&t, &col, &me)?;
     }
@@ -338,7 +344,7 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
         catalog::upsert_member(&i.node_name, &conninfo_of(i, ci), "joining")?;
     }
     for (oid, col) in federated_tables()? {
-        Table::lock_exclusive(oid)?;
+        Table::lock_for_new_partitions(oid)?;
         let t = Table::load(oid)?;
         enable::ensure_member_partitions(&t, &col, &me)?;
     }

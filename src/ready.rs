@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// A failed step is reported once it has failed this many times in a row (the worker keeps
 /// retrying: a peer that restarts mid-join recovers by itself).
-const FAILED_AFTER: i32 = 5;
+const FAILED_AFTER: i32 = 12;
 
 struct State {
     name: String,
@@ -19,24 +19,15 @@ struct State {
 
 /// Reads with a fresh snapshot each call, so a loop sees the worker's commits.
 fn states() -> FedResult<Vec<State>> {
-    let out = Spi::connect_mut(|client| {
-        let table = client.update(
-            "SELECT node_name, state, attempts, last_error FROM federation.node ORDER BY node_name",
-            None,
-            &[],
-        )?;
-        let mut out = vec![];
-        for r in table {
-            out.push(State {
-                name: r.get::<String>(1)?.unwrap_or_default(),
-                state: r.get::<String>(2)?.unwrap_or_default(),
-                attempts: r.get::<i32>(3)?.unwrap_or(0),
-                last_error: r.get::<String>(4)?,
-            });
-        }
-        Ok::<_, pgrx::spi::Error>(out)
-    })?;
-    Ok(out)
+    Ok(crate::sql::rows_fresh("SELECT node_name, state, attempts, last_error FROM federation.node ORDER BY node_name")?
+        .into_iter()
+        .map(|r| State {
+            name: r[0].clone().unwrap_or_default(),
+            state: r[1].clone().unwrap_or_default(),
+            attempts: r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+            last_error: r[3].clone(),
+        })
+        .collect())
 }
 
 #[pg_extern(volatile)]
@@ -54,6 +45,15 @@ pub fn wait_ready(timeout: Duration) -> FedResult<()> {
         return Err(FedError::prerequisite("federation.wait_ready() cannot wait for a join made in the same transaction")
             .detail("The join completes after COMMIT, in pg_federation's background worker.")
             .hint("COMMIT, then call federation.wait_ready()."));
+    }
+    let has_xid = crate::sql::one::<bool>("SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL", &[])?.unwrap_or(false);
+    if has_xid {
+        return Err(FedError::new(
+            PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+            "federation.wait_ready() cannot run in a transaction that has written something",
+        )
+        .detail("Creating the replication slots of a join waits for every transaction on this node that has written, this one included.")
+        .hint("COMMIT first, then call federation.wait_ready() on its own."));
     }
     let deadline = Instant::now() + timeout;
     loop {

@@ -40,6 +40,38 @@ pub fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> FedRes
     Ok(rows(sql, args, |r| r.get::<T>(1))?.into_iter().next().flatten())
 }
 
+/// Rows of a read-only query as text, each call under a fresh snapshot (READ COMMITTED), so a
+/// waiting loop sees other sessions' commits. Unlike pgrx's mutable SPI calls it assigns no
+/// transaction id (a waiting session holding one would stall logical slot creation).
+pub fn rows_fresh(query: &str) -> FedResult<Vec<Vec<Option<String>>>> {
+    let c = std::ffi::CString::new(query).map_err(|_| crate::errors::FedError::internal("query contains a NUL byte"))?;
+    let mut out = vec![];
+    // SAFETY: plain SPI protocol: connect, execute (read_only = false takes a new snapshot),
+    // copy the text values out, finish. An ERROR aborts the transaction, which cleans SPI up.
+    unsafe {
+        pg_sys::SPI_connect();
+        let rc = pg_sys::SPI_execute(c.as_ptr(), false, 0);
+        if rc != pg_sys::SPI_OK_SELECT as i32 {
+            pg_sys::SPI_finish();
+            return Err(crate::errors::FedError::internal(format!("SPI_execute returned {rc} for a SELECT")));
+        }
+        let tt = pg_sys::SPI_tuptable;
+        let n = pg_sys::SPI_processed as usize;
+        let natts = (*(*tt).tupdesc).natts;
+        for i in 0..n {
+            let tuple = *(*tt).vals.add(i);
+            let mut row = vec![];
+            for j in 1..=natts {
+                let v = pg_sys::SPI_getvalue(tuple, (*tt).tupdesc, j);
+                row.push(if v.is_null() { None } else { Some(std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned()) });
+            }
+            out.push(row);
+        }
+        pg_sys::SPI_finish();
+    }
+    Ok(out)
+}
+
 pub fn quote_ident(name: &str) -> String {
     pgrx::spi::quote_identifier(name)
 }

@@ -70,6 +70,18 @@ impl Table {
     /// Takes ACCESS EXCLUSIVE on the table: nothing reads or writes it until the caller's
     /// transaction ends. The first lock enable() and disable() take (see docs/enable.md).
     pub fn lock_exclusive(oid: pg_sys::Oid) -> FedResult<()> {
+        Self::lock(oid, "ACCESS EXCLUSIVE", false)
+    }
+
+    /// Takes SHARE UPDATE EXCLUSIVE on a federated table's parent only: enough to add
+    /// partitions one at a time (it conflicts with itself), and compatible with the locks
+    /// logical-replication apply takes (a partition, then its parent for the partition
+    /// constraint), so adding a member never deadlocks with replication.
+    pub fn lock_for_new_partitions(oid: pg_sys::Oid) -> FedResult<()> {
+        Self::lock(oid, "SHARE UPDATE EXCLUSIVE", true)
+    }
+
+    fn lock(oid: pg_sys::Oid, mode: &str, only: bool) -> FedResult<()> {
         // Lock by OID first, then read the name: the name cannot change under the lock.
         let name = sql::one::<String>(
             "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
@@ -82,7 +94,7 @@ impl Table {
         if !matches!(kind.as_deref(), Some("r") | Some("p")) {
             return Ok(());
         }
-        sql::exec(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))
+        sql::exec(&format!("LOCK TABLE {}{name} IN {mode} MODE", if only { "ONLY " } else { "" }))
     }
 }
 

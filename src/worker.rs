@@ -9,10 +9,11 @@
 //! ready on both sides. A failed step is recorded in federation.node (last_error, attempts)
 //! and retried on the next pass; a restart of either server only delays it.
 //!
-//! Subscriptions are created with ordinary top-level statements over libpq connections (to
-//! the member, and back to this node itself): CREATE SUBSCRIPTION that creates its slot
-//! cannot run inside a transaction or a function, and no transaction of this worker is open
-//! while it waits for one, so slot creation never waits on us.
+//! Slots are made first, on both publishers, with pg_create_logical_replication_slot() over
+//! autocommit connections; then the subscriptions, with create_slot = false, over libpq
+//! connections to the member and back to this node itself (CREATE SUBSCRIPTION is a
+//! top-level statement there). No transaction of this worker is open while it waits, and no
+//! CREATE SUBSCRIPTION waits for a slot, so the two directions never wait on each other.
 
 use crate::catalog::{self, Member};
 use crate::errors::FedResult;
@@ -118,6 +119,10 @@ fn reconcile_once() -> bool {
         }
     };
     for m in &work.joining {
+        // A failing step is retried with a growing pause (up to ~10 s between attempts).
+        if m.attempts > 0 && !retry_due(m) {
+            continue;
+        }
         match wire(&work.me, &work.my_conninfo, m) {
             Ok(true) => {
                 let r = BackgroundWorker::transaction(|| catalog::set_member_state(&m.name, "ready"));
@@ -141,6 +146,22 @@ fn reconcile_once() -> bool {
     !work.joining.is_empty()
 }
 
+fn retry_due(m: &Member) -> bool {
+    let wait = Duration::from_millis((500 * m.attempts.min(20) as u64).min(10_000));
+    let name = m.name.clone();
+    let ms = wait.as_millis() as i64;
+    BackgroundWorker::transaction(move || {
+        sql::one::<bool>(
+            "SELECT coalesce(last_error_at, '-infinity') + $2 * interval '1 millisecond' <= pg_catalog.clock_timestamp()
+             FROM federation.node WHERE node_name = $1",
+            &[name.as_str().into(), ms.into()],
+        )
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(true)
+}
+
 fn subscription_exists(r: &mut Remote, name: &str) -> FedResult<bool> {
     Ok(r.scalar("SELECT count(*) FROM pg_catalog.pg_subscription WHERE subname = $1", &[Some(name)])?.as_deref() == Some("1"))
 }
@@ -160,22 +181,49 @@ fn pending_tables(r: &mut Remote, name: &str) -> FedResult<Option<i64>> {
     Ok(row.first().and_then(|r| r[0].as_deref().and_then(|v| v.parse().ok())))
 }
 
-/// Creates `sub` on the node behind `on`, subscribing to `publisher`'s publication at
-/// `publisher_conninfo`. A slot of that name left behind by an earlier failed attempt (and
-/// inactive) is dropped on the publisher first.
-fn create_subscription(on: &mut Remote, publisher_conn: &mut Remote, sub: &str, publisher: &str, publisher_conninfo: &str) -> FedResult<()> {
-    if subscription_exists(on, sub)? {
-        return Ok(());
-    }
+/// Makes sure the slot `slot` exists on the publisher behind `publisher_conn` for a
+/// subscription that does not exist yet: a slot left behind by an earlier failed attempt is
+/// dropped (when inactive) and made anew. Plain SQL over an autocommit connection: slot
+/// creation waits only for the publisher's running transactions, none of which waits for us.
+fn fresh_slot(publisher_conn: &mut Remote, slot: &str) -> FedResult<()> {
     publisher_conn.query(
         "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND NOT active",
-        &[Some(sub)],
+        &[Some(slot)],
     )?;
+    publisher_conn.query("SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')", &[Some(slot)])?;
+    Ok(())
+}
+
+/// Empties, on the node behind `on`, its copies of `owner`'s partitions before a new
+/// subscription copies them afresh from the owner: they are replicas only (the owner's copy
+/// wins), and rows kept from an earlier membership would collide with the initial copy.
+/// Guards are ordinary triggers, so replica mode passes them, as apply does.
+fn empty_copies_of(on: &mut Remote, owner: &str) -> FedResult<()> {
+    let parts = on.query(
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM federation.partition p
+         JOIN pg_catalog.pg_class c ON c.oid = p.partition JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE p.node_name = $1",
+        &[Some(owner)],
+    )?;
+    let names: Vec<String> = parts.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
     on.exec(&format!(
-        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = true)",
+        "BEGIN; SET LOCAL session_replication_role = replica; TRUNCATE {}; COMMIT",
+        names.join(", ")
+    ))
+}
+
+/// Creates subscription `sub` (on the node behind `on`) to `publisher`'s publication, on the
+/// slot of the same name made beforehand: CREATE SUBSCRIPTION then waits for nothing remote.
+fn create_subscription(on: &mut Remote, sub: &str, publisher: &str, publisher_conninfo: &str) -> FedResult<()> {
+    on.exec(&format!(
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, slot_name = {}, copy_data = true)",
         quote_ident(sub),
         quote_literal(publisher_conninfo),
-        quote_ident(&publication_name(publisher))
+        quote_ident(&publication_name(publisher)),
+        quote_literal(sub)
     ))
 }
 
@@ -183,11 +231,28 @@ fn create_subscription(on: &mut Remote, publisher_conn: &mut Remote, sub: &str, 
 fn wire(me: &str, my_conninfo: &str, m: &Member) -> FedResult<bool> {
     let mut there = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?;
     let mut here = Remote::connect(my_conninfo, "this node (federation.node_conninfo)")?;
-    there.query("SELECT federation.add_member($1, $2)", &[Some(me), Some(my_conninfo)])?;
+    there.query("SELECT federation.add_member($1, $2, $3)", &[Some(me), Some(my_conninfo), Some(&m.conninfo)])?;
     let inbound = subscription_name(&m.name, me); // on this node, from m
     let outbound = subscription_name(me, &m.name); // on m, from this node
-    create_subscription(&mut here, &mut there, &inbound, &m.name, &m.conninfo)?;
-    create_subscription(&mut there, &mut here, &outbound, me, my_conninfo)?;
+    // Both slots first, then both subscriptions: a CREATE SUBSCRIPTION that made its own slot
+    // would hold a transaction here while the slot there waits for transactions there, and
+    // the two directions could wait on each other.
+    let need_in = !subscription_exists(&mut here, &inbound)?;
+    let need_out = !subscription_exists(&mut there, &outbound)?;
+    if need_in {
+        fresh_slot(&mut there, &inbound)?;
+    }
+    if need_out {
+        fresh_slot(&mut here, &outbound)?;
+    }
+    if need_in {
+        empty_copies_of(&mut here, &m.name)?;
+        create_subscription(&mut here, &inbound, &m.name, &m.conninfo)?;
+    }
+    if need_out {
+        empty_copies_of(&mut there, me)?;
+        create_subscription(&mut there, &outbound, me, my_conninfo)?;
+    }
     let ready = pending_tables(&mut here, &inbound)? == Some(0) && pending_tables(&mut there, &outbound)? == Some(0);
     if ready {
         there.query("SELECT federation.set_member_ready($1)", &[Some(me)])?;

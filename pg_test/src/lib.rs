@@ -347,8 +347,21 @@ impl Node {
         result.map_err(SqlError::from)
     }
 
-    /// A new connection, for tests that need several sessions.
+    /// A new connection, for tests that need several sessions. Waits (up to 30 s) while the
+    /// server is still starting up (57P03).
     pub fn connect(&self) -> Result<postgres::Client, postgres::Error> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.connect_once() {
+                Err(e) if Instant::now() < deadline && e.code().map(|c| c.code()) == Some("57P03") => {
+                    std::thread::sleep(Duration::from_millis(100)); // poll while it starts
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn connect_once(&self) -> Result<postgres::Client, postgres::Error> {
         postgres::Config::new()
             .host("127.0.0.1")
             .port(self.port)

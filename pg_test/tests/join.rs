@@ -53,10 +53,12 @@ fn two_nodes_form_a_federation_and_rows_flow_both_ways() {
         assert_eq!(states.as_deref(), Some("east:ready,west:ready"), "on {}", n.name);
     }
     // New writes, updates and deletes flow too.
-    east.execute("INSERT INTO hippos (value) VALUES (1000); UPDATE hippos SET value = -value WHERE value <= 10; DELETE FROM hippos WHERE value = 50");
-    west.execute("INSERT INTO hippos (value) VALUES (2000); DELETE FROM hippos WHERE value = 49");
+    // (Each node changes only its own rows: the guards refuse the others.)
+    east.execute("INSERT INTO hippos (value) VALUES (1000); UPDATE hippos SET value = -value WHERE value <= 10 AND node_name = 'east'; DELETE FROM hippos WHERE value = 50 AND node_name = 'east'");
+    west.execute("INSERT INTO hippos (value) VALUES (2000); DELETE FROM hippos WHERE value = 49 AND node_name = 'west'");
     assert_converged(&c, "hippos");
-    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("149"));
+    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("150"));
+    assert_eq!(west.scalar("SELECT count(*) FROM hippos WHERE value < 0").as_deref(), Some("10"));
     // No password and no secret in the view, but the address is there.
     assert!(east.scalar("SELECT conninfo FROM federation.nodes WHERE node_name = 'west'").unwrap().contains("port="));
 }
@@ -163,9 +165,14 @@ fn join_refuses_incompatible_peers() {
     // The same node name (renamed east2 -> east).
     let twin = c.node("east2");
     twin.execute(HIPPOS);
-    let e = west.expect_error("SELECT federation.join('host=127.0.0.1 port=1', node_conninfo => '')");
+    // No address for the peers to reach this node.
+    west.append_conf("federation.node_conninfo = ''");
+    west.reload();
+    let e = west.expect_error(&format!("SELECT federation.join('{}')", east.conninfo()));
     assert_eq!(e.code, "55000", "no node_conninfo: {e}");
     assert!(e.hint.as_deref().unwrap_or("").contains("federation.node_conninfo"), "{e}");
+    west.append_conf(&format!("federation.node_conninfo = '{}'", west.conninfo()));
+    west.reload();
     twin.execute("ALTER SYSTEM SET federation.node_name = 'east'");
     twin.reload();
     let before = (snapshot(east, "public"), snapshot(twin, "public"));
