@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# The pg_federation demo: builds and installs the extension, starts a local federation of
-# PostgreSQL servers on this machine (east, central, west), shows each node's name, and
-# leaves the servers running so you can connect with psql.
+# The pg_federation walkthrough: builds and installs the extension, starts PostgreSQL servers
+# east, central and west on this machine, federates a table, joins them, writes on every node
+# and shows every node reading every row; then a fourth node, south, joins with one call.
+# Every step is printed as the SQL you would type in psql, with what it returned. The servers
+# stay up afterwards so you can try things yourself.
 #
-#   scripts/demo.sh          start the demo (stops an earlier demo first)
+#   scripts/demo.sh          run the walkthrough (stops an earlier demo first)
 #   scripts/demo.sh stop     stop every demo server and remove its data
 #
-# Servers listen on 127.0.0.1 ports 5441 (east), 5442 (central), 5443 (west); data lives
-# under $DEMO_DIR (default /tmp/pg_federation_demo). As root, servers run as 'postgres'.
+# Ports: 5441 east, 5442 central, 5443 west, 5444 south (127.0.0.1). Data: $DEMO_DIR
+# (default /tmp/pg_federation_demo). As root, the servers run as the 'postgres' user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-/tmp/pg_federation_demo}
-NODES=(east:5441 central:5442 west:5443)
+NODES=(east:5441 central:5442 west:5443 south:5444)
 PG_BIN=/usr/lib/postgresql/${PG_MAJOR:-15}/bin
 
 as_pg() {
@@ -19,7 +21,7 @@ as_pg() {
 }
 
 stop_all() {
-    for entry in "${NODES[@]}" south:5444; do
+    for entry in "${NODES[@]}"; do
         local name=${entry%%:*}
         if [ -f "$DEMO_DIR/$name/data/postmaster.pid" ]; then
             as_pg "$PG_BIN/pg_ctl" stop -m fast -w -D "$DEMO_DIR/$name/data" >/dev/null || true
@@ -44,8 +46,13 @@ stop_all >/dev/null
 mkdir -p "$DEMO_DIR"
 [ "$(id -u)" = 0 ] && chown postgres: "$DEMO_DIR"
 
-psql_on() { # port sql
-    as_pg "$PG_BIN/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -U postgres -d postgres "${@:2}"
+port_of() { for e in "${NODES[@]}"; do [ "${e%%:*}" = "$1" ] && echo "${e##*:}"; done; }
+
+# Runs SQL on a node, printed the way psql shows it.
+on() { # node sql
+    local node=$1 sql=$2
+    printf '\n%s=# %s\n' "$node" "$sql"
+    as_pg "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$(port_of "$node")" -U postgres -d postgres -c "$sql"
 }
 
 start_node() { # name port
@@ -61,9 +68,12 @@ max_replication_slots = 20
 max_wal_senders = 20
 max_logical_replication_workers = 16
 max_worker_processes = 32
+wal_retrieve_retry_interval = '1s'
 shared_preload_libraries = 'pg_federation'
+federation.database = 'postgres'
+federation.node_conninfo = 'host=127.0.0.1 port=$port dbname=postgres user=postgres'
 CONF
-    # central takes its name from a Kubernetes-style labels file; the others from the GUC.
+    # central takes its name from a Kubernetes-style labels file; the others from the setting.
     if [ "$name" = central ]; then
         printf 'app="hippo"\npg-cluster="%s"\n' "$name" | as_pg tee "$dir/labels" >/dev/null
         echo "federation.labels_path = '$dir/labels'" | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
@@ -71,28 +81,70 @@ CONF
         echo "federation.node_name = '$name'" | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
     fi
     as_pg "$PG_BIN/pg_ctl" start -w -D "$dir/data" -l "$dir/server.log" >/dev/null
-    psql_on "$port" -q -c "CREATE EXTENSION pg_federation"
 }
 
-say "starting nodes"
+say "starting four PostgreSQL servers (south waits for step 5)"
 for entry in "${NODES[@]}"; do
     start_node "${entry%%:*}" "${entry##*:}"
     echo "started ${entry%%:*} on 127.0.0.1:${entry##*:}"
 done
 
-say "each node's name"
-for entry in "${NODES[@]}"; do
-    port=${entry##*:}
-    echo "\$ psql -h 127.0.0.1 -p $port -U postgres -c 'SELECT federation.node_name(), federation.node_name_source()'"
-    psql_on "$port" -c "SELECT federation.node_name(), federation.node_name_source()"
+HIPPOS="CREATE TABLE hippos (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), value numeric, created_at timestamptz NOT NULL DEFAULT now());"
+
+say "1. on every node: the extension, the table, and federation.enable()"
+for n in east central west south; do
+    on $n "CREATE EXTENSION pg_federation;"
+    on $n "SELECT federation.node_name();"
+    on $n "$HIPPOS"
+    on $n "SELECT federation.enable('hippos');"
 done
+
+say "2. central and west join east's federation: one call each"
+on central "SELECT federation.join('host=127.0.0.1 port=5441 dbname=postgres user=postgres');"
+on central "SELECT federation.wait_ready();"
+on west "SELECT federation.join('host=127.0.0.1 port=5442 dbname=postgres user=postgres');"
+on west "SELECT federation.wait_ready();"
+on east "SELECT node_name, state, conninfo FROM federation.nodes;"
+
+say "3. one insert on each node"
+for n in east central west; do
+    on $n "INSERT INTO hippos (value) VALUES ($(port_of $n)) RETURNING node_name, value;"
+done
+
+say "4. every node reads all three rows, each in its owner's partition"
+wait_rows() { # count: replication is asynchronous; wait (up to 60 s) until every node has them
+    for n in "${@:2}"; do
+        for _ in $(seq 1 600); do
+            got=$(as_pg "$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$(port_of "$n")" -U postgres -d postgres -c "SELECT count(*) FROM hippos")
+            [ "$got" = "$1" ] && break
+            sleep 0.1
+        done
+        [ "$got" = "$1" ] || { echo "node $n has $got rows, expected $1" >&2; exit 1; }
+    done
+}
+wait_rows 3 east central west
+for n in east central west; do
+    on $n "SELECT tableoid::regclass AS partition, node_name, value FROM hippos ORDER BY value;"
+done
+
+say "5. a fourth node, south, joins with one call; nothing is typed on the other three"
+on south "INSERT INTO hippos (value) VALUES (5444) RETURNING node_name, value;"
+on south "SELECT federation.join('host=127.0.0.1 port=5443 dbname=postgres user=postgres');"
+on south "SELECT federation.wait_ready();"
+wait_rows 4 east central west south
+for n in east central west south; do
+    on $n "SELECT tableoid::regclass AS partition, node_name, value FROM hippos ORDER BY value;"
+done
+on east "SELECT node_name, state FROM federation.nodes;"
 
 cat <<MSG
 
-The nodes are running. Connect with:
+The federation is running. Connect with:
   psql -h 127.0.0.1 -p 5441 -U postgres    # east
   psql -h 127.0.0.1 -p 5442 -U postgres    # central
   psql -h 127.0.0.1 -p 5443 -U postgres    # west
+  psql -h 127.0.0.1 -p 5444 -U postgres    # south
+Try: INSERT INTO hippos (value) VALUES (1);  then SELECT * FROM hippos; on another node.
 Stop them all (and remove their data) with:
   scripts/demo.sh stop
 MSG

@@ -42,6 +42,13 @@ CREATE TABLE federation.partition (
 CREATE UNIQUE INDEX partition_per_node ON federation.partition (relid, coalesce(node_name, ''));
 
 REVOKE ALL ON federation.local_node, federation.node, federation.federated_table, federation.partition FROM PUBLIC;
+-- node_name() checks the recorded name for every session (it is every federated table's
+-- column default): the name is readable by all, the connection string is not.
+GRANT SELECT (node_name) ON federation.local_node TO PUBLIC;
+-- Which tables are federated and who owns which partition is no secret (federation.tables
+-- shows it); members' names and states neither. Connection strings and errors stay private.
+GRANT SELECT ON federation.federated_table, federation.partition TO PUBLIC;
+GRANT SELECT (node_name, state, joined_at) ON federation.node TO PUBLIC;
 
 -- pg_dump of a database keeps the federation's state.
 SELECT pg_catalog.pg_extension_config_dump('federation.local_node', '');

@@ -1,8 +1,32 @@
 //! Reading and writing pg_federation's catalog (sql/catalog.sql).
+//!
+//! The catalog and this node's publication belong to the extension's owner. A table owner
+//! who is not a superuser may still enable() and disable() their tables: the catalog and
+//! publication steps (and only those) run as the extension's owner through
+//! [`as_extension_owner`]; the table's own DDL runs as the caller.
 
 use crate::errors::FedResult;
 use crate::sql;
 use pgrx::prelude::*;
+
+/// Runs `f` with the extension owner's privileges (like a SECURITY DEFINER function), then
+/// restores the caller's. An ERROR in `f` aborts the transaction, which restores the user
+/// id by itself.
+pub fn as_extension_owner<T>(f: impl FnOnce() -> FedResult<T>) -> FedResult<T> {
+    let owner = sql::one::<pg_sys::Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'", &[])?
+        .ok_or_else(|| crate::errors::FedError::internal("pg_federation is not installed in this database"))?;
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_ctx: i32 = 0;
+    // SAFETY: the standard save/switch/restore of PostgreSQL's security-restricted operations.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
+        pg_sys::SetUserIdAndSecContext(owner, saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+    }
+    let r = f();
+    // SAFETY: restores what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx) };
+    r
+}
 
 /// Members of the federation other than this node, by name.
 pub fn other_members() -> FedResult<Vec<String>> {

@@ -67,7 +67,7 @@ pub fn enable(relid: pg_sys::Oid, node_column: &str) -> FedResult<()> {
     }
     let t = Table::load(relid)?;
     check_owner(&t, "federate")?;
-    catalog::claim_local_name(&me)?;
+    catalog::as_extension_owner(|| catalog::claim_local_name(&me))?;
     if let Some(existing) = catalog::node_column(relid)? {
         if existing != node_column {
             return Err(FedError::prerequisite(format!(
@@ -272,8 +272,10 @@ fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
     sql::exec(&format!("ALTER TABLE {table_sql} ATTACH PARTITION {my_part_sql} FOR VALUES IN ({})", quote_literal(me)))?;
 
     // 3. Partitions for the other members, and DEFAULT; guards on all of them.
-    catalog::insert_table(parent, col, false)?;
-    catalog::insert_partition(parent, Some(me), t.oid)?;
+    catalog::as_extension_owner(|| {
+        catalog::insert_table(parent, col, false)?;
+        catalog::insert_partition(parent, Some(me), t.oid)
+    })?;
     let t_parent = Table::load(parent)?;
     for n in &others {
         create_partition(&t_parent, col, Some(n), t.oid, &my_part_sql)?;
@@ -287,7 +289,7 @@ fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
     }
 
     // 5. Publish this node's partition.
-    publication::add(me, t.oid, &my_part_sql)
+    catalog::as_extension_owner(|| publication::add(me, t.oid, &my_part_sql))
 }
 
 /// Creates the partition of `t` owned by `owner` (None: DEFAULT) as a copy of the template
@@ -308,7 +310,7 @@ fn create_partition(t: &Table, col: &str, owner: Option<&str>, template: pg_sys:
     sql::exec(&format!("ALTER TABLE {} ATTACH PARTITION {part_sql} {bound}", t.qualified()))?;
     guards::install(&part_sql, owner, &t.display(), col, local_part_sql)?;
     let oid = relation_oid(&t.schema, &name)?;
-    catalog::insert_partition(t.oid, owner, oid)?;
+    catalog::as_extension_owner(|| catalog::insert_partition(t.oid, owner, oid))?;
     Ok(name)
 }
 
@@ -432,7 +434,7 @@ fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
     // Checked; now change. Rows without a node (in DEFAULT) belong to this node.
     let table_sql = t.qualified();
     let qcol = quote_ident(col);
-    catalog::insert_table(t.oid, col, true)?;
+    catalog::as_extension_owner(|| catalog::insert_table(t.oid, col, true))?;
     let mut local_sql = owned.iter().find(|(n, _, _)| n.as_deref() == Some(me)).map(|(_, _, s)| s.clone());
     if local_sql.is_none() {
         let pname = partition_name(&t.name, Some(me));
@@ -454,7 +456,7 @@ fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
         if node.as_deref() != Some(me) {
             guards::install(psql, node.as_deref(), &name, col, &local_sql)?;
         }
-        catalog::insert_partition(t.oid, node.as_deref(), *oid)?;
+        catalog::as_extension_owner(|| catalog::insert_partition(t.oid, node.as_deref(), *oid))?;
     }
     let local_oid = owned.iter().find(|(n, _, _)| n.as_deref() == Some(me)).map(|(_, o, _)| *o).unwrap();
     for n in &others {
@@ -466,7 +468,7 @@ fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
         create_partition(t, col, None, local_oid, &local_sql)?;
     }
     warn_about_recipe_triggers(t)?;
-    publication::add(me, local_oid, &local_sql)
+    catalog::as_extension_owner(|| publication::add(me, local_oid, &local_sql))
 }
 
 fn oid_sql(oid: pg_sys::Oid) -> FedResult<String> {
@@ -544,7 +546,7 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
     let identities = identity_columns(relid, &table_sql)?;
     let comment = table_comment(relid)?;
     let grant_sql = grants(relid, &qualified(&t.schema, &t.name))?;
-    publication::remove(&me, local, &local_sql)?;
+    catalog::as_extension_owner(|| publication::remove(&me, local, &local_sql))?;
     for (name, _, _) in &triggers {
         sql::exec(&format!("DROP TRIGGER {} ON {table_sql}", quote_ident(name)))?;
     }
@@ -561,7 +563,7 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
             sql::exec(&format!("DROP TABLE {psql}"))?;
         }
     }
-    catalog::delete_table(relid)?;
+    catalog::as_extension_owner(|| catalog::delete_table(relid))?;
     sql::exec(&format!("DROP TABLE {table_sql}"))?;
     sql::exec(&format!("ALTER TABLE {local_sql} RENAME TO {}", quote_ident(&t.name)))?;
     // The table is ordinary again: its node column keeps its values, and defaults to this

@@ -64,9 +64,11 @@ pub fn init() {
     GucRegistry::define_string_guc(
         c"federation.database",
         c"Database in which pg_federation's background worker runs.",
-        c"The database where CREATE EXTENSION pg_federation was run. Needs a restart.",
+        c"The database where CREATE EXTENSION pg_federation was run. The worker reads it when \
+          it starts: a change takes effect at the next server restart. (Not a postmaster-level \
+          setting, so that loading pg_federation without shared_preload_libraries still works.)",
         &DATABASE,
-        GucContext::Postmaster,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     reserve_prefix(c"federation");

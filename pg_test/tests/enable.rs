@@ -315,6 +315,37 @@ fn disable_turns_it_back_into_an_ordinary_table() {
 }
 
 #[test]
+fn an_owner_who_is_not_superuser_enables_and_app_roles_write() {
+    let c = Cluster::start(&[NodeSpec::guc("east")]);
+    let east = c.node("east");
+    member_of(east, &["west"]);
+    east.execute(
+        "CREATE ROLE owner_role LOGIN; CREATE ROLE app LOGIN;
+         GRANT CREATE ON SCHEMA public TO owner_role;
+         SET ROLE owner_role;
+         CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, item text);
+         GRANT INSERT, SELECT ON orders TO app;
+         SELECT federation.enable('orders');
+         RESET ROLE;",
+    );
+    assert_eq!(east.scalar("SELECT count(*) FROM federation.tables WHERE table_name = 'orders'::regclass").as_deref(), Some("3"));
+    assert_eq!(east.scalar("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'orders_west'").as_deref(), Some("owner_role"));
+    // An application role that is neither owner nor superuser inserts (node_name() is its
+    // column default) and is still refused other nodes' partitions.
+    let r = east.query("SET ROLE app; INSERT INTO orders (item) VALUES ('hay') RETURNING node_name");
+    assert_eq!(r, vec![vec![Some("east".to_string())]]);
+    let e = east.expect_error("INSERT INTO orders (item, node_name) VALUES ('hay', 'west')");
+    assert_eq!(e.code, "42501", "{e}");
+    east.execute("RESET ROLE");
+    // The connection strings stay private.
+    let e = east.expect_error("SET ROLE app; SELECT conninfo FROM federation.local_node");
+    east.execute("RESET ROLE");
+    assert_eq!(e.code, "42501", "{e}");
+    east.execute("SET ROLE owner_role; SELECT federation.disable('orders'); RESET ROLE;");
+    assert_eq!(east.scalar("SELECT relkind::text FROM pg_class WHERE relname = 'orders'").as_deref(), Some("r"));
+}
+
+#[test]
 fn only_the_owner_may_enable() {
     let c = Cluster::start(&[NodeSpec::guc("east")]);
     let east = c.node("east");

@@ -1,0 +1,166 @@
+//! Benchmark (not a test): replication and joining.
+//!
+//!   scripts/bench.sh join
+//!   cargo run --release -p pg_test --example bench_join [rows_for_join] [seconds_per_lag_run]
+//!
+//! 1. Lag from commit on east to visibility on west, p50/p99, at 1,000 rows/s and at the
+//!    maximum rate, for a federated table next to a hand-made native publication and
+//!    subscription of an identical plain table between the same two servers, in the same run.
+//!    An ALWAYS trigger on west's receiving table records clock_timestamp() - created_at for
+//!    every applied row (both servers share this machine's clock); both paths carry it.
+//! 2. Three empty servers (extension created) to a ready three-node federation.
+//! 3. A fourth node joining a three-node federation holding N rows (default 1,000,000),
+//!    seconds to ready, next to a plain COPY of the same rows between two servers.
+
+use pg_test::{Node, NodeSpec};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+const COLS: &str = "id uuid PRIMARY KEY DEFAULT gen_random_uuid(), value numeric, created_at timestamptz NOT NULL DEFAULT clock_timestamp()";
+
+fn join(node: &Node, peer: &Node) -> Duration {
+    let t = Instant::now();
+    node.execute(&format!("SELECT federation.join('{}')", peer.conninfo()));
+    node.execute("SELECT federation.wait_ready('30 min')");
+    t.elapsed()
+}
+
+fn percentiles(node: &Node, kind: &str) -> (f64, f64, i64) {
+    let r = node.query(&format!(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms), count(*)
+         FROM lag_log WHERE kind = '{kind}'"
+    ));
+    let f = |i: usize| r[0][i].as_deref().unwrap_or("0").parse::<f64>().unwrap_or(0.0);
+    (f(0), f(1), f(2) as i64)
+}
+
+/// Inserts into `table` on `east` for `secs` seconds, at `rate` rows/s (None: as fast as one
+/// session can), one row per transaction. Returns rows written.
+fn write_for(east: &Node, table: &str, secs: u64, rate: Option<u64>) -> u64 {
+    let mut c = east.connect().unwrap();
+    let stmt = c.prepare(&format!("INSERT INTO {table} (value) VALUES (1)")).unwrap();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        c.execute(&stmt, &[]).unwrap();
+        n += 1;
+        if let Some(r) = rate {
+            let due = start + Duration::from_micros(n * 1_000_000 / r);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait); // pacing the writer to a fixed rate
+            }
+        }
+    }
+    n
+}
+
+/// Waits until west has applied `n` rows of `kind` (bounded: 5 minutes).
+fn await_applied(west: &Node, kind: &str, n: u64) {
+    pg_test::wait_until(&format!("west to apply {n} {kind} rows"), Duration::from_secs(300), &[west], || {
+        Ok(west.scalar(&format!("SELECT count(*) FROM lag_log WHERE kind = '{kind}'")).unwrap().parse::<u64>().unwrap() >= n)
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let join_rows: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let secs: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
+
+    // ---- 2. three empty servers to a ready federation (timed first: servers are fresh) ----
+    let specs = ["east", "central", "west"].map(|n| NodeSpec::guc(n).with_conf("max_wal_size = '4GB'"));
+    let nodes: Vec<Node> = specs.iter().map(Node::start).collect();
+    let (east, central, west) = (&nodes[0], &nodes[1], &nodes[2]);
+    let t = Instant::now();
+    for n in &nodes {
+        n.execute(&format!("CREATE TABLE hippos ({COLS}); SELECT federation.enable('hippos')"));
+    }
+    join(central, east);
+    join(west, central);
+    let to_ready = t.elapsed();
+
+    // ---- 1. lag ----
+    // The native baseline: an identical plain table, published by east, subscribed by west.
+    east.execute(&format!("CREATE TABLE native ({COLS}); CREATE PUBLICATION native_pub FOR TABLE native"));
+    west.execute(&format!("CREATE TABLE native ({COLS})"));
+    west.execute(&format!("CREATE SUBSCRIPTION native_sub CONNECTION '{}' PUBLICATION native_pub", east.conninfo()));
+    west.execute(
+        "CREATE TABLE lag_log (kind text, lag_ms float8);
+         CREATE FUNCTION log_lag() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO public.lag_log VALUES (TG_ARGV[0], extract(epoch FROM clock_timestamp() - NEW.created_at) * 1000); RETURN NULL; END $$;
+         CREATE TRIGGER log_lag AFTER INSERT ON hippos_east FOR EACH ROW EXECUTE FUNCTION log_lag('federated');
+         ALTER TABLE hippos_east ENABLE ALWAYS TRIGGER log_lag;
+         CREATE TRIGGER log_lag AFTER INSERT ON native FOR EACH ROW EXECUTE FUNCTION log_lag('native');
+         ALTER TABLE native ENABLE ALWAYS TRIGGER log_lag;",
+    );
+    pg_test::wait_until("the native subscription to be ready", Duration::from_secs(60), &[east, west], || {
+        Ok(west.scalar("SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'").as_deref() == Some("0"))
+    });
+    println!("# Replication lag, east -> west, {secs} s per run, one row per transaction\n");
+    println!("| load | path | rows | p50 ms | p99 ms |");
+    println!("|---|---|---:|---:|---:|");
+    let mut summary = vec![];
+    for (label, rate) in [("1,000 rows/s", Some(1000)), ("maximum rate (1 writer)", None)] {
+        let mut row = vec![];
+        for (kind, table) in [("native", "native"), ("federated", "hippos")] {
+            west.execute("TRUNCATE lag_log");
+            let n = write_for(east, table, secs, rate);
+            await_applied(west, kind, n);
+            let (p50, p99, count) = percentiles(west, kind);
+            println!("| {label} | {kind} | {count} | {p50:.2} | {p99:.2} |");
+            row.push((p50, p99, n));
+        }
+        summary.push((label, row));
+    }
+    println!("\n| load | p50 federated/native | p99 federated/native | rows/s federated/native |");
+    println!("|---|---:|---:|---:|");
+    for (label, row) in &summary {
+        println!(
+            "| {label} | {:.2} | {:.2} | {:.2} |",
+            row[1].0 / row[0].0,
+            row[1].1 / row[0].1,
+            row[1].2 as f64 / row[0].2 as f64
+        );
+    }
+
+    // ---- 3. a fourth node joins a federation holding join_rows rows ----
+    west.execute("DROP SUBSCRIPTION native_sub");
+    for n in &nodes {
+        n.execute(&format!("INSERT INTO hippos (value) SELECT g FROM generate_series(1, {}) g", join_rows / 3));
+    }
+    pg_test::wait_until("every node to hold every row", Duration::from_secs(600), &[east, central, west], || {
+        let want = (join_rows / 3 * 3 + 0).to_string();
+        Ok(nodes.iter().all(|n| n.scalar("SELECT count(*) FROM hippos").as_deref() == Some(want.as_str())))
+    });
+    let total = east.scalar("SELECT count(*) FROM hippos").unwrap();
+    let south = Node::start(&NodeSpec::guc("south").with_conf("max_wal_size = '4GB'"));
+    south.execute(&format!("CREATE TABLE hippos ({COLS}); SELECT federation.enable('hippos')"));
+    // Baseline: a plain COPY of the same rows from east to a table on south.
+    south.execute(&format!("CREATE TABLE copied ({COLS})"));
+    let t = Instant::now();
+    let mut from = east.connect().unwrap();
+    let mut to = south.connect().unwrap();
+    let mut reader = from.copy_out("COPY (SELECT id, value, created_at FROM hippos) TO STDOUT").unwrap();
+    let mut writer = to.copy_in("COPY copied (id, value, created_at) FROM STDIN").unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let k = reader.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        writer.write_all(&buf[..k]).unwrap();
+    }
+    writer.finish().unwrap();
+    drop(reader);
+    let copy = t.elapsed();
+    south.execute("DROP TABLE copied");
+    let joined = join(&south, west);
+    assert_eq!(south.scalar("SELECT count(*) FROM hippos").unwrap(), total, "south must hold every row");
+    println!("\n# Joining\n");
+    println!("| measure | seconds |");
+    println!("|---|---:|");
+    println!("| three empty servers (extension created) to a ready three-node federation | {:.2} |", to_ready.as_secs_f64());
+    println!("| plain COPY of {total} rows from east to south | {:.2} |", copy.as_secs_f64());
+    println!("| south joins the federation holding those {total} rows, to ready | {:.2} |", joined.as_secs_f64());
+    println!("| join / COPY | {:.2} |", joined.as_secs_f64() / copy.as_secs_f64());
+    drop(south);
+}
