@@ -65,5 +65,6 @@ REVOKE EXECUTE ON FUNCTION
     federation.leave(boolean), federation.leave_federation(boolean),
     federation.drop_node(text, boolean), federation.drop_federation_node(text, boolean),
     federation.peer_info(), federation.check_reachable(text), federation.add_member(text, text, text),
-    federation.set_member_ready(text), federation.remove_member(text, boolean)
+    federation.set_member_ready(text), federation.remove_member(text, boolean),
+    federation.table_shape(text, text), federation.enable_here(text, text)
 FROM PUBLIC;

@@ -30,7 +30,10 @@ CREATE TABLE federation.federated_table (
     relid        regclass PRIMARY KEY,
     node_column  name NOT NULL,
     adopted      boolean NOT NULL,   -- it was already LIST-partitioned by the node column
-    enabled_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
+    enabled_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- 'pending' while the worker federates it on the other members and refreshes their
+    -- subscriptions (a table enabled on a running federation); then 'ready'.
+    mesh_state   text NOT NULL DEFAULT 'ready' CHECK (mesh_state IN ('pending', 'ready'))
 );
 
 -- Every partition of a federated table and the node that owns it (NULL: the DEFAULT partition).

@@ -57,6 +57,13 @@ fn check_node_column_name(col: &str) -> FedResult<()> {
 }
 
 pub fn enable(relid: pg_sys::Oid, node_column: &str) -> FedResult<()> {
+    enable_with(relid, node_column, true)
+}
+
+/// `propagate`: on a node that already has members, check the table on every member first and
+/// have the worker federate it there after COMMIT. The worker's own call on a member does
+/// not propagate again.
+pub fn enable_with(relid: pg_sys::Oid, node_column: &str, propagate: bool) -> FedResult<()> {
     check_node_column_name(node_column)?;
     let me = identity::current_name()?;
     // Already federated: only partitions may be added, under the lighter lock.
@@ -86,10 +93,26 @@ pub fn enable(relid: pg_sys::Oid, node_column: &str) -> FedResult<()> {
         return Ok(());
     }
     table::check_enrollable(&t)?;
-    match t.kind {
-        'r' => convert_ordinary(&t, node_column, &me),
-        _ => adopt_partitioned(&t, node_column, &me),
+    let members = if propagate { catalog::other_members()? } else { vec![] };
+    if !members.is_empty() {
+        crate::membership::check_table_on_members(&t, node_column)?;
     }
+    match t.kind {
+        'r' => convert_ordinary(&t, node_column, &me)?,
+        _ => adopt_partitioned(&t, node_column, &me)?,
+    }
+    if !members.is_empty() {
+        // The worker federates it on every member and refreshes every subscription.
+        catalog::as_extension_owner(|| {
+            // By name: an ordinary table's OID now belongs to this node's partition.
+            sql::exec_args(
+                "UPDATE federation.federated_table SET mesh_state = 'pending' WHERE relid = pg_catalog.to_regclass($1)",
+                &[t.qualified().as_str().into()],
+            )
+        })?;
+        crate::worker::wake();
+    }
+    Ok(())
 }
 
 fn notice(msg: String) {

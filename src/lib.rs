@@ -38,6 +38,8 @@ pgrx::extension_sql_file!(
         membership::add_member,
         membership::set_member_ready,
         membership::remove_member,
+        membership::table_shape,
+        membership::enable_here,
         ready::wait_ready_ms
     ]
 );

@@ -414,6 +414,68 @@ fn compare_tables(me: &str, mine: &[TableShape], other: &str, theirs: &[TableSha
     Ok(())
 }
 
+/// For a node enabling a table on a running federation: the table's columns here, as
+/// [[name, type], ...] without the node column, or NULL when there is no such table.
+#[pg_extern(volatile)]
+fn table_shape(tbl: &str, node_column: &str) -> Option<pgrx::JsonB> {
+    require_superuser("federation.table_shape()").or_raise();
+    let oid = sql::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()]).or_raise()?;
+    Some(pgrx::JsonB(serde_json::to_value(columns_without(oid, node_column).or_raise()).unwrap()))
+}
+
+fn columns_without(oid: pg_sys::Oid, node_column: &str) -> FedResult<Vec<(String, String)>> {
+    sql::rows(
+        "SELECT attname::text, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
+         WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attname <> $2 ORDER BY attname",
+        &[oid.into(), node_column.into()],
+        |r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())),
+    )
+}
+
+/// For the worker of a node that enabled a table on a running federation: federates the
+/// same table here (without propagating further).
+#[pg_extern(volatile)]
+fn enable_here(tbl: &str, node_column: &str) {
+    require_superuser("federation.enable_here()").or_raise();
+    let oid = sql::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()]).or_raise().unwrap_or_else(|| {
+        FedError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("table {tbl} does not exist on this node"))
+            .hint("Create it with the same columns as on the other members.")
+            .raise()
+    });
+    enable::enable_with(oid, node_column, false).or_raise()
+}
+
+/// enable() on a node with members: the table must exist on every member with the same
+/// columns (the node column aside), checked before anything changes.
+pub fn check_table_on_members(t: &Table, node_column: &str) -> FedResult<()> {
+    let mine = columns_without(t.oid, node_column)?;
+    let members = catalog::as_extension_owner(catalog::members)?;
+    for m in members {
+        let mut r = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))
+            .map_err(|e| e.hint(format!("Every member must be reachable to federate a table on a running federation; bring \"{}\" back and enable again.", m.name)))?;
+        let shape = r.scalar("SELECT federation.table_shape($1, $2)::text", &[Some(&t.display()), Some(node_column)])?;
+        let Some(shape) = shape else {
+            return Err(FedError::prerequisite(format!("table {} does not exist on member \"{}\"", t.display(), m.name))
+                .detail("On a running federation, enable() federates the table on every member, so it must exist everywhere.")
+                .hint(format!("Create {} on \"{}\" with the same columns, then call enable() again.", t.display(), m.name)));
+        };
+        let theirs: Vec<(String, String)> = serde_json::from_str(&shape).unwrap_or_default();
+        if theirs != mine {
+            return Err(FedError::new(
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!("table {} differs between this node and member \"{}\"", t.display(), m.name),
+            )
+            .detail(format!("Here: {}. There: {}.", fmt_cols(&mine), fmt_cols(&theirs)))
+            .hint("Make the columns the same on every node, then call enable() again."));
+        }
+    }
+    Ok(())
+}
+
+fn fmt_cols(c: &[(String, String)]) -> String {
+    c.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ")
+}
+
 /// The federation.leave() SQL function.
 #[pg_extern(volatile)]
 fn leave_federation(drop_rows: bool) {

@@ -58,7 +58,11 @@ pub fn wait_ready(timeout: Duration) -> FedResult<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let s = states()?;
-        if s.iter().all(|m| m.state == "ready") {
+        let tables_pending = crate::sql::rows_fresh("SELECT count(*) FROM federation.federated_table WHERE mesh_state = 'pending'")?
+            .first()
+            .and_then(|r| r[0].as_deref().and_then(|v| v.parse::<i64>().ok()))
+            .unwrap_or(0);
+        if s.iter().all(|m| m.state == "ready") && tables_pending == 0 {
             return Ok(());
         }
         if let Some(f) = s.iter().find(|m| m.attempts >= FAILED_AFTER && m.last_error.is_some()) {

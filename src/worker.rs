@@ -87,6 +87,9 @@ struct Work {
     me: String,
     my_conninfo: String,
     joining: Vec<Member>,
+    ready: Vec<Member>,
+    /// Tables enabled here on a running federation, to federate everywhere: (name, column).
+    pending_tables: Vec<(String, String)>,
 }
 
 fn load_work() -> FedResult<Option<Work>> {
@@ -103,8 +106,15 @@ fn load_work() -> FedResult<Option<Work>> {
     if me != recorded {
         return Ok(None); // renamed: identity::current_name() already refuses writes
     }
-    let joining: Vec<Member> = catalog::members()?.into_iter().filter(|m| m.state == "joining").collect();
-    Ok(Some(Work { me, my_conninfo, joining }))
+    let (joining, ready): (Vec<Member>, Vec<Member>) = catalog::members()?.into_iter().partition(|m| m.state == "joining");
+    let pending_tables = sql::rows(
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), t.node_column::text
+         FROM federation.federated_table t JOIN pg_catalog.pg_class c ON c.oid = t.relid
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE t.mesh_state = 'pending'",
+        &[],
+        |r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())),
+    )?;
+    Ok(Some(Work { me, my_conninfo, joining, ready, pending_tables }))
 }
 
 /// One pass; true while there is work in progress.
@@ -143,7 +153,52 @@ fn reconcile_once() -> bool {
             }
         }
     }
-    !work.joining.is_empty()
+    // Tables enabled on a running federation, once no join is in progress.
+    if work.joining.is_empty() {
+        for (table, col) in &work.pending_tables {
+            match spread_table(&work.my_conninfo, &work.ready, table, col) {
+                Ok(true) => {
+                    let t = table.clone();
+                    let r = BackgroundWorker::transaction(move || {
+                        sql::exec_args(
+                            "UPDATE federation.federated_table SET mesh_state = 'ready' WHERE relid = pg_catalog.to_regclass($1)",
+                            &[t.as_str().into()],
+                        )
+                    });
+                    match r {
+                        Ok(()) => log!("pg_federation: table {table} is federated on every member"),
+                        Err(e) => warning!("pg_federation worker: {e}"),
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => warning!("pg_federation: federating {table} on the members: {e}"),
+            }
+        }
+    }
+    !work.joining.is_empty() || !work.pending_tables.is_empty()
+}
+
+/// Federates `table` on every member (federation.enable_here there) and refreshes every
+/// federation subscription on every node, so each picks up the new partitions (with their
+/// existing rows). Idempotent; true once every subscription has finished its copies.
+fn spread_table(my_conninfo: &str, members: &[Member], table: &str, col: &str) -> FedResult<bool> {
+    let mut conns = vec![Remote::connect(my_conninfo, "this node (federation.node_conninfo)")?];
+    for m in members {
+        let mut r = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?;
+        r.query("SELECT federation.enable_here($1, $2)", &[Some(table), Some(col)])?;
+        conns.push(r);
+    }
+    let mut all_ready = true;
+    for r in conns.iter_mut() {
+        let subs = r.query("SELECT subname::text FROM pg_catalog.pg_subscription WHERE subname LIKE 'federation\\_%'", &[])?;
+        for sub in subs.into_iter().filter_map(|row| row.into_iter().next().flatten()) {
+            r.exec(&format!("ALTER SUBSCRIPTION {} REFRESH PUBLICATION", quote_ident(&sub)))?;
+            if pending_tables(r, &sub)? != Some(0) {
+                all_ready = false;
+            }
+        }
+    }
+    Ok(all_ready)
 }
 
 fn retry_due(m: &Member) -> bool {

@@ -287,3 +287,64 @@ fn a_restart_while_a_join_completes_does_not_stop_it() {
     assert_converged(&c, "hippos");
     assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("100"));
 }
+
+#[test]
+fn a_table_enabled_later_joins_the_mesh() {
+    let c = nodes(&["east", "central", "west"]);
+    let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
+    join(central, east);
+    join(west, east);
+    for n in [east, central, west] {
+        n.execute("CREATE TABLE later (id bigint PRIMARY KEY, note text)");
+    }
+    east.execute("INSERT INTO later VALUES (1, 'e')");
+    central.execute("INSERT INTO later VALUES (2, 'c')"); // rows there before: central's own
+    // A table missing on one member is refused up front, naming the member; nothing changes.
+    east.execute("CREATE TABLE only_here (id int PRIMARY KEY)");
+    let before = snapshot(east, "public");
+    let e = east.expect_error("SELECT federation.enable('only_here')");
+    assert_eq!(e.code, "55000", "{e}");
+    assert!(e.message.contains("does not exist on member"), "{e}");
+    assert_eq!(snapshot(east, "public"), before);
+    // One call on one node federates it everywhere.
+    east.execute("SELECT federation.enable('later')");
+    east.execute("SELECT federation.wait_ready('90 s')");
+    west.execute("INSERT INTO later VALUES (3, 'w')");
+    assert_converged(&c, "later");
+    for n in [east, central, west] {
+        assert_eq!(n.scalar("SELECT string_agg(id || ':' || node_name, ',' ORDER BY id) FROM later").as_deref(), Some("1:east,2:central,3:west"), "on {}", n.name);
+    }
+}
+
+#[test]
+fn a_renamed_node_refuses_writes_until_its_name_is_restored() {
+    let c = nodes(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    join(west, east);
+    west.execute("ALTER SYSTEM SET federation.node_name = 'west2'");
+    west.reload();
+    let e = west.expect_error("INSERT INTO hippos (value) VALUES (1)");
+    assert_eq!(e.code, "55000", "{e}");
+    assert!(e.message.contains("changed from \"west\" to \"west2\""), "{e}");
+    assert!(e.hint.as_deref().unwrap_or("").contains("leave"), "{e}");
+    assert_eq!(west.scalar("SELECT count(*) FROM hippos_west").as_deref(), Some("0"), "no row went anywhere");
+    west.execute("ALTER SYSTEM RESET federation.node_name");
+    west.reload();
+    assert_eq!(west.scalar("INSERT INTO hippos (value) VALUES (1) RETURNING node_name").as_deref(), Some("west"));
+}
+
+#[test]
+fn a_member_unreachable_during_the_join_is_refused_cleanly() {
+    let c = nodes(&["east", "central", "west"]);
+    let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
+    join(central, east);
+    central.stop();
+    let before = (snapshot(east, "public"), snapshot(west, "public"));
+    let e = west.expect_error(&format!("SELECT federation.join('{}')", east.conninfo()));
+    assert_eq!(e.code, "08001", "{e}");
+    assert!(e.message.contains("central"), "the error names the unreachable member: {e}");
+    assert_eq!((snapshot(east, "public"), snapshot(west, "public")), before);
+    central.start_again();
+    join(west, east);
+    assert_converged(&c, "hippos");
+}
