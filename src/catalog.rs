@@ -70,8 +70,15 @@ pub fn delete_table(relid: pg_sys::Oid) -> FedResult<()> {
 }
 
 /// This node's recorded name and address, once it has federated a table or joined.
+/// (Readable by everyone as "joined or not": conninfo IS NOT NULL hides the string itself.)
 pub fn local_node() -> FedResult<Option<(String, Option<String>)>> {
-    Ok(sql::rows("SELECT node_name, conninfo FROM federation.local_node", &[], |r| {
+    // SAFETY: reads this backend's user id.
+    let q = if unsafe { pg_sys::superuser() } {
+        "SELECT node_name, conninfo FROM federation.local_node"
+    } else {
+        "SELECT node_name, CASE WHEN federation.local_node_joined() THEN '(hidden)' END FROM federation.local_node"
+    };
+    Ok(sql::rows(q, &[], |r| {
         Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?))
     })?
     .into_iter()

@@ -93,7 +93,10 @@ pub fn enable_with(relid: pg_sys::Oid, node_column: &str, propagate: bool) -> Fe
         return Ok(());
     }
     table::check_enrollable(&t)?;
-    let members = if propagate { catalog::other_members()? } else { vec![] };
+    // Only a node that joined a federation (it has an address) spreads the table; members
+    // recorded without a join (tests, a node being built) get partitions only.
+    let joined = catalog::local_node()?.and_then(|(_, c)| c).is_some();
+    let members = if propagate && joined { catalog::other_members()? } else { vec![] };
     if !members.is_empty() {
         crate::membership::check_table_on_members(&t, node_column)?;
     }

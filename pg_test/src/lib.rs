@@ -125,6 +125,7 @@ impl Node {
         fs::create_dir_all(&root).expect("create node directory");
         chown_to_server_user(&root);
         let mut node = Node { name: spec.name.clone(), port: 0, root, client: RefCell::new(None) };
+        register_for_signals(&node.data_dir());
         node.initdb();
         node.write_identity(&spec.identity);
         let mut last_err = String::new();
@@ -484,6 +485,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        unregister_for_signals(&self.data_dir());
         self.client.get_mut().take();
         if self.postmaster_pid().is_some() {
             let out = run_server_cmd(&[
@@ -624,6 +626,49 @@ fn run_as_server_user(argv: &[&str], what: &str) {
 }
 
 static RUN_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Data directories of servers this process started and has not stopped yet.
+static LIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn register_for_signals(data_dir: &Path) {
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    HANDLER.call_once(|| {
+        // Interrupted (Ctrl-C, a CI timeout's SIGTERM): Drop does not run then, so stop every
+        // server this process started, remove the run folder, and exit.
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).expect("signal handler");
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let dirs = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+                for d in dirs {
+                    let _ = run_server_cmd(&[
+                        pg_bindir_unchecked().join("pg_ctl").to_str().unwrap(),
+                        "stop", "-w", "-t", "30", "-m", "immediate", "-D", d.to_str().unwrap(),
+                    ]);
+                }
+                if let Some(dir) = RUN_ROOT.get() {
+                    if std::env::var_os("PG_TEST_KEEP").is_none() {
+                        let _ = fs::remove_dir_all(dir);
+                    }
+                }
+                eprintln!("pg_test: stopped its servers after signal {sig}");
+                std::process::exit(128 + sig);
+            }
+        });
+    });
+    LIVE.lock().unwrap().push(data_dir.to_path_buf());
+}
+
+fn unregister_for_signals(data_dir: &Path) {
+    if let Ok(mut l) = LIVE.lock() {
+        l.retain(|d| d != data_dir);
+    }
+}
+
+fn pg_bindir_unchecked() -> PathBuf {
+    let out = Command::new(pg_config()).arg("--bindir").output().expect("run pg_config");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
 
 /// One folder per test process, below $PG_TEST_ROOT or the system temp dir.
 fn run_root() -> PathBuf {

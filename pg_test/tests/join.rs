@@ -133,9 +133,19 @@ fn a_failed_join_leaves_nothing_and_a_retry_succeeds() {
         assert!(!e.to_string().contains("secret123"), "a password leaked into an error: {e}");
         assert_eq!(snap(), before, "{sql}: something was left behind");
     }
-    // The fix: join with the right address.
-    join(west, east);
+    // The fix: the right credentials, from a password file rather than the string (the
+    // server writes it, so it belongs to the server's user; it must be mode 0600).
+    let pgpass = west.files_dir().join("pgpass");
+    west.execute(&format!("COPY (SELECT '127.0.0.1:{}:*:fed:right-one') TO '{}'", east.port, pgpass.display()));
+    // libpq ignores a password file others can read.
+    std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    west.execute(&format!("SELECT federation.join('{} user=fed passfile={}')", east.conninfo(), pgpass.display()));
+    west.execute("SELECT federation.wait_ready('90 s')");
     assert_converged(&c, "hippos");
+    // Passwords never show in the views.
+    let shown = west.scalar("SELECT federation.mask_conninfo('host=a user=fed password=right-one sslpassword=x')").unwrap();
+    assert!(!shown.contains("right-one") && !shown.contains("sslpassword"), "{shown}");
+    assert!(!west.scalar("SELECT string_agg(conninfo, ' ') FROM federation.nodes").unwrap().contains("right-one"));
 }
 
 #[test]
