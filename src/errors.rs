@@ -34,8 +34,7 @@ impl FedError {
         self
     }
 
-    /// Raises this error as a PostgreSQL ERROR; never returns.
-    pub fn raise(self) -> ! {
+    fn to_report(self) -> ErrorReport {
         let mut report = ErrorReport::new(self.code, self.message, "pg_federation");
         if let Some(detail) = self.detail {
             report = report.set_detail(detail);
@@ -43,20 +42,18 @@ impl FedError {
         if let Some(hint) = self.hint {
             report = report.set_hint(hint);
         }
-        report.report(PgLogLevel::ERROR);
+        report
+    }
+
+    /// Raises this error as a PostgreSQL ERROR; never returns.
+    pub fn raise(self) -> ! {
+        self.to_report().report(PgLogLevel::ERROR);
         unreachable!("ERROR does not return")
     }
 
     /// Reports this error at WARNING or NOTICE level and returns.
     pub fn report(self, level: PgLogLevel) {
-        let mut report = ErrorReport::new(self.code, self.message, "pg_federation");
-        if let Some(detail) = self.detail {
-            report = report.set_detail(detail);
-        }
-        if let Some(hint) = self.hint {
-            report = report.set_hint(hint);
-        }
-        report.report(level);
+        self.to_report().report(level);
     }
 
     // Constructors for the kinds used throughout the extension.
