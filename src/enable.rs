@@ -549,6 +549,20 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
         return Err(FedError::prerequisite(format!("table {} is not federated", t.display()))
             .hint("federation.tables lists the federated tables on this node."));
     };
+    // On a joined node the members keep replicating into this table's partitions here; taking
+    // them away would stop this node's subscriptions (all their tables) with apply errors.
+    let joined = catalog::local_node()?.and_then(|(_, c)| c).is_some();
+    let members = catalog::other_members()?;
+    if joined && !members.is_empty() {
+        return Err(FedError::prerequisite(format!(
+            "cannot disable {}: this node replicates it with {} other member(s) ({})",
+            t.display(),
+            members.len(),
+            members.join(", ")
+        ))
+        .detail("The members keep sending their rows into this table's partitions here; removing the partitions would stop replication from them.")
+        .hint("Take this node out first (SELECT federation.leave();), then disable the table. Disabling a table on every node at once is not supported yet."));
+    }
     let parts = catalog::partitions(relid)?;
     let Some((_, local)) = parts.iter().find(|(n, _)| n.as_deref() == Some(me.as_str())).cloned() else {
         return Err(FedError::prerequisite(format!("federated table {} has no partition for this node \"{me}\"", t.display()))

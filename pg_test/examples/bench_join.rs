@@ -5,6 +5,7 @@
 //!   (seconds_per_lag_run = 0 runs only the joining part)
 //!
 //! 1. Lag from commit on east to visibility on west, p50/p99, at 1,000 rows/s and at the
+//!    maximum rate (plus two hand-made baselines, see BENCHMARKS.md),
 //!    maximum rate, for a federated table next to a hand-made native publication and
 //!    subscription of an identical plain table from the same server to the same two
 //!    subscribers (central and west), in the same run.
@@ -96,6 +97,22 @@ fn main() {
     );
     east.execute(&recipe);
     east.execute("CREATE PUBLICATION recipe_pub FOR TABLE recipe_east");
+    // A diagnostic fourth path: the recipe again (guarded_*), plus pg_federation's guard
+    // triggers on the receiving partition, which apply does not fire. Separates what the
+    // guards' presence costs from the rest.
+    let guarded = recipe.replace("recipe", "guarded");
+    east.execute(&guarded);
+    east.execute("CREATE PUBLICATION guarded_pub FOR TABLE guarded_east");
+    for n in [central, west] {
+        n.execute(&guarded);
+        n.execute(
+            "CREATE TRIGGER _federation_guard BEFORE INSERT OR UPDATE OR DELETE ON guarded_east FOR EACH ROW
+               EXECUTE FUNCTION federation.guard_foreign_row('east', 'public.guarded', 'node_name');
+             CREATE TRIGGER _federation_guard_truncate BEFORE TRUNCATE ON guarded_east FOR EACH STATEMENT
+               EXECUTE FUNCTION federation.guard_truncate('east', 'public.guarded', 'public.guarded_west');",
+        );
+        n.execute(&format!("CREATE SUBSCRIPTION guarded_sub_{} CONNECTION '{}' PUBLICATION guarded_pub", n.name, east.conninfo()));
+    }
     for n in [central, west] {
         n.execute(&format!("CREATE TABLE native ({COLS})"));
         n.execute(&format!("CREATE SUBSCRIPTION native_sub_{} CONNECTION '{}' PUBLICATION native_pub", n.name, east.conninfo()));
@@ -111,7 +128,9 @@ fn main() {
          CREATE TRIGGER log_lag AFTER INSERT ON native FOR EACH ROW EXECUTE FUNCTION log_lag('native');
          ALTER TABLE native ENABLE ALWAYS TRIGGER log_lag;
          CREATE TRIGGER log_lag AFTER INSERT ON recipe_east FOR EACH ROW EXECUTE FUNCTION log_lag('recipe');
-         ALTER TABLE recipe_east ENABLE ALWAYS TRIGGER log_lag;",
+         ALTER TABLE recipe_east ENABLE ALWAYS TRIGGER log_lag;
+         CREATE TRIGGER log_lag AFTER INSERT ON guarded_east FOR EACH ROW EXECUTE FUNCTION log_lag('recipe+guards');
+         ALTER TABLE guarded_east ENABLE ALWAYS TRIGGER log_lag;",
     );
     pg_test::wait_until("the hand-made subscriptions to be ready", Duration::from_secs(60), &[east, central, west], || {
         Ok([central, west].iter().all(|n| n.scalar("SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'").as_deref() == Some("0")))
@@ -126,11 +145,11 @@ fn main() {
             break;
         }
         west.execute("TRUNCATE lag_log");
-        let mut written = [0u64; 3];
-        let paths = [("native", "native"), ("federated", "hippos"), ("recipe", "recipe")];
+        let mut written = [0u64; 4];
+        let paths = [("native", "native"), ("federated", "hippos"), ("recipe", "recipe"), ("recipe+guards", "guarded")];
         for round in 0..rounds {
-            for k in 0..3 {
-                let i = (k + round) % 3;
+            for k in 0..4 {
+                let i = (k + round) % 4;
                 let (kind, table) = paths[i];
                 written[i] += write_for(east, table, secs, rate);
                 await_applied(west, kind, written[i]);
@@ -162,6 +181,7 @@ fn main() {
         // One statement at a time: DROP SUBSCRIPTION refuses a transaction block.
         n.execute(&format!("DROP SUBSCRIPTION native_sub_{}", n.name));
         n.execute(&format!("DROP SUBSCRIPTION recipe_sub_{}", n.name));
+        n.execute(&format!("DROP SUBSCRIPTION guarded_sub_{}", n.name));
     }
     east.execute("TRUNCATE hippos_east"); // the lag runs' rows: replicated as a TRUNCATE
     for n in &nodes {

@@ -224,6 +224,13 @@ fn leave_and_drop_node() {
     }
     assert_converged(&c, "hippos");
 
+    // disable() on a joined node would stop replication from the members: refused, unchanged.
+    let before = snapshot(west, "public");
+    let e = west.expect_error("SELECT federation.disable('hippos')");
+    assert_eq!(e.code, "55000", "{e}");
+    assert!(e.hint.as_deref().unwrap_or("").contains("federation.leave()"), "{e}");
+    assert_eq!(snapshot(west, "public"), before);
+
     // west leaves: everywhere its subscriptions, slots and catalog rows go; its rows stay.
     let e = west.expect_error("BEGIN; SELECT federation.leave()");
     west.execute("ROLLBACK");
@@ -238,6 +245,11 @@ fn leave_and_drop_node() {
     assert_eq!(west.scalar("SELECT count(*) FROM pg_subscription").as_deref(), Some("0"));
     assert_eq!(west.scalar("SELECT count(*) FROM pg_replication_slots").as_deref(), Some("0"));
     assert_eq!(west.scalar("SELECT count(*) FROM federation.node").as_deref(), Some("0"));
+    // Out of the federation, west may turn the table back into an ordinary one, with every row.
+    west.execute("SELECT federation.disable('hippos')");
+    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("30"));
+    west.execute("DROP TABLE hippos");
+    west.execute(HIPPOS);
 
     // central dies; east drops it while it is unreachable.
     central.stop();
