@@ -79,7 +79,7 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         let busy = reconcile_once();
-        pause = Duration::from_millis(if busy { 250 } else { 1000 });
+        pause = Duration::from_millis(if busy { 100 } else { 1000 });
     }
 }
 
@@ -128,30 +128,8 @@ fn reconcile_once() -> bool {
             return false;
         }
     };
-    for m in &work.joining {
-        // A failing step is retried with a growing pause (up to ~10 s between attempts).
-        if m.attempts > 0 && !retry_due(m) {
-            continue;
-        }
-        match wire(&work.me, &work.my_conninfo, m) {
-            Ok(true) => {
-                let r = BackgroundWorker::transaction(|| catalog::set_member_state(&m.name, "ready"));
-                match r {
-                    Ok(()) => log!("pg_federation: node \"{}\" and this node \"{}\" replicate both ways", m.name, work.me),
-                    Err(e) => warning!("pg_federation worker: {e}"),
-                }
-            }
-            Ok(false) => {}
-            Err(e) => {
-                let msg = e.to_string();
-                if m.last_error.as_deref() != Some(msg.as_str()) {
-                    warning!("pg_federation: joining node \"{}\": {msg}", m.name);
-                }
-                if let Err(e) = BackgroundWorker::transaction(|| catalog::record_member_error(&m.name, &msg)) {
-                    warning!("pg_federation worker: {e}");
-                }
-            }
-        }
+    if !work.joining.is_empty() {
+        reconcile_joins(&work.me, &work.my_conninfo, &work.joining);
     }
     // Tables enabled on a running federation, once no join is in progress.
     if work.joining.is_empty() {
@@ -249,68 +227,157 @@ fn fresh_slot(publisher_conn: &mut Remote, slot: &str) -> FedResult<()> {
     Ok(())
 }
 
-/// Empties, on the node behind `on`, its copies of `owner`'s partitions before a new
-/// subscription copies them afresh from the owner: they are replicas only (the owner's copy
-/// wins), and rows kept from an earlier membership would collide with the initial copy.
-/// Guards are ordinary triggers, so replica mode passes them, as apply does.
-fn empty_copies_of(on: &mut Remote, owner: &str) -> FedResult<()> {
+/// This node's copies of `owner`'s partitions, as SQL names (they are replicas: a new
+/// subscription's initial copy replaces them).
+fn copies_of(on: &mut Remote, owner: &str) -> FedResult<Vec<String>> {
     let parts = on.query(
         "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM federation.partition p
          JOIN pg_catalog.pg_class c ON c.oid = p.partition JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE p.node_name = $1",
         &[Some(owner)],
     )?;
-    let names: Vec<String> = parts.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
-    if names.is_empty() {
-        return Ok(());
+    Ok(parts.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect())
+}
+
+/// Empties, on the node behind `on`, its copies of `owner`'s partitions before a new
+/// subscription copies them afresh from the owner: rows kept from an earlier membership
+/// would collide with the initial copy. Guards are ordinary triggers, so replica mode passes
+/// them, as apply does.
+fn empty_copies_sql(copies: &[String]) -> String {
+    if copies.is_empty() {
+        String::new()
+    } else {
+        format!("TRUNCATE {};\n", copies.join(", "))
     }
-    on.exec(&format!(
-        "BEGIN; SET LOCAL session_replication_role = replica; TRUNCATE {}; COMMIT",
-        names.join(", ")
-    ))
 }
 
 /// Creates subscription `sub` (on the node behind `on`) to `publisher`'s publication, on the
 /// slot of the same name made beforehand: CREATE SUBSCRIPTION then waits for nothing remote.
-fn create_subscription(on: &mut Remote, sub: &str, publisher: &str, publisher_conninfo: &str) -> FedResult<()> {
-    on.exec(&format!(
-        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, slot_name = {}, copy_data = true)",
+fn create_subscription_sql(sub: &str, publisher: &str, publisher_conninfo: &str) -> String {
+    format!(
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, slot_name = {}, copy_data = true);\n",
         quote_ident(sub),
         quote_literal(publisher_conninfo),
         quote_ident(&publication_name(publisher)),
         quote_literal(sub)
-    ))
+    )
 }
 
-/// Wires this node and member `m` both ways; true once both directions are ready.
-fn wire(me: &str, my_conninfo: &str, m: &Member) -> FedResult<bool> {
+/// Empties the copies and creates the subscriptions, in one transaction on the node behind
+/// `on` (a multi-statement query is one implicit transaction; CREATE SUBSCRIPTION without
+/// create_slot may run in one). One commit, so PostgreSQL 15's launcher, which starts apply
+/// workers at most once per wal_retrieve_retry_interval, starts them all at once.
+fn create_subscriptions(on: &mut Remote, subs: &[(String, String, String, Vec<String>)]) -> FedResult<()> {
+    let mut sql = String::from("SET session_replication_role = replica;\n");
+    for (sub, publisher, publisher_conninfo, copies) in subs {
+        sql.push_str(&empty_copies_sql(copies));
+        sql.push_str(&create_subscription_sql(sub, publisher, publisher_conninfo));
+    }
+    sql.push_str("RESET session_replication_role;");
+    on.exec(&sql)
+}
+
+/// Wires this node with every joining member, both ways, in three phases: per member,
+/// register this node there, make the slots both ways and the member's subscription to this
+/// node; then all of this node's new subscriptions in one transaction; then, per member,
+/// mark it ready once both directions have finished their initial copies. A failure is
+/// recorded against the member it concerns, and retried on a later pass.
+fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
+    let mut failures: Vec<(String, String)> = vec![];
+    let mut here = match Remote::connect(my_conninfo, "this node (federation.node_conninfo)") {
+        Ok(h) => h,
+        Err(e) => {
+            joining.iter().for_each(|m| failures.push((m.name.clone(), e.to_string())));
+            record_failures(joining, &failures);
+            return;
+        }
+    };
+    let mut wired: Vec<(&Member, Remote)> = vec![];
+    let mut inbound: Vec<(String, String, String, Vec<String>)> = vec![];
+    for m in joining {
+        // A failing member is retried with a growing pause (up to ~10 s between attempts).
+        if m.attempts > 0 && !retry_due(m) {
+            continue;
+        }
+        match prepare(&mut here, me, my_conninfo, m) {
+            Ok((there, need_in)) => {
+                if need_in {
+                    match copies_of(&mut here, &m.name) {
+                        Ok(copies) => inbound.push((subscription_name(&m.name, me), m.name.clone(), m.conninfo.clone(), copies)),
+                        Err(e) => failures.push((m.name.clone(), e.to_string())),
+                    }
+                }
+                wired.push((m, there));
+            }
+            Err(e) => failures.push((m.name.clone(), e.to_string())),
+        }
+    }
+    if !inbound.is_empty() {
+        if let Err(e) = create_subscriptions(&mut here, &inbound) {
+            for (_, name, _, _) in &inbound {
+                failures.push((name.clone(), e.to_string()));
+            }
+        }
+    }
+    for (m, mut there) in wired {
+        if failures.iter().any(|(n, _)| n == &m.name) {
+            continue;
+        }
+        let ready = (|| -> FedResult<bool> {
+            let ready = pending_tables(&mut here, &subscription_name(&m.name, me))? == Some(0)
+                && pending_tables(&mut there, &subscription_name(me, &m.name))? == Some(0);
+            if ready {
+                there.query("SELECT federation.set_member_ready($1)", &[Some(me)])?;
+            }
+            Ok(ready)
+        })();
+        match ready {
+            Ok(true) => {
+                let name = m.name.clone();
+                match BackgroundWorker::transaction(move || catalog::set_member_state(&name, "ready")) {
+                    Ok(()) => log!("pg_federation: node \"{}\" and this node \"{me}\" replicate both ways", m.name),
+                    Err(e) => warning!("pg_federation worker: {e}"),
+                }
+            }
+            Ok(false) => {}
+            Err(e) => failures.push((m.name.clone(), e.to_string())),
+        }
+    }
+    record_failures(joining, &failures);
+}
+
+fn record_failures(joining: &[Member], failures: &[(String, String)]) {
+    for (name, msg) in failures {
+        let previous = joining.iter().find(|m| &m.name == name).and_then(|m| m.last_error.clone());
+        if previous.as_deref() != Some(msg.as_str()) {
+            warning!("pg_federation: joining node \"{name}\": {msg}");
+        }
+        let (name, msg) = (name.clone(), msg.clone());
+        if let Err(e) = BackgroundWorker::transaction(move || catalog::record_member_error(&name, &msg)) {
+            warning!("pg_federation worker: {e}");
+        }
+    }
+}
+
+/// Phase one for member `m`: registers this node there, makes both slots (slots first: a
+/// CREATE SUBSCRIPTION that made its own slot would hold a transaction on one node while slot
+/// creation on the other waits for running transactions, and the two directions could wait
+/// on each other), and creates the member's subscription to this node. Returns the
+/// connection to the member and whether this node still needs its subscription to it.
+fn prepare(here: &mut Remote, me: &str, my_conninfo: &str, m: &Member) -> FedResult<(Remote, bool)> {
     let mut there = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?;
-    let mut here = Remote::connect(my_conninfo, "this node (federation.node_conninfo)")?;
     there.query("SELECT federation.add_member($1, $2, $3)", &[Some(me), Some(my_conninfo), Some(&m.conninfo)])?;
     let inbound = subscription_name(&m.name, me); // on this node, from m
     let outbound = subscription_name(me, &m.name); // on m, from this node
-    // Both slots first, then both subscriptions: a CREATE SUBSCRIPTION that made its own slot
-    // would hold a transaction here while the slot there waits for transactions there, and
-    // the two directions could wait on each other.
-    let need_in = !subscription_exists(&mut here, &inbound)?;
+    let need_in = !subscription_exists(here, &inbound)?;
     let need_out = !subscription_exists(&mut there, &outbound)?;
     if need_in {
         fresh_slot(&mut there, &inbound)?;
     }
     if need_out {
-        fresh_slot(&mut here, &outbound)?;
+        fresh_slot(here, &outbound)?;
+        let copies = copies_of(&mut there, me)?;
+        create_subscriptions(&mut there, &[(outbound, me.to_string(), my_conninfo.to_string(), copies)])?;
     }
-    if need_in {
-        empty_copies_of(&mut here, &m.name)?;
-        create_subscription(&mut here, &inbound, &m.name, &m.conninfo)?;
-    }
-    if need_out {
-        empty_copies_of(&mut there, me)?;
-        create_subscription(&mut there, &outbound, me, my_conninfo)?;
-    }
-    let ready = pending_tables(&mut here, &inbound)? == Some(0) && pending_tables(&mut there, &outbound)? == Some(0);
-    if ready {
-        there.query("SELECT federation.set_member_ready($1)", &[Some(me)])?;
-    }
-    Ok(ready)
+    Ok((there, need_in))
 }
