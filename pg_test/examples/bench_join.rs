@@ -1,7 +1,7 @@
 //! Benchmark (not a test): replication and joining.
 //!
 //!   scripts/bench.sh join
-//!   cargo run --release -p pg_test --example bench_join [rows_for_join] [seconds_per_lag_run]
+//!   cargo run --release -p pg_test --example bench_join [rows_for_join] [seconds_per_lag_run] [lag_rounds]
 //!   (seconds_per_lag_run = 0 runs only the joining part)
 //!
 //! 1. Lag from commit on east to visibility on west, p50/p99, at 1,000 rows/s and at the
@@ -135,7 +135,7 @@ fn main() {
     pg_test::wait_until("the hand-made subscriptions to be ready", Duration::from_secs(60), &[east, central, west], || {
         Ok([central, west].iter().all(|n| n.scalar("SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'").as_deref() == Some("0")))
     });
-    let rounds = if secs == 0 { 0 } else { 3 }; // 0 seconds: skip the lag part
+    let rounds: usize = if secs == 0 { 0 } else { args.get(3).and_then(|a| a.parse().ok()).unwrap_or(3) }; // 0 seconds: skip the lag part
     println!("# Replication lag, east -> west: {rounds} rounds of {secs} s per path and load, order alternating, one row per transaction\n");
     println!("| load | path | rows | rows/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|");

@@ -46,6 +46,11 @@ mod tests {
         refused("CREATE VIEW r.v AS SELECT 1 AS id", "r.v", "node_name", PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, "is a view");
         refused("CREATE MATERIALIZED VIEW r.mv AS SELECT 1 AS id", "r.mv", "node_name", PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, "materialized view");
         refused("CREATE SEQUENCE r.s", "r.s", "node_name", PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, "sequence");
+        refused(
+            "CREATE EXTENSION IF NOT EXISTS postgres_fdw; CREATE SERVER IF NOT EXISTS elsewhere FOREIGN DATA WRAPPER postgres_fdw;
+             CREATE FOREIGN TABLE r.ft (id int) SERVER elsewhere",
+            "r.ft", "node_name", PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, "foreign table",
+        );
     }
 
     #[pg_test]
