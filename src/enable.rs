@@ -293,7 +293,6 @@ fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
         let seq = sql::one::<String>("SELECT pg_catalog.pg_get_serial_sequence($1, $2)", &[table_sql.as_str().into(), id.column.as_str().into()])?
             .ok_or_else(|| FedError::internal("identity sequence missing on the new parent"))?;
         sql::exec_args("SELECT pg_catalog.setval($1::regclass, $2, $3)", &[seq.as_str().into(), id.last_value.into(), id.is_called.into()])?;
-        let _ = &id.kind;
     }
     sql::exec(&format!("ALTER TABLE {table_sql} ATTACH PARTITION {my_part_sql} FOR VALUES IN ({})", quote_literal(me)))?;
 
@@ -322,11 +321,20 @@ fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
 /// partition's structure (columns, indexes, primary key, CHECKs), attaches it, guards it and
 /// records it. Returns its name.
 fn create_partition(t: &Table, col: &str, owner: Option<&str>, template: pg_sys::Oid, local_part_sql: &str) -> FedResult<String> {
+    let (name, oid, part_sql) = make_partition(t, owner, template)?;
+    guards::install(&part_sql, owner, &t.display(), col, local_part_sql)?;
+    catalog::as_extension_owner(|| catalog::insert_partition(t.oid, owner, oid))?;
+    Ok(name)
+}
+
+/// The partition of `t` for `owner` (None: DEFAULT), copied from the template partition
+/// (columns, indexes, primary key, CHECKs, replica identity), owned like `t` and attached.
+/// Returns (name, oid, qualified SQL name). No guards, no catalog row: callers add those.
+fn make_partition(t: &Table, owner: Option<&str>, template: pg_sys::Oid) -> FedResult<(String, pg_sys::Oid, String)> {
     let name = partition_name(&t.name, owner);
     check_name_free(&t.schema, &name, t)?;
     let part_sql = qualified(&t.schema, &name);
-    let template_sql = sql::one::<String>("SELECT $1::oid::regclass::text", &[template.into()])?.unwrap_or_default();
-    sql::exec(&format!("CREATE TABLE {part_sql} (LIKE {template_sql} INCLUDING ALL EXCLUDING IDENTITY)"))?;
+    sql::exec(&format!("CREATE TABLE {part_sql} (LIKE {} INCLUDING ALL EXCLUDING IDENTITY)", oid_sql(template)?))?;
     sql::exec(&format!("ALTER TABLE {part_sql} OWNER TO {}", quote_ident(&t.owner)))?;
     copy_replica_identity(template, &part_sql, &t.schema, &name)?;
     let bound = match owner {
@@ -334,10 +342,8 @@ fn create_partition(t: &Table, col: &str, owner: Option<&str>, template: pg_sys:
         None => "DEFAULT".to_string(),
     };
     sql::exec(&format!("ALTER TABLE {} ATTACH PARTITION {part_sql} {bound}", t.qualified()))?;
-    guards::install(&part_sql, owner, &t.display(), col, local_part_sql)?;
     let oid = relation_oid(&t.schema, &name)?;
-    catalog::as_extension_owner(|| catalog::insert_partition(t.oid, owner, oid))?;
-    Ok(name)
+    Ok((name, oid, part_sql))
 }
 
 /// REPLICA IDENTITY FULL or USING INDEX carries over to a partition copied with LIKE.
@@ -463,13 +469,7 @@ fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
     catalog::as_extension_owner(|| catalog::insert_table(t.oid, col, true))?;
     let mut local_sql = owned.iter().find(|(n, _, _)| n.as_deref() == Some(me)).map(|(_, _, s)| s.clone());
     if local_sql.is_none() {
-        let pname = partition_name(&t.name, Some(me));
-        let part_sql = qualified(&t.schema, &pname);
-        sql::exec(&format!("CREATE TABLE {part_sql} (LIKE {} INCLUDING ALL EXCLUDING IDENTITY)", oid_sql(template)?))?;
-        sql::exec(&format!("ALTER TABLE {part_sql} OWNER TO {}", quote_ident(&t.owner)))?;
-        copy_replica_identity(template, &part_sql, &t.schema, &pname)?;
-        sql::exec(&format!("ALTER TABLE {table_sql} ATTACH PARTITION {part_sql} FOR VALUES IN ({})", quote_literal(me)))?;
-        let oid = relation_oid(&t.schema, &pname)?;
+        let (_, oid, part_sql) = make_partition(t, Some(me), template)?;
         owned.push((Some(me.to_string()), oid, part_sql.clone()));
         local_sql = Some(part_sql);
     }

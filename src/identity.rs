@@ -209,12 +209,17 @@ fn recorded_name() -> FedResult<Option<String>> {
 }
 
 /// This node's identity, resolved at most once per configuration reload.
-pub fn current() -> FedResult<Resolved> {
+/// Reads the cached identity through `f`, if it was resolved since the last reload.
+fn cached<T>(f: impl FnOnce(&Resolved) -> T) -> Option<T> {
     let stamp = reload_stamp();
-    let hit = CACHE.with(|c| c.borrow().as_ref().filter(|c| c.reload_time == stamp).map(|c| c.resolved.clone()));
-    if let Some(r) = hit {
+    CACHE.with(|c| c.borrow().as_ref().filter(|c| c.reload_time == stamp).map(|c| f(&c.resolved)))
+}
+
+pub fn current() -> FedResult<Resolved> {
+    if let Some(r) = cached(Resolved::clone) {
         return Ok(r);
     }
+    let stamp = reload_stamp();
     let resolved = resolve(&Sources::from_gucs())?;
     if let Some(recorded) = recorded_name()? {
         if recorded != resolved.name {
@@ -227,9 +232,7 @@ pub fn current() -> FedResult<Resolved> {
 
 /// This node's name, as a string: the hot path of every federated INSERT.
 pub fn current_name() -> FedResult<String> {
-    let stamp = reload_stamp();
-    let hit = CACHE.with(|c| c.borrow().as_ref().filter(|c| c.reload_time == stamp).map(|c| c.resolved.name.clone()));
-    match hit {
+    match cached(|r| r.name.clone()) {
         Some(name) => Ok(name),
         None => current().map(|r| r.name),
     }

@@ -159,10 +159,16 @@ fn add_member_impl(name: &str, conninfo: &str, your_conninfo: &str) -> FedResult
     }
     publication::ensure_exists(&me)?;
     catalog::upsert_member(name, conninfo, "joining")?;
+    partitions_for_members(&me)?;
+    Ok(())
+}
+
+/// Gives every federated table here a partition for every member that lacks one.
+fn partitions_for_members(me: &str) -> FedResult<()> {
     for (oid, col) in federated_tables()? {
         Table::lock_for_new_partitions(oid)?;
         let t = Table::load(oid)?;
-        enable::ensure_member_partitions(&t, &col, &me)?;
+        enable::ensure_member_partitions(&t, &col, me)?;
     }
     Ok(())
 }
@@ -343,11 +349,7 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     for (ci, i) in &infos {
         catalog::upsert_member(&i.node_name, &conninfo_of(i, ci), "joining")?;
     }
-    for (oid, col) in federated_tables()? {
-        Table::lock_for_new_partitions(oid)?;
-        let t = Table::load(oid)?;
-        enable::ensure_member_partitions(&t, &col, &me)?;
-    }
+    partitions_for_members(&me)?;
     crate::worker::wake();
     Ok(())
 }

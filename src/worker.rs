@@ -239,10 +239,9 @@ fn copies_of(on: &mut Remote, owner: &str) -> FedResult<Vec<String>> {
     Ok(parts.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect())
 }
 
-/// Empties, on the node behind `on`, its copies of `owner`'s partitions before a new
-/// subscription copies them afresh from the owner: rows kept from an earlier membership
-/// would collide with the initial copy. Guards are ordinary triggers, so replica mode passes
-/// them, as apply does.
+/// The statement that empties a node's copies of an owner's partitions before a new
+/// subscription copies them afresh (rows kept from an earlier membership would collide with
+/// the initial copy). Run in replica mode: guards are ordinary triggers, which it passes.
 fn empty_copies_sql(copies: &[String]) -> String {
     if copies.is_empty() {
         String::new()
