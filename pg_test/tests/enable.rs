@@ -357,3 +357,27 @@ fn only_the_owner_may_enable() {
     assert!(e.message.contains("must be owner"), "{e}");
     assert_eq!(snapshot(east, "public"), before);
 }
+
+#[test]
+fn adopts_a_recipe_table_that_lacks_this_nodes_partition() {
+    let c = Cluster::start(&[NodeSpec::guc("east")]);
+    let east = c.node("east");
+    east.execute(
+        "CREATE TABLE hippos (id uuid NOT NULL DEFAULT gen_random_uuid(), value numeric, node_name text) PARTITION BY LIST (node_name);
+         CREATE TABLE hippo_default PARTITION OF hippos (PRIMARY KEY (id)) DEFAULT;
+         CREATE TABLE hippo_west PARTITION OF hippos (PRIMARY KEY (id)) FOR VALUES IN ('west');
+         INSERT INTO hippos (value) VALUES (1), (2);",
+    );
+    east.execute("SELECT federation.enable('hippos')");
+    // This node's partition is made from the existing one (primary key included), and the
+    // rows without a node move into it.
+    assert_eq!(east.scalar("SELECT count(*) FROM hippos_east").as_deref(), Some("2"));
+    assert_eq!(east.scalar("SELECT count(*) FROM pg_index WHERE indrelid = 'hippos_east'::regclass AND indisprimary").as_deref(), Some("1"));
+    assert_eq!(east.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'hippos_east'::regclass").as_deref(), Some("0"));
+    let parts = east.scalar("SELECT string_agg(partition::text || '=' || owner_node, ',') FROM federation.tables");
+    assert_eq!(parts.as_deref(), Some("hippos_east=east,hippo_west=west,hippo_default=(default)"));
+    assert_eq!(
+        east.scalar("SELECT string_agg(tablename, ',') FROM pg_publication_tables WHERE pubname = 'federation_east'").as_deref(),
+        Some("hippos_east")
+    );
+}
