@@ -20,6 +20,10 @@ CREATE TABLE federation.node (
     state         text NOT NULL DEFAULT 'joining'
                   CHECK (state IN ('joining', 'ready', 'failed', 'leaving')),
     joined_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- true: this node's worker wires this member (this node called join()); false: the member
+    -- wires itself with this node (its worker called federation.add_member() here) and this
+    -- node's worker leaves the pair alone until the member marks it ready.
+    wired_here    boolean NOT NULL DEFAULT true,
     attempts      integer NOT NULL DEFAULT 0,  -- failed attempts of the current step
     last_error    text,                        -- never holds a password
     last_error_at timestamptz

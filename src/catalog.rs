@@ -13,14 +13,22 @@ use pgrx::prelude::*;
 /// restores the caller's. An ERROR in `f` aborts the transaction, which restores the user
 /// id by itself.
 pub fn as_extension_owner<T>(f: impl FnOnce() -> FedResult<T>) -> FedResult<T> {
-    let owner = sql::one::<pg_sys::Oid>("SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'", &[])?
-        .ok_or_else(|| crate::errors::FedError::internal("pg_federation is not installed in this database"))?;
+    let owner = sql::one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
+        &[],
+    )?
+    .ok_or_else(|| {
+        crate::errors::FedError::internal("pg_federation is not installed in this database")
+    })?;
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_ctx: i32 = 0;
     // SAFETY: the standard save/switch/restore of PostgreSQL's security-restricted operations.
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
-        pg_sys::SetUserIdAndSecContext(owner, saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
     }
     let r = f();
     // SAFETY: restores what was saved above.
@@ -30,15 +38,22 @@ pub fn as_extension_owner<T>(f: impl FnOnce() -> FedResult<T>) -> FedResult<T> {
 
 /// Members of the federation other than this node, by name.
 pub fn other_members() -> FedResult<Vec<String>> {
-    Ok(sql::rows("SELECT node_name FROM federation.node ORDER BY node_name", &[], |r| r.get::<String>(1))?
-        .into_iter()
-        .flatten()
-        .collect())
+    Ok(sql::rows(
+        "SELECT node_name FROM federation.node ORDER BY node_name",
+        &[],
+        |r| r.get::<String>(1),
+    )?
+    .into_iter()
+    .flatten()
+    .collect())
 }
 
 /// The node column of a federated table, or None when the table is not federated.
 pub fn node_column(relid: pg_sys::Oid) -> FedResult<Option<String>> {
-    sql::one::<String>("SELECT node_column::text FROM federation.federated_table WHERE relid = $1", &[relid.into()])
+    sql::one::<String>(
+        "SELECT node_column::text FROM federation.federated_table WHERE relid = $1",
+        &[relid.into()],
+    )
 }
 
 pub fn insert_table(relid: pg_sys::Oid, node_column: &str, adopted: bool) -> FedResult<()> {
@@ -48,7 +63,11 @@ pub fn insert_table(relid: pg_sys::Oid, node_column: &str, adopted: bool) -> Fed
     )
 }
 
-pub fn insert_partition(relid: pg_sys::Oid, node: Option<&str>, partition: pg_sys::Oid) -> FedResult<()> {
+pub fn insert_partition(
+    relid: pg_sys::Oid,
+    node: Option<&str>,
+    partition: pg_sys::Oid,
+) -> FedResult<()> {
     sql::exec_args(
         "INSERT INTO federation.partition (relid, node_name, partition) VALUES ($1::oid::regclass, $2, $3::oid::regclass)",
         &[relid.into(), node.into(), partition.into()],
@@ -66,7 +85,10 @@ pub fn partitions(relid: pg_sys::Oid) -> FedResult<Vec<(Option<String>, pg_sys::
 
 /// Forgets a federated table (its partitions go with it, ON DELETE CASCADE).
 pub fn delete_table(relid: pg_sys::Oid) -> FedResult<()> {
-    sql::exec_args("DELETE FROM federation.federated_table WHERE relid = $1", &[relid.into()])
+    sql::exec_args(
+        "DELETE FROM federation.federated_table WHERE relid = $1",
+        &[relid.into()],
+    )
 }
 
 /// This node's recorded name and address, once it has federated a table or joined.
@@ -91,12 +113,18 @@ pub fn claim_local_name(me: &str) -> FedResult<()> {
     match local_node()? {
         Some((recorded, _)) if recorded != me => Err(crate::identity::renamed_error(&recorded, me)),
         Some(_) => Ok(()),
-        None => sql::exec_args("INSERT INTO federation.local_node (node_name) VALUES ($1)", &[me.into()]),
+        None => sql::exec_args(
+            "INSERT INTO federation.local_node (node_name) VALUES ($1)",
+            &[me.into()],
+        ),
     }
 }
 
 pub fn set_local_conninfo(conninfo: &str) -> FedResult<()> {
-    sql::exec_args("UPDATE federation.local_node SET conninfo = $1", &[conninfo.into()])
+    sql::exec_args(
+        "UPDATE federation.local_node SET conninfo = $1",
+        &[conninfo.into()],
+    )
 }
 
 /// A member as this node knows it.
@@ -107,11 +135,13 @@ pub struct Member {
     pub state: String,
     pub attempts: i32,
     pub last_error: Option<String>,
+    /// This node's worker wires it (false: the member's worker does).
+    pub wired_here: bool,
 }
 
 pub fn members() -> FedResult<Vec<Member>> {
     sql::rows(
-        "SELECT node_name, conninfo, state, attempts, last_error FROM federation.node ORDER BY node_name",
+        "SELECT node_name, conninfo, state, attempts, last_error, wired_here FROM federation.node ORDER BY node_name",
         &[],
         |r| {
             Ok(Member {
@@ -120,18 +150,21 @@ pub fn members() -> FedResult<Vec<Member>> {
                 state: r.get::<String>(3)?.unwrap_or_default(),
                 attempts: r.get::<i32>(4)?.unwrap_or(0),
                 last_error: r.get::<String>(5)?,
+                wired_here: r.get::<bool>(6)?.unwrap_or(true),
             })
         },
     )
 }
 
-/// Adds or updates a member (joining until its wiring is done).
-pub fn upsert_member(name: &str, conninfo: &str, state: &str) -> FedResult<()> {
+/// Adds or updates a member (joining until its wiring is done); `wired_here`: whether this
+/// node's worker does the wiring (false when the member's worker registered itself here).
+pub fn upsert_member(name: &str, conninfo: &str, state: &str, wired_here: bool) -> FedResult<()> {
     sql::exec_args(
-        "INSERT INTO federation.node (node_name, conninfo, state) VALUES ($1, $2, $3)
+        "INSERT INTO federation.node (node_name, conninfo, state, wired_here) VALUES ($1, $2, $3, $4)
          ON CONFLICT (node_name) DO UPDATE SET conninfo = EXCLUDED.conninfo,
-             state = CASE WHEN federation.node.state = 'ready' AND EXCLUDED.state = 'joining' THEN 'ready' ELSE EXCLUDED.state END",
-        &[name.into(), conninfo.into(), state.into()],
+             state = CASE WHEN federation.node.state = 'ready' AND EXCLUDED.state = 'joining' THEN 'ready' ELSE EXCLUDED.state END,
+             wired_here = CASE WHEN federation.node.state = 'ready' THEN federation.node.wired_here ELSE EXCLUDED.wired_here END",
+        &[name.into(), conninfo.into(), state.into(), wired_here.into()],
     )
 }
 
@@ -150,5 +183,8 @@ pub fn record_member_error(name: &str, error: &str) -> FedResult<()> {
 }
 
 pub fn delete_member(name: &str) -> FedResult<()> {
-    sql::exec_args("DELETE FROM federation.node WHERE node_name = $1", &[name.into()])
+    sql::exec_args(
+        "DELETE FROM federation.node WHERE node_name = $1",
+        &[name.into()],
+    )
 }

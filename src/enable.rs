@@ -42,16 +42,25 @@ fn check_owner(t: &Table, verb: &str) -> FedResult<()> {
     )?
     .unwrap_or(false);
     if !ok {
-        return Err(FedError::privilege(format!("must be owner of table {} to {verb} it", t.display()))
-            .hint(format!("Run this as the table's owner ({}) or a superuser.", t.owner)));
+        return Err(FedError::privilege(format!(
+            "must be owner of table {} to {verb} it",
+            t.display()
+        ))
+        .hint(format!(
+            "Run this as the table's owner ({}) or a superuser.",
+            t.owner
+        )));
     }
     Ok(())
 }
 
 fn check_node_column_name(col: &str) -> FedResult<()> {
     if col.is_empty() || col.len() > MAX_IDENT {
-        return Err(FedError::invalid_value(format!("node column name \"{col}\" is not valid"))
-            .hint("Give a column name of 1 to 63 bytes, for example node_column => 'node_name'."));
+        return Err(
+            FedError::invalid_value(format!("node column name \"{col}\" is not valid")).hint(
+                "Give a column name of 1 to 63 bytes, for example node_column => 'node_name'.",
+            ),
+        );
     }
     Ok(())
 }
@@ -82,13 +91,23 @@ pub fn enable_with(relid: pg_sys::Oid, node_column: &str, propagate: bool) -> Fe
                 t.display(),
                 quote_ident(&existing)
             ))
-            .hint(format!("Call federation.enable('{}') without node_column, or disable it first.", t.display())));
+            .hint(format!(
+                "Call federation.enable('{}') without node_column, or disable it first.",
+                t.display()
+            )));
         }
         let added = ensure_member_partitions(&t, &existing, &me)?;
         if added.is_empty() {
-            notice(format!("table {} is already federated; nothing to do", t.display()));
+            notice(format!(
+                "table {} is already federated; nothing to do",
+                t.display()
+            ));
         } else {
-            notice(format!("table {} is already federated; added partitions for {}", t.display(), added.join(", ")));
+            notice(format!(
+                "table {} is already federated; added partitions for {}",
+                t.display(),
+                added.join(", ")
+            ));
         }
         return Ok(());
     }
@@ -96,7 +115,11 @@ pub fn enable_with(relid: pg_sys::Oid, node_column: &str, propagate: bool) -> Fe
     // Only a node that joined a federation (it has an address) spreads the table; members
     // recorded without a join (tests, a node being built) get partitions only.
     let joined = catalog::local_node()?.and_then(|(_, c)| c).is_some();
-    let members = if propagate && joined { catalog::other_members()? } else { vec![] };
+    let members = if propagate && joined {
+        catalog::other_members()?
+    } else {
+        vec![]
+    };
     if !members.is_empty() {
         crate::membership::check_table_on_members(&t, node_column)?;
     }
@@ -133,9 +156,14 @@ fn check_name_free(schema: &str, name: &str, for_table: &Table) -> FedResult<()>
         let q = qualified(schema, name);
         return Err(FedError::new(
             PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE,
-            format!("cannot federate {}: partition name {q} is already taken by another relation", for_table.display()),
+            format!(
+                "cannot federate {}: partition name {q} is already taken by another relation",
+                for_table.display()
+            ),
         )
-        .hint(format!("Rename or drop {q}; pg_federation names partitions <table>_<node>.")));
+        .hint(format!(
+            "Rename or drop {q}; pg_federation names partitions <table>_<node>."
+        )));
     }
     Ok(())
 }
@@ -152,19 +180,39 @@ fn identity_columns(oid: pg_sys::Oid, table_sql: &str) -> FedResult<Vec<Identity
         "SELECT attname::text, attidentity::text FROM pg_catalog.pg_attribute
          WHERE attrelid = $1 AND attidentity <> '' AND NOT attisdropped ORDER BY attnum",
         &[oid.into()],
-        |r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())),
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ))
+        },
     )?;
     let mut out = vec![];
     for (column, kind) in cols {
-        let seq = sql::one::<String>("SELECT pg_catalog.pg_get_serial_sequence($1, $2)", &[table_sql.into(), column.as_str().into()])?
-            .ok_or_else(|| FedError::internal(format!("identity column {column} has no sequence")))?;
-        let (last_value, is_called) = sql::rows(&format!("SELECT last_value, is_called FROM {seq}"), &[], |r| {
-            Ok((r.get::<i64>(1)?.unwrap_or(1), r.get::<bool>(2)?.unwrap_or(false)))
-        })?
+        let seq = sql::one::<String>(
+            "SELECT pg_catalog.pg_get_serial_sequence($1, $2)",
+            &[table_sql.into(), column.as_str().into()],
+        )?
+        .ok_or_else(|| FedError::internal(format!("identity column {column} has no sequence")))?;
+        let (last_value, is_called) = sql::rows(
+            &format!("SELECT last_value, is_called FROM {seq}"),
+            &[],
+            |r| {
+                Ok((
+                    r.get::<i64>(1)?.unwrap_or(1),
+                    r.get::<bool>(2)?.unwrap_or(false),
+                ))
+            },
+        )?
         .into_iter()
         .next()
         .unwrap_or((1, false));
-        out.push(Identity { column, kind, last_value, is_called });
+        out.push(Identity {
+            column,
+            kind,
+            last_value,
+            is_called,
+        });
     }
     Ok(out)
 }
@@ -178,7 +226,13 @@ fn user_triggers(oid: pg_sys::Oid) -> FedResult<Vec<(String, String, String)>> {
            AND tgname NOT IN ('_federation_guard', '_federation_guard_truncate')
          ORDER BY tgname",
         &[oid.into()],
-        |r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default(), r.get::<String>(3)?.unwrap_or_default())),
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+            ))
+        },
     )
 }
 
@@ -189,7 +243,10 @@ fn restore_trigger_state(table_sql: &str, name: &str, enabled: &str) -> FedResul
         "R" => "ENABLE REPLICA TRIGGER",
         _ => return Ok(()),
     };
-    sql::exec(&format!("ALTER TABLE {table_sql} {action} {}", quote_ident(name)))
+    sql::exec(&format!(
+        "ALTER TABLE {table_sql} {action} {}",
+        quote_ident(name)
+    ))
 }
 
 /// GRANT statements reproducing a relation's privileges on another relation.
@@ -213,7 +270,10 @@ fn grants(from: pg_sys::Oid, to_sql: &str) -> FedResult<Vec<String>> {
 }
 
 fn table_comment(oid: pg_sys::Oid) -> FedResult<Option<String>> {
-    sql::one::<String>("SELECT pg_catalog.obj_description($1, 'pg_class')", &[oid.into()])
+    sql::one::<String>(
+        "SELECT pg_catalog.obj_description($1, 'pg_class')",
+        &[oid.into()],
+    )
 }
 
 fn relation_oid(schema: &str, name: &str) -> FedResult<pg_sys::Oid> {
@@ -238,8 +298,12 @@ fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
     check_name_free(&t.schema, &default_part, t)?;
     for (name, _, _) in user_triggers(t.oid)? {
         if name.starts_with("_federation_guard") {
-            return Err(FedError::unsupported(format!("cannot federate {}: trigger {} uses a name reserved by pg_federation", t.display(), quote_ident(&name)))
-                .hint("Rename the trigger (ALTER TRIGGER ... RENAME TO ...)."));
+            return Err(FedError::unsupported(format!(
+                "cannot federate {}: trigger {} uses a name reserved by pg_federation",
+                t.display(),
+                quote_ident(&name)
+            ))
+            .hint("Rename the trigger (ALTER TRIGGER ... RENAME TO ...)."));
         }
     }
 
@@ -253,48 +317,89 @@ fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
 
     // 1. The node column: every existing row belongs to this node.
     for (name, _, _) in &triggers {
-        sql::exec(&format!("DROP TRIGGER {} ON {table_sql}", quote_ident(name)))?;
+        sql::exec(&format!(
+            "DROP TRIGGER {} ON {table_sql}",
+            quote_ident(name)
+        ))?;
     }
     match node_col {
         NodeColumn::Absent => {
             // A constant default fills existing rows without rewriting the table.
-            sql::exec(&format!("ALTER TABLE {table_sql} ADD COLUMN {qcol} text NOT NULL DEFAULT {}", quote_literal(me)))?;
+            sql::exec(&format!(
+                "ALTER TABLE {table_sql} ADD COLUMN {qcol} text NOT NULL DEFAULT {}",
+                quote_literal(me)
+            ))?;
         }
-        NodeColumn::Present { not_null, has_nulls } => {
+        NodeColumn::Present {
+            not_null,
+            has_nulls,
+        } => {
             if has_nulls {
-                sql::exec_args(&format!("UPDATE {table_sql} SET {qcol} = $1 WHERE {qcol} IS NULL"), &[me.into()])?;
+                sql::exec_args(
+                    &format!("UPDATE {table_sql} SET {qcol} = $1 WHERE {qcol} IS NULL"),
+                    &[me.into()],
+                )?;
             }
             if !not_null {
-                sql::exec(&format!("ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET NOT NULL"))?;
+                sql::exec(&format!(
+                    "ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET NOT NULL"
+                ))?;
             }
         }
     }
-    sql::exec(&format!("ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET DEFAULT federation.node_name()"))?;
+    sql::exec(&format!(
+        "ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET DEFAULT federation.node_name()"
+    ))?;
 
     // 2. The table becomes this node's partition; a new parent takes its name.
-    sql::exec(&format!("ALTER TABLE {table_sql} RENAME TO {}", quote_ident(&my_part)))?;
+    sql::exec(&format!(
+        "ALTER TABLE {table_sql} RENAME TO {}",
+        quote_ident(&my_part)
+    ))?;
     let my_part_sql = qualified(&t.schema, &my_part);
     sql::exec(&format!(
         "CREATE TABLE {table_sql} (LIKE {my_part_sql} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED \
          INCLUDING IDENTITY INCLUDING COMMENTS INCLUDING STORAGE INCLUDING COMPRESSION) PARTITION BY LIST ({qcol})"
     ))?;
     let parent = relation_oid(&t.schema, &t.name)?;
-    sql::exec(&format!("ALTER TABLE {table_sql} OWNER TO {}", quote_ident(&t.owner)))?;
+    sql::exec(&format!(
+        "ALTER TABLE {table_sql} OWNER TO {}",
+        quote_ident(&t.owner)
+    ))?;
     for g in &grant_sql {
         sql::exec(g)?;
     }
     if let Some(c) = &comment {
-        sql::exec(&format!("COMMENT ON TABLE {table_sql} IS {}", quote_literal(c)))?;
+        sql::exec(&format!(
+            "COMMENT ON TABLE {table_sql} IS {}",
+            quote_literal(c)
+        ))?;
     }
     // Identity now lives on the parent (rows are inserted through it); it continues where
     // the table's sequence was.
     for id in &identities {
-        sql::exec(&format!("ALTER TABLE {my_part_sql} ALTER COLUMN {} DROP IDENTITY", quote_ident(&id.column)))?;
-        let seq = sql::one::<String>("SELECT pg_catalog.pg_get_serial_sequence($1, $2)", &[table_sql.as_str().into(), id.column.as_str().into()])?
-            .ok_or_else(|| FedError::internal("identity sequence missing on the new parent"))?;
-        sql::exec_args("SELECT pg_catalog.setval($1::regclass, $2, $3)", &[seq.as_str().into(), id.last_value.into(), id.is_called.into()])?;
+        sql::exec(&format!(
+            "ALTER TABLE {my_part_sql} ALTER COLUMN {} DROP IDENTITY",
+            quote_ident(&id.column)
+        ))?;
+        let seq = sql::one::<String>(
+            "SELECT pg_catalog.pg_get_serial_sequence($1, $2)",
+            &[table_sql.as_str().into(), id.column.as_str().into()],
+        )?
+        .ok_or_else(|| FedError::internal("identity sequence missing on the new parent"))?;
+        sql::exec_args(
+            "SELECT pg_catalog.setval($1::regclass, $2, $3)",
+            &[
+                seq.as_str().into(),
+                id.last_value.into(),
+                id.is_called.into(),
+            ],
+        )?;
     }
-    sql::exec(&format!("ALTER TABLE {table_sql} ATTACH PARTITION {my_part_sql} FOR VALUES IN ({})", quote_literal(me)))?;
+    sql::exec(&format!(
+        "ALTER TABLE {table_sql} ATTACH PARTITION {my_part_sql} FOR VALUES IN ({})",
+        quote_literal(me)
+    ))?;
 
     // 3. Partitions for the other members, and DEFAULT; guards on all of them.
     catalog::as_extension_owner(|| {
@@ -320,7 +425,13 @@ fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
 /// Creates the partition of `t` owned by `owner` (None: DEFAULT) as a copy of the template
 /// partition's structure (columns, indexes, primary key, CHECKs), attaches it, guards it and
 /// records it. Returns its name.
-fn create_partition(t: &Table, col: &str, owner: Option<&str>, template: pg_sys::Oid, local_part_sql: &str) -> FedResult<String> {
+fn create_partition(
+    t: &Table,
+    col: &str,
+    owner: Option<&str>,
+    template: pg_sys::Oid,
+    local_part_sql: &str,
+) -> FedResult<String> {
     let (name, oid, part_sql) = make_partition(t, owner, template)?;
     guards::install(&part_sql, owner, &t.display(), col, local_part_sql)?;
     catalog::as_extension_owner(|| catalog::insert_partition(t.oid, owner, oid))?;
@@ -330,25 +441,47 @@ fn create_partition(t: &Table, col: &str, owner: Option<&str>, template: pg_sys:
 /// The partition of `t` for `owner` (None: DEFAULT), copied from the template partition
 /// (columns, indexes, primary key, CHECKs, replica identity), owned like `t` and attached.
 /// Returns (name, oid, qualified SQL name). No guards, no catalog row: callers add those.
-fn make_partition(t: &Table, owner: Option<&str>, template: pg_sys::Oid) -> FedResult<(String, pg_sys::Oid, String)> {
+fn make_partition(
+    t: &Table,
+    owner: Option<&str>,
+    template: pg_sys::Oid,
+) -> FedResult<(String, pg_sys::Oid, String)> {
     let name = partition_name(&t.name, owner);
     check_name_free(&t.schema, &name, t)?;
     let part_sql = qualified(&t.schema, &name);
-    sql::exec(&format!("CREATE TABLE {part_sql} (LIKE {} INCLUDING ALL EXCLUDING IDENTITY)", oid_sql(template)?))?;
-    sql::exec(&format!("ALTER TABLE {part_sql} OWNER TO {}", quote_ident(&t.owner)))?;
+    sql::exec(&format!(
+        "CREATE TABLE {part_sql} (LIKE {} INCLUDING ALL EXCLUDING IDENTITY)",
+        oid_sql(template)?
+    ))?;
+    sql::exec(&format!(
+        "ALTER TABLE {part_sql} OWNER TO {}",
+        quote_ident(&t.owner)
+    ))?;
     copy_replica_identity(template, &part_sql, &t.schema, &name)?;
     let bound = match owner {
         Some(n) => format!("FOR VALUES IN ({})", quote_literal(n)),
         None => "DEFAULT".to_string(),
     };
-    sql::exec(&format!("ALTER TABLE {} ATTACH PARTITION {part_sql} {bound}", t.qualified()))?;
+    sql::exec(&format!(
+        "ALTER TABLE {} ATTACH PARTITION {part_sql} {bound}",
+        t.qualified()
+    ))?;
     let oid = relation_oid(&t.schema, &name)?;
     Ok((name, oid, part_sql))
 }
 
 /// REPLICA IDENTITY FULL or USING INDEX carries over to a partition copied with LIKE.
-fn copy_replica_identity(template: pg_sys::Oid, part_sql: &str, schema: &str, part_name: &str) -> FedResult<()> {
-    let ident = sql::one::<String>("SELECT relreplident::text FROM pg_catalog.pg_class WHERE oid = $1", &[template.into()])?.unwrap_or_default();
+fn copy_replica_identity(
+    template: pg_sys::Oid,
+    part_sql: &str,
+    schema: &str,
+    part_name: &str,
+) -> FedResult<()> {
+    let ident = sql::one::<String>(
+        "SELECT relreplident::text FROM pg_catalog.pg_class WHERE oid = $1",
+        &[template.into()],
+    )?
+    .unwrap_or_default();
     match ident.as_str() {
         "f" => sql::exec(&format!("ALTER TABLE {part_sql} REPLICA IDENTITY FULL")),
         "i" => {
@@ -361,7 +494,10 @@ fn copy_replica_identity(template: pg_sys::Oid, part_sql: &str, schema: &str, pa
                 &[template.into(), part.into()],
             )?
             .ok_or_else(|| FedError::internal(format!("no index on {part_sql} matches the replica identity index")))?;
-            sql::exec(&format!("ALTER TABLE {part_sql} REPLICA IDENTITY USING INDEX {}", quote_ident(&idx)))
+            sql::exec(&format!(
+                "ALTER TABLE {part_sql} REPLICA IDENTITY USING INDEX {}",
+                quote_ident(&idx)
+            ))
         }
         _ => Ok(()),
     }
@@ -390,7 +526,10 @@ fn single_list_value(bound: &str) -> Result<Option<String>, ()> {
     if bound == "DEFAULT" {
         return Ok(None);
     }
-    let inner = bound.strip_prefix("FOR VALUES IN ('").and_then(|r| r.strip_suffix("')")).ok_or(())?;
+    let inner = bound
+        .strip_prefix("FOR VALUES IN ('")
+        .and_then(|r| r.strip_suffix("')"))
+        .ok_or(())?;
     // A single literal: quotes inside are doubled; a "', '" would mean several values.
     if inner.replace("''", "").contains('\'') {
         return Err(());
@@ -409,7 +548,9 @@ fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
         |r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<i32>(2)?.unwrap_or(0), r.get::<String>(3)?, r.get::<String>(4)?)),
     )?;
     let Some((strat, natts, attname, atttype)) = key.into_iter().next() else {
-        return Err(FedError::internal(format!("{name} is partitioned but has no partition key")));
+        return Err(FedError::internal(format!(
+            "{name} is partitioned but has no partition key"
+        )));
     };
     if strat != "l" || natts != 1 || attname.as_deref() != Some(col) {
         return Err(FedError::unsupported(format!("cannot federate {name}: it is partitioned, but not by LIST ({})", quote_ident(col)))
@@ -419,7 +560,11 @@ fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
     if atttype.as_deref() != Some("text") {
         return Err(FedError::new(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!("cannot federate {name}: its node column {} is of type {}, not text", quote_ident(col), atttype.unwrap_or_default()),
+            format!(
+                "cannot federate {name}: its node column {} is of type {}, not text",
+                quote_ident(col),
+                atttype.unwrap_or_default()
+            ),
         )
         .hint("The node column of a federated table must be text."));
     }
@@ -430,8 +575,10 @@ fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
     for (oid, pname, kind, bound) in &children {
         let pdisplay = qualified(&t.schema, pname);
         if kind != "r" {
-            return Err(FedError::unsupported(format!("cannot federate {name}: its partition {pdisplay} is not an ordinary table"))
-                .hint("Sub-partitioned and foreign partitions cannot be federated."));
+            return Err(FedError::unsupported(format!(
+                "cannot federate {name}: its partition {pdisplay} is not an ordinary table"
+            ))
+            .hint("Sub-partitioned and foreign partitions cannot be federated."));
         }
         let node = single_list_value(bound).map_err(|_| {
             FedError::unsupported(format!("cannot federate {name}: partition {pdisplay} is {bound}, not one node"))
@@ -467,16 +614,26 @@ fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
     let table_sql = t.qualified();
     let qcol = quote_ident(col);
     catalog::as_extension_owner(|| catalog::insert_table(t.oid, col, true))?;
-    let mut local_sql = owned.iter().find(|(n, _, _)| n.as_deref() == Some(me)).map(|(_, _, s)| s.clone());
+    let mut local_sql = owned
+        .iter()
+        .find(|(n, _, _)| n.as_deref() == Some(me))
+        .map(|(_, _, s)| s.clone());
     if local_sql.is_none() {
         let (_, oid, part_sql) = make_partition(t, Some(me), template)?;
         owned.push((Some(me.to_string()), oid, part_sql.clone()));
         local_sql = Some(part_sql);
     }
     let local_sql = local_sql.unwrap();
-    sql::exec_args(&format!("UPDATE {table_sql} SET {qcol} = $1 WHERE {qcol} IS NULL"), &[me.into()])?;
-    sql::exec(&format!("ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET NOT NULL"))?;
-    sql::exec(&format!("ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET DEFAULT federation.node_name()"))?;
+    sql::exec_args(
+        &format!("UPDATE {table_sql} SET {qcol} = $1 WHERE {qcol} IS NULL"),
+        &[me.into()],
+    )?;
+    sql::exec(&format!(
+        "ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET NOT NULL"
+    ))?;
+    sql::exec(&format!(
+        "ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET DEFAULT federation.node_name()"
+    ))?;
 
     for (node, oid, psql) in &owned {
         if node.as_deref() != Some(me) {
@@ -484,9 +641,16 @@ fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
         }
         catalog::as_extension_owner(|| catalog::insert_partition(t.oid, node.as_deref(), *oid))?;
     }
-    let local_oid = owned.iter().find(|(n, _, _)| n.as_deref() == Some(me)).map(|(_, o, _)| *o).unwrap();
+    let local_oid = owned
+        .iter()
+        .find(|(n, _, _)| n.as_deref() == Some(me))
+        .map(|(_, o, _)| *o)
+        .unwrap();
     for n in &others {
-        if !owned.iter().any(|(o, _, _)| o.as_deref() == Some(n.as_str())) {
+        if !owned
+            .iter()
+            .any(|(o, _, _)| o.as_deref() == Some(n.as_str()))
+        {
             create_partition(t, col, Some(n), local_oid, &local_sql)?;
         }
     }
@@ -498,7 +662,8 @@ fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
 }
 
 fn oid_sql(oid: pg_sys::Oid) -> FedResult<String> {
-    sql::one::<String>("SELECT $1::oid::regclass::text", &[oid.into()])?.ok_or_else(|| FedError::internal("relation vanished"))
+    sql::one::<String>("SELECT $1::oid::regclass::text", &[oid.into()])?
+        .ok_or_else(|| FedError::internal("relation vanished"))
 }
 
 /// The original recipe's AFTER INSERT statement trigger rewrites every inserted row; with
@@ -525,9 +690,12 @@ fn warn_about_recipe_triggers(t: &Table) -> FedResult<()> {
 pub fn ensure_member_partitions(t: &Table, col: &str, me: &str) -> FedResult<Vec<String>> {
     let parts = catalog::partitions(t.oid)?;
     let Some((_, local)) = parts.iter().find(|(n, _)| n.as_deref() == Some(me)) else {
-        return Err(FedError::prerequisite(format!("federated table {} has no partition for this node \"{me}\"", t.display()))
-            .detail("This node's name has changed since the table was federated.")
-            .hint("Restore federation.node_name to the name this node had, and reload."));
+        return Err(FedError::prerequisite(format!(
+            "federated table {} has no partition for this node \"{me}\"",
+            t.display()
+        ))
+        .detail("This node's name has changed since the table was federated.")
+        .hint("Restore federation.node_name to the name this node had, and reload."));
     };
     let local_sql = oid_sql(*local)?;
     let mut added = vec![];
@@ -546,8 +714,10 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
     let t = Table::load(relid)?;
     check_owner(&t, "disable")?;
     let Some(col) = catalog::node_column(relid)? else {
-        return Err(FedError::prerequisite(format!("table {} is not federated", t.display()))
-            .hint("federation.tables lists the federated tables on this node."));
+        return Err(
+            FedError::prerequisite(format!("table {} is not federated", t.display()))
+                .hint("federation.tables lists the federated tables on this node."),
+        );
     };
     // On a joined node the members keep replicating into this table's partitions here; taking
     // them away would stop this node's subscriptions (all their tables) with apply errors.
@@ -564,7 +734,11 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
         .hint("Take this node out first (SELECT federation.leave();), then disable the table. Disabling a table on every node at once is not supported yet."));
     }
     let parts = catalog::partitions(relid)?;
-    let Some((_, local)) = parts.iter().find(|(n, _)| n.as_deref() == Some(me.as_str())).cloned() else {
+    let Some((_, local)) = parts
+        .iter()
+        .find(|(n, _)| n.as_deref() == Some(me.as_str()))
+        .cloned()
+    else {
         return Err(FedError::prerequisite(format!("federated table {} has no partition for this node \"{me}\"", t.display()))
             .hint("Restore federation.node_name to the name this node had when the table was federated, and reload."));
     };
@@ -588,10 +762,16 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
     let grant_sql = grants(relid, &qualified(&t.schema, &t.name))?;
     catalog::as_extension_owner(|| publication::remove(&me, local, &local_sql))?;
     for (name, _, _) in &triggers {
-        sql::exec(&format!("DROP TRIGGER {} ON {table_sql}", quote_ident(name)))?;
+        sql::exec(&format!(
+            "DROP TRIGGER {} ON {table_sql}",
+            quote_ident(name)
+        ))?;
     }
     // Detach everything first: a partition keeps its partition constraint until detached.
-    let part_sql: Vec<(pg_sys::Oid, String)> = parts.iter().map(|(_, oid)| Ok((*oid, oid_sql(*oid)?))).collect::<FedResult<_>>()?;
+    let part_sql: Vec<(pg_sys::Oid, String)> = parts
+        .iter()
+        .map(|(_, oid)| Ok((*oid, oid_sql(*oid)?)))
+        .collect::<FedResult<_>>()?;
     for (_, psql) in &part_sql {
         sql::exec(&format!("ALTER TABLE {table_sql} DETACH PARTITION {psql}"))?;
     }
@@ -599,29 +779,58 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
     for (oid, psql) in &part_sql {
         if *oid != local {
             guards::remove(psql)?;
-            sql::exec(&format!("INSERT INTO {local_sql} ({cols}) SELECT {cols} FROM {psql}"))?;
+            sql::exec(&format!(
+                "INSERT INTO {local_sql} ({cols}) SELECT {cols} FROM {psql}"
+            ))?;
             sql::exec(&format!("DROP TABLE {psql}"))?;
         }
     }
     catalog::as_extension_owner(|| catalog::delete_table(relid))?;
     sql::exec(&format!("DROP TABLE {table_sql}"))?;
-    sql::exec(&format!("ALTER TABLE {local_sql} RENAME TO {}", quote_ident(&t.name)))?;
+    sql::exec(&format!(
+        "ALTER TABLE {local_sql} RENAME TO {}",
+        quote_ident(&t.name)
+    ))?;
     // The table is ordinary again: its node column keeps its values, and defaults to this
     // node's name as a constant (no dependency on pg_federation).
-    sql::exec(&format!("ALTER TABLE {table_sql} ALTER COLUMN {} SET DEFAULT {}", quote_ident(&col), quote_literal(&me)))?;
+    sql::exec(&format!(
+        "ALTER TABLE {table_sql} ALTER COLUMN {} SET DEFAULT {}",
+        quote_ident(&col),
+        quote_literal(&me)
+    ))?;
     for id in &identities {
-        let how = if id.kind == "a" { "ALWAYS" } else { "BY DEFAULT" };
-        sql::exec(&format!("ALTER TABLE {table_sql} ALTER COLUMN {} ADD GENERATED {how} AS IDENTITY", quote_ident(&id.column)))?;
-        let seq = sql::one::<String>("SELECT pg_catalog.pg_get_serial_sequence($1, $2)", &[table_sql.as_str().into(), id.column.as_str().into()])?
-            .ok_or_else(|| FedError::internal("identity sequence missing"))?;
-        sql::exec_args("SELECT pg_catalog.setval($1::regclass, $2, $3)", &[seq.as_str().into(), id.last_value.into(), id.is_called.into()])?;
+        let how = if id.kind == "a" {
+            "ALWAYS"
+        } else {
+            "BY DEFAULT"
+        };
+        sql::exec(&format!(
+            "ALTER TABLE {table_sql} ALTER COLUMN {} ADD GENERATED {how} AS IDENTITY",
+            quote_ident(&id.column)
+        ))?;
+        let seq = sql::one::<String>(
+            "SELECT pg_catalog.pg_get_serial_sequence($1, $2)",
+            &[table_sql.as_str().into(), id.column.as_str().into()],
+        )?
+        .ok_or_else(|| FedError::internal("identity sequence missing"))?;
+        sql::exec_args(
+            "SELECT pg_catalog.setval($1::regclass, $2, $3)",
+            &[
+                seq.as_str().into(),
+                id.last_value.into(),
+                id.is_called.into(),
+            ],
+        )?;
     }
     sql::exec(&format!("REVOKE ALL ON TABLE {table_sql} FROM PUBLIC"))?;
     for g in &grant_sql {
         sql::exec(g)?;
     }
     if let Some(c) = &comment {
-        sql::exec(&format!("COMMENT ON TABLE {table_sql} IS {}", quote_literal(c)))?;
+        sql::exec(&format!(
+            "COMMENT ON TABLE {table_sql} IS {}",
+            quote_literal(c)
+        ))?;
     }
     for (name, def, enabled) in &triggers {
         sql::exec(def)?;
@@ -632,7 +841,11 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
 
 /// disable() merges every partition into one table: refuse up front when two nodes hold
 /// rows with the same primary key.
-fn check_no_key_collisions(t: &Table, local: pg_sys::Oid, parts: &[(Option<String>, pg_sys::Oid)]) -> FedResult<()> {
+fn check_no_key_collisions(
+    t: &Table,
+    local: pg_sys::Oid,
+    parts: &[(Option<String>, pg_sys::Oid)],
+) -> FedResult<()> {
     let key: Vec<String> = sql::rows(
         "SELECT pg_catalog.quote_ident(a.attname) FROM pg_catalog.pg_index i
          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
@@ -647,8 +860,14 @@ fn check_no_key_collisions(t: &Table, local: pg_sys::Oid, parts: &[(Option<Strin
         return Ok(());
     }
     let k = key.join(", ");
-    let union: Vec<String> = parts.iter().map(|(_, oid)| Ok(format!("SELECT {k} FROM {}", oid_sql(*oid)?))).collect::<FedResult<_>>()?;
-    let q = format!("SELECT ({k})::text FROM ({}) u GROUP BY {k} HAVING count(*) > 1 LIMIT 1", union.join(" UNION ALL "));
+    let union: Vec<String> = parts
+        .iter()
+        .map(|(_, oid)| Ok(format!("SELECT {k} FROM {}", oid_sql(*oid)?)))
+        .collect::<FedResult<_>>()?;
+    let q = format!(
+        "SELECT ({k})::text FROM ({}) u GROUP BY {k} HAVING count(*) > 1 LIMIT 1",
+        union.join(" UNION ALL ")
+    );
     if let Some(dup) = sql::one::<String>(&q, &[])? {
         return Err(FedError::new(
             PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,

@@ -21,7 +21,12 @@ pub type FedResult<T> = Result<T, FedError>;
 
 impl FedError {
     pub fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
-        FedError { code, message: message.into(), detail: None, hint: None }
+        FedError {
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -65,7 +70,10 @@ impl FedError {
 
     /// 55000: the object is not in the state this call needs.
     pub fn prerequisite(message: impl Into<String>) -> Self {
-        Self::new(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, message)
+        Self::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            message,
+        )
     }
 
     /// F0000: the server's configuration (or a file it points at) is wrong.

@@ -13,7 +13,13 @@ pub const ROW_GUARD: &str = "_federation_guard";
 pub const TRUNCATE_GUARD: &str = "_federation_guard_truncate";
 
 /// Guards a partition owned by `owner` (None: the DEFAULT partition).
-pub fn install(partition_sql: &str, owner: Option<&str>, table_display: &str, node_column: &str, local_partition_sql: &str) -> FedResult<()> {
+pub fn install(
+    partition_sql: &str,
+    owner: Option<&str>,
+    table_display: &str,
+    node_column: &str,
+    local_partition_sql: &str,
+) -> FedResult<()> {
     let row = match owner {
         Some(node) => format!(
             "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE ON {partition_sql} FOR EACH ROW \
@@ -45,7 +51,10 @@ pub fn install(partition_sql: &str, owner: Option<&str>, table_display: &str, no
 /// Removes the guards from a partition (disable(), or a partition that becomes local).
 pub fn remove(partition_sql: &str) -> FedResult<()> {
     for name in [ROW_GUARD, TRUNCATE_GUARD] {
-        sql::exec(&format!("DROP TRIGGER IF EXISTS {} ON {partition_sql}", sql::quote_ident(name)))?;
+        sql::exec(&format!(
+            "DROP TRIGGER IF EXISTS {} ON {partition_sql}",
+            sql::quote_ident(name)
+        ))?;
     }
     Ok(())
 }

@@ -18,7 +18,8 @@ pub static NODE_LABEL: GucSetting<Option<CString>> =
 pub static NODE_CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// `federation.database`: the database pg_federation's background worker connects to.
-pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
 pub fn init() {
     // PGC_SIGHUP: only postgresql.conf or ALTER SYSTEM (both superuser-only) can set these,

@@ -30,28 +30,48 @@ pub const NODE_NAME_RULE: &str = "a node name is 1 to 24 bytes of lowercase lett
 
 /// Checks a node name against [`NODE_NAME_RULE`]; `source` says where it came from.
 pub fn validate_node_name(name: &str, source: &str) -> FedResult<()> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     let starts_ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
-    if name.is_empty() || name.len() > MAX_NODE_NAME_LEN || !ok_chars || !starts_ok || RESERVED.contains(&name) {
-        return Err(FedError::invalid_value(format!("node name \"{}\" from {source} is not valid", name.escape_debug()))
-            .detail(format!("{}.", capitalize(NODE_NAME_RULE)))
-            .hint(suggestion(name)));
+    if name.is_empty()
+        || name.len() > MAX_NODE_NAME_LEN
+        || !ok_chars
+        || !starts_ok
+        || RESERVED.contains(&name)
+    {
+        return Err(FedError::invalid_value(format!(
+            "node name \"{}\" from {source} is not valid",
+            name.escape_debug()
+        ))
+        .detail(format!("{}.", capitalize(NODE_NAME_RULE)))
+        .hint(suggestion(name)));
     }
     Ok(())
 }
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }
 
 fn suggestion(name: &str) -> String {
     let mut s: String = name
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    s = s.trim_start_matches(|c: char| !c.is_ascii_lowercase()).to_string();
+    s = s
+        .trim_start_matches(|c: char| !c.is_ascii_lowercase())
+        .to_string();
     s.truncate(MAX_NODE_NAME_LEN);
     if s.is_empty() || RESERVED.contains(&s.as_str()) {
         "Choose a name such as \"east\" or \"node_1\".".to_string()
@@ -92,7 +112,10 @@ pub fn resolve(src: &Sources) -> FedResult<Resolved> {
     if let Some(name) = &src.guc {
         let source = "setting federation.node_name".to_string();
         validate_node_name(name, &source)?;
-        return Ok(Resolved { name: name.clone(), source });
+        return Ok(Resolved {
+            name: name.clone(),
+            source,
+        });
     }
     if let Some(path) = &src.labels_path {
         if let Some(found) = from_labels_file(path, &src.label)? {
@@ -136,11 +159,19 @@ fn from_labels_file(path: &str, label: &str) -> FedResult<Option<Resolved>> {
     pick_label(pairs, label, &source, path)
 }
 
-fn pick_label(pairs: Vec<(String, String)>, label: &str, source: &str, where_: &str) -> FedResult<Option<Resolved>> {
+fn pick_label(
+    pairs: Vec<(String, String)>,
+    label: &str,
+    source: &str,
+    where_: &str,
+) -> FedResult<Option<Resolved>> {
     match pairs.iter().find(|(k, _)| k == label) {
         Some((_, value)) => {
             validate_node_name(value, source)?;
-            Ok(Some(Resolved { name: value.clone(), source: source.to_string() }))
+            Ok(Some(Resolved {
+                name: value.clone(),
+                source: source.to_string(),
+            }))
         }
         None => {
             let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
@@ -160,9 +191,15 @@ fn from_pgnodemx(label: &str) -> FedResult<Option<Resolved>> {
             None,
             &[],
         )?;
-        rows.into_iter().next().map(|r| r.get::<String>(1)).transpose().map(Option::flatten)
+        rows.into_iter()
+            .next()
+            .map(|r| r.get::<String>(1))
+            .transpose()
+            .map(Option::flatten)
     })?;
-    let Some(schema) = schema else { return Ok(None) };
+    let Some(schema) = schema else {
+        return Ok(None);
+    };
     let query = format!(
         "SELECT key::text, val::text FROM {}.kdapi_setof_kv('labels')",
         spi::quote_identifier(&schema)
@@ -170,7 +207,12 @@ fn from_pgnodemx(label: &str) -> FedResult<Option<Resolved>> {
     let pairs: Vec<(String, String)> = Spi::connect(|client| {
         client
             .select(&query, None, &[])?
-            .map(|row| Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default())))
+            .map(|row| {
+                Ok((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                ))
+            })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })?;
     let source = format!("pgnodemx kdapi_setof_kv('labels') (label \"{label}\")");
@@ -201,18 +243,30 @@ pub fn renamed_error(recorded: &str, now: &str) -> FedError {
 /// The name this node recorded when it first federated a table or joined, if it did.
 fn recorded_name() -> FedResult<Option<String>> {
     // Read-only SPI: pgrx's Spi::get_one would assign a transaction id (and fail on a standby).
-    let exists = crate::sql::one::<bool>("SELECT pg_catalog.to_regclass('federation.local_node') IS NOT NULL", &[])?.unwrap_or(false);
+    let exists = crate::sql::one::<bool>(
+        "SELECT pg_catalog.to_regclass('federation.local_node') IS NOT NULL",
+        &[],
+    )?
+    .unwrap_or(false);
     if !exists {
         return Ok(None);
     }
-    Ok(crate::sql::one::<String>("SELECT node_name FROM federation.local_node", &[])?)
+    Ok(crate::sql::one::<String>(
+        "SELECT node_name FROM federation.local_node",
+        &[],
+    )?)
 }
 
 /// This node's identity, resolved at most once per configuration reload.
 /// Reads the cached identity through `f`, if it was resolved since the last reload.
 fn cached<T>(f: impl FnOnce(&Resolved) -> T) -> Option<T> {
     let stamp = reload_stamp();
-    CACHE.with(|c| c.borrow().as_ref().filter(|c| c.reload_time == stamp).map(|c| f(&c.resolved)))
+    CACHE.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|c| c.reload_time == stamp)
+            .map(|c| f(&c.resolved))
+    })
 }
 
 pub fn current() -> FedResult<Resolved> {
@@ -226,7 +280,12 @@ pub fn current() -> FedResult<Resolved> {
             return Err(renamed_error(&recorded, &resolved.name));
         }
     }
-    CACHE.with(|c| *c.borrow_mut() = Some(Cache { reload_time: stamp, resolved: resolved.clone() }));
+    CACHE.with(|c| {
+        *c.borrow_mut() = Some(Cache {
+            reload_time: stamp,
+            resolved: resolved.clone(),
+        })
+    });
     Ok(resolved)
 }
 

@@ -26,13 +26,21 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, LabelsError> {
         if line.is_empty() {
             continue;
         }
-        let err = |reason: &str| LabelsError { line: i + 1, reason: reason.to_string() };
-        let eq = line.find('=').ok_or_else(|| err("expected key=\"value\""))?;
+        let err = |reason: &str| LabelsError {
+            line: i + 1,
+            reason: reason.to_string(),
+        };
+        let eq = line
+            .find('=')
+            .ok_or_else(|| err("expected key=\"value\""))?;
         let key = line[..eq].trim();
         if key.is_empty() {
             return Err(err("empty label key"));
         }
-        if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
+        if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+        {
             return Err(err("label key has characters Kubernetes does not allow"));
         }
         let value = unquote(line[eq + 1..].trim()).map_err(|r| err(&r))?;
@@ -72,7 +80,10 @@ fn unquote(s: &str) -> Result<String, String> {
                     '0'..='7' => {
                         let mut v = e.to_digit(8).unwrap();
                         for _ in 0..2 {
-                            let d = chars.next().and_then(|c| c.to_digit(8)).ok_or("bad octal escape")?;
+                            let d = chars
+                                .next()
+                                .and_then(|c| c.to_digit(8))
+                                .ok_or("bad octal escape")?;
                             v = v * 8 + d;
                         }
                         out.push(char::from_u32(v).ok_or("bad octal escape")?);
@@ -89,7 +100,10 @@ fn unquote(s: &str) -> Result<String, String> {
 fn hex_char(chars: &mut std::str::Chars<'_>, n: usize) -> Result<char, String> {
     let mut v: u32 = 0;
     for _ in 0..n {
-        let d = chars.next().and_then(|c| c.to_digit(16)).ok_or("bad hexadecimal escape")?;
+        let d = chars
+            .next()
+            .and_then(|c| c.to_digit(16))
+            .ok_or("bad hexadecimal escape")?;
         v = v * 16 + d;
     }
     char::from_u32(v).ok_or_else(|| "escape is not a valid character".to_string())
@@ -117,10 +131,19 @@ mod unit {
     #[test]
     fn rejects_malformed_lines() {
         assert_eq!(parse("no-equals-sign").unwrap_err().line, 1);
-        assert!(parse("a=\"x\"\nb=unquoted").unwrap_err().reason.contains("double-quoted"));
+        assert!(parse("a=\"x\"\nb=unquoted")
+            .unwrap_err()
+            .reason
+            .contains("double-quoted"));
         assert!(parse("=\"x\"").unwrap_err().reason.contains("empty"));
-        assert!(parse("k=\"a\\q\"").unwrap_err().reason.contains("unknown escape"));
-        assert!(parse("k=\"a\"b\"").unwrap_err().reason.contains("unescaped"));
+        assert!(parse("k=\"a\\q\"")
+            .unwrap_err()
+            .reason
+            .contains("unknown escape"));
+        assert!(parse("k=\"a\"b\"")
+            .unwrap_err()
+            .reason
+            .contains("unescaped"));
         assert!(parse("k=\"").is_err());
         assert!(parse("bad key=\"x\"").is_err());
     }

@@ -23,7 +23,11 @@ pub mod table;
 pub mod worker;
 
 pgrx::extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
-pgrx::extension_sql_file!("../sql/guards.sql", name = "guards", requires = [identity::node_name]);
+pgrx::extension_sql_file!(
+    "../sql/guards.sql",
+    name = "guards",
+    requires = [identity::node_name]
+);
 pgrx::extension_sql_file!(
     "../sql/api.sql",
     name = "api",
@@ -43,7 +47,11 @@ pgrx::extension_sql_file!(
         ready::wait_ready_ms
     ]
 );
-pgrx::extension_sql_file!("../sql/views.sql", name = "views", requires = ["catalog", identity::node_name, ready::mask_conninfo]);
+pgrx::extension_sql_file!(
+    "../sql/views.sql",
+    name = "views",
+    requires = ["catalog", identity::node_name, ready::mask_conninfo]
+);
 
 ::pgrx::pg_module_magic!();
 
@@ -66,6 +74,9 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["wal_level = 'logical'", "federation.node_name = 'pgrx_test'"]
+        vec![
+            "wal_level = 'logical'",
+            "federation.node_name = 'pgrx_test'",
+        ]
     }
 }

@@ -32,7 +32,11 @@ pub fn canonical(name: &str) -> String {
 
 /// The subscription on `subscriber` to `publisher`'s publication, and its slot on `publisher`.
 pub fn subscription_name(publisher: &str, subscriber: &str) -> String {
-    format!("federation_{}_{}", canonical(publisher), canonical(subscriber))
+    format!(
+        "federation_{}_{}",
+        canonical(publisher),
+        canonical(subscriber)
+    )
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,7 +70,11 @@ pub struct PeerInfo {
 }
 
 fn setting_i64(name: &str) -> FedResult<i64> {
-    Ok(sql::one::<String>("SELECT pg_catalog.current_setting($1)", &[name.into()])?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    Ok(
+        sql::one::<String>("SELECT pg_catalog.current_setting($1)", &[name.into()])?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    )
 }
 
 fn local_tables() -> FedResult<Vec<TableShape>> {
@@ -75,7 +83,13 @@ fn local_tables() -> FedResult<Vec<TableShape>> {
          FROM federation.federated_table t JOIN pg_catalog.pg_class c ON c.oid = t.relid
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ORDER BY 2",
         &[],
-        |r| Ok((r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid), r.get::<String>(2)?.unwrap_or_default(), r.get::<String>(3)?.unwrap_or_default())),
+        |r| {
+            Ok((
+                r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+            ))
+        },
     )?;
     let mut out = vec![];
     for (oid, table, node_column) in tables {
@@ -85,7 +99,11 @@ fn local_tables() -> FedResult<Vec<TableShape>> {
             &[oid.into()],
             |r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())),
         )?;
-        out.push(TableShape { table, node_column, columns });
+        out.push(TableShape {
+            table,
+            node_column,
+            columns,
+        });
     }
     Ok(out)
 }
@@ -93,19 +111,36 @@ fn local_tables() -> FedResult<Vec<TableShape>> {
 pub fn local_info() -> FedResult<PeerInfo> {
     let me = identity::current_name()?;
     let recorded = catalog::local_node()?;
-    let node_conninfo = recorded.and_then(|(_, c)| c).or_else(|| gucs::get_str(&gucs::NODE_CONNINFO));
+    let node_conninfo = recorded
+        .and_then(|(_, c)| c)
+        .or_else(|| gucs::get_str(&gucs::NODE_CONNINFO));
     Ok(PeerInfo {
         node_name: me,
         version: VERSION.to_string(),
         node_conninfo,
-        wal_level: sql::one::<String>("SELECT pg_catalog.current_setting('wal_level')", &[])?.unwrap_or_default(),
+        wal_level: sql::one::<String>("SELECT pg_catalog.current_setting('wal_level')", &[])?
+            .unwrap_or_default(),
         max_replication_slots: setting_i64("max_replication_slots")?,
-        used_replication_slots: sql::one::<i64>("SELECT count(*) FROM pg_catalog.pg_replication_slots", &[])?.unwrap_or(0),
+        used_replication_slots: sql::one::<i64>(
+            "SELECT count(*) FROM pg_catalog.pg_replication_slots",
+            &[],
+        )?
+        .unwrap_or(0),
         max_wal_senders: setting_i64("max_wal_senders")?,
         max_logical_replication_workers: setting_i64("max_logical_replication_workers")?,
-        is_superuser: sql::one::<bool>("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user", &[])?.unwrap_or(false),
+        is_superuser: sql::one::<bool>(
+            "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            &[],
+        )?
+        .unwrap_or(false),
         worker_running: crate::worker::is_running()?,
-        members: catalog::members()?.into_iter().map(|m| MemberInfo { node_name: m.name, conninfo: m.conninfo }).collect(),
+        members: catalog::members()?
+            .into_iter()
+            .map(|m| MemberInfo {
+                node_name: m.name,
+                conninfo: m.conninfo,
+            })
+            .collect(),
         tables: local_tables()?,
     })
 }
@@ -130,7 +165,15 @@ fn check_reachable(conninfo: &str) -> String {
             &[],
         )
         .or_raise();
-    let (name, superuser) = row.first().map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default())).unwrap_or_default();
+    let (name, superuser) = row
+        .first()
+        .map(|r| {
+            (
+                r[0].clone().unwrap_or_default(),
+                r[1].clone().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
     if superuser != "true" {
         FedError::privilege(format!("the role in the joining node's connection string ({}) is not a superuser", mask(conninfo)))
             .hint("PostgreSQL 15 lets only superusers create subscriptions: name a superuser in federation.node_conninfo.")
@@ -158,7 +201,7 @@ fn add_member_impl(name: &str, conninfo: &str, your_conninfo: &str) -> FedResult
         catalog::set_local_conninfo(&mine)?;
     }
     publication::ensure_exists(&me)?;
-    catalog::upsert_member(name, conninfo, "joining")?;
+    catalog::upsert_member(name, conninfo, "joining", false)?;
     partitions_for_members(&me)?;
     Ok(())
 }
@@ -174,9 +217,16 @@ fn partitions_for_members(me: &str) -> FedResult<()> {
 }
 
 fn federated_tables() -> FedResult<Vec<(pg_sys::Oid, String)>> {
-    sql::rows("SELECT relid::oid, node_column::text FROM federation.federated_table ORDER BY relid::text", &[], |r| {
-        Ok((r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid), r.get::<String>(2)?.unwrap_or_default()))
-    })
+    sql::rows(
+        "SELECT relid::oid, node_column::text FROM federation.federated_table ORDER BY relid::text",
+        &[],
+        |r| {
+            Ok((
+                r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ))
+        },
+    )
 }
 
 /// For the joining node's worker: marks a member ready once both directions replicate.
@@ -205,7 +255,10 @@ fn remove_member_impl(name: &str, drop_partitions: bool) -> FedResult<()> {
             |r| Ok((r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid), r.get::<String>(2)?.unwrap_or_default())),
         )?;
         for (oid, qname) in parts {
-            sql::exec_args("DELETE FROM federation.partition WHERE partition = $1", &[oid.into()])?;
+            sql::exec_args(
+                "DELETE FROM federation.partition WHERE partition = $1",
+                &[oid.into()],
+            )?;
             sql::exec(&format!("DROP TABLE {qname}"))?;
         }
     }
@@ -228,7 +281,10 @@ fn in_transaction_block() -> bool {
 }
 
 fn peer_info_from(r: &mut Remote, what: &str) -> FedResult<PeerInfo> {
-    let ext = r.scalar("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'", &[])?;
+    let ext = r.scalar(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
+        &[],
+    )?;
     let Some(version) = ext else {
         return Err(FedError::prerequisite(format!("pg_federation is not installed on {what} ({})", r.target))
             .hint("Install it there first: CREATE EXTENSION pg_federation; (with shared_preload_libraries = 'pg_federation')."));
@@ -237,8 +293,14 @@ fn peer_info_from(r: &mut Remote, what: &str) -> FedResult<PeerInfo> {
         return Err(FedError::prerequisite(format!("{what} runs pg_federation {version}, this node runs {VERSION}"))
             .hint("Upgrade both to the same version (ALTER EXTENSION pg_federation UPDATE) before joining."));
     }
-    let json = r.scalar("SELECT federation.peer_info()::text", &[])?.unwrap_or_default();
-    serde_json::from_str(&json).map_err(|e| FedError::internal(format!("{what} answered peer_info() with something unexpected: {e}")))
+    let json = r
+        .scalar("SELECT federation.peer_info()::text", &[])?
+        .unwrap_or_default();
+    serde_json::from_str(&json).map_err(|e| {
+        FedError::internal(format!(
+            "{what} answered peer_info() with something unexpected: {e}"
+        ))
+    })
 }
 
 fn major_minor(v: &str) -> String {
@@ -263,8 +325,11 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     crate::remote::parse(peer_conninfo)?;
     let mine = local_info()?;
     if mine.wal_level != "logical" {
-        return Err(FedError::prerequisite(format!("wal_level is {} on this node, not logical", mine.wal_level))
-            .hint("Set wal_level = logical in postgresql.conf and restart the server."));
+        return Err(FedError::prerequisite(format!(
+            "wal_level is {} on this node, not logical",
+            mine.wal_level
+        ))
+        .hint("Set wal_level = logical in postgresql.conf and restart the server."));
     }
     if !mine.worker_running {
         return Err(FedError::prerequisite("pg_federation's background worker is not running on this node")
@@ -277,8 +342,14 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     let pinfo = peer_info_from(&mut peer, "the peer")?;
     let known: Vec<String> = catalog::members()?.into_iter().map(|m| m.name).collect();
     if known.contains(&pinfo.node_name) {
-        FedError::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, format!("this node is already a member of {}'s federation; nothing to do", pinfo.node_name))
-            .report(PgLogLevel::NOTICE);
+        FedError::new(
+            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            format!(
+                "this node is already a member of {}'s federation; nothing to do",
+                pinfo.node_name
+            ),
+        )
+        .report(PgLogLevel::NOTICE);
         return Ok(());
     }
     if !known.is_empty() {
@@ -309,8 +380,11 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     check_capacity(&me, &mine, size, true)?;
     for (ci, i) in &infos {
         if i.wal_level != "logical" {
-            return Err(FedError::prerequisite(format!("wal_level is {} on node \"{}\", not logical", i.wal_level, i.node_name))
-                .hint("Set wal_level = logical in its postgresql.conf and restart it."));
+            return Err(FedError::prerequisite(format!(
+                "wal_level is {} on node \"{}\", not logical",
+                i.wal_level, i.node_name
+            ))
+            .hint("Set wal_level = logical in its postgresql.conf and restart it."));
         }
         if !i.is_superuser {
             return Err(FedError::privilege(format!("the role in the connection string for node \"{}\" ({}) is not a superuser", i.node_name, mask(ci)))
@@ -347,7 +421,7 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     catalog::set_local_conninfo(&my_conninfo)?;
     publication::ensure_exists(&me)?;
     for (ci, i) in &infos {
-        catalog::upsert_member(&i.node_name, &conninfo_of(i, ci), "joining")?;
+        catalog::upsert_member(&i.node_name, &conninfo_of(i, ci), "joining", true)?;
     }
     partitions_for_members(&me)?;
     crate::worker::wake();
@@ -356,7 +430,10 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
 
 /// The address the federation uses for a node: what it advertises, else how we reached it.
 fn conninfo_of(i: &PeerInfo, reached_with: &str) -> String {
-    i.node_conninfo.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| reached_with.to_string())
+    i.node_conninfo
+        .clone()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| reached_with.to_string())
 }
 
 fn current_database() -> FedResult<String> {
@@ -365,24 +442,41 @@ fn current_database() -> FedResult<String> {
 
 fn check_capacity(node: &str, i: &PeerInfo, size: i64, joining: bool) -> FedResult<()> {
     let peers = size - 1;
-    let need_slots = if joining { i.used_replication_slots + peers } else { i.used_replication_slots + 1 };
+    let need_slots = if joining {
+        i.used_replication_slots + peers
+    } else {
+        i.used_replication_slots + 1
+    };
     let short = |setting: &str, have: i64, need: i64| {
         FedError::prerequisite(format!("{setting} is {have} on node \"{node}\"; a federation of {size} nodes needs at least {need}"))
             .hint(format!("Raise {setting} in that node's postgresql.conf and restart it (see README: settings)."))
     };
     if i.max_replication_slots < need_slots {
-        return Err(short("max_replication_slots", i.max_replication_slots, need_slots));
+        return Err(short(
+            "max_replication_slots",
+            i.max_replication_slots,
+            need_slots,
+        ));
     }
     if i.max_wal_senders < peers + 1 {
         return Err(short("max_wal_senders", i.max_wal_senders, peers + 1));
     }
     if i.max_logical_replication_workers < peers + 1 {
-        return Err(short("max_logical_replication_workers", i.max_logical_replication_workers, peers + 1));
+        return Err(short(
+            "max_logical_replication_workers",
+            i.max_logical_replication_workers,
+            peers + 1,
+        ));
     }
     Ok(())
 }
 
-fn compare_tables(me: &str, mine: &[TableShape], other: &str, theirs: &[TableShape]) -> FedResult<()> {
+fn compare_tables(
+    me: &str,
+    mine: &[TableShape],
+    other: &str,
+    theirs: &[TableShape],
+) -> FedResult<()> {
     for t in mine {
         match theirs.iter().find(|x| x.table == t.table) {
             None => {
@@ -421,8 +515,11 @@ fn compare_tables(me: &str, mine: &[TableShape], other: &str, theirs: &[TableSha
 #[pg_extern(volatile)]
 fn table_shape(tbl: &str, node_column: &str) -> Option<pgrx::JsonB> {
     require_superuser("federation.table_shape()").or_raise();
-    let oid = sql::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()]).or_raise()?;
-    Some(pgrx::JsonB(serde_json::to_value(columns_without(oid, node_column).or_raise()).unwrap()))
+    let oid = sql::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()])
+        .or_raise()?;
+    Some(pgrx::JsonB(
+        serde_json::to_value(columns_without(oid, node_column).or_raise()).unwrap(),
+    ))
 }
 
 fn columns_without(oid: pg_sys::Oid, node_column: &str) -> FedResult<Vec<(String, String)>> {
@@ -439,11 +536,16 @@ fn columns_without(oid: pg_sys::Oid, node_column: &str) -> FedResult<Vec<(String
 #[pg_extern(volatile)]
 fn enable_here(tbl: &str, node_column: &str) {
     require_superuser("federation.enable_here()").or_raise();
-    let oid = sql::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()]).or_raise().unwrap_or_else(|| {
-        FedError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("table {tbl} does not exist on this node"))
+    let oid = sql::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()])
+        .or_raise()
+        .unwrap_or_else(|| {
+            FedError::new(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("table {tbl} does not exist on this node"),
+            )
             .hint("Create it with the same columns as on the other members.")
             .raise()
-    });
+        });
     enable::enable_with(oid, node_column, false).or_raise()
 }
 
@@ -455,7 +557,10 @@ pub fn check_table_on_members(t: &Table, node_column: &str) -> FedResult<()> {
     for m in members {
         let mut r = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))
             .map_err(|e| e.hint(format!("Every member must be reachable to federate a table on a running federation; bring \"{}\" back and enable again.", m.name)))?;
-        let shape = r.scalar("SELECT federation.table_shape($1, $2)::text", &[Some(&t.display()), Some(node_column)])?;
+        let shape = r.scalar(
+            "SELECT federation.table_shape($1, $2)::text",
+            &[Some(&t.display()), Some(node_column)],
+        )?;
         let Some(shape) = shape else {
             return Err(FedError::prerequisite(format!("table {} does not exist on member \"{}\"", t.display(), m.name))
                 .detail("On a running federation, enable() federates the table on every member, so it must exist everywhere.")
@@ -465,9 +570,17 @@ pub fn check_table_on_members(t: &Table, node_column: &str) -> FedResult<()> {
         if theirs != mine {
             return Err(FedError::new(
                 PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                format!("table {} differs between this node and member \"{}\"", t.display(), m.name),
+                format!(
+                    "table {} differs between this node and member \"{}\"",
+                    t.display(),
+                    m.name
+                ),
             )
-            .detail(format!("Here: {}. There: {}.", fmt_cols(&mine), fmt_cols(&theirs)))
+            .detail(format!(
+                "Here: {}. There: {}.",
+                fmt_cols(&mine),
+                fmt_cols(&theirs)
+            ))
             .hint("Make the columns the same on every node, then call enable() again."));
         }
     }
@@ -475,7 +588,10 @@ pub fn check_table_on_members(t: &Table, node_column: &str) -> FedResult<()> {
 }
 
 fn fmt_cols(c: &[(String, String)]) -> String {
-    c.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ")
+    c.iter()
+        .map(|(n, t)| format!("{n} {t}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The federation.leave() SQL function.
@@ -499,9 +615,14 @@ pub fn leave(drop_rows: bool) -> FedResult<()> {
     let me = identity::current_name()?;
     let members = catalog::members()?;
     if members.is_empty() {
-        return Err(FedError::prerequisite(format!("node \"{me}\" is not in a federation")).hint("federation.nodes lists the members this node knows."));
+        return Err(
+            FedError::prerequisite(format!("node \"{me}\" is not in a federation"))
+                .hint("federation.nodes lists the members this node knows."),
+        );
     }
-    let my_conninfo = catalog::local_node()?.and_then(|(_, c)| c).unwrap_or_default();
+    let my_conninfo = catalog::local_node()?
+        .and_then(|(_, c)| c)
+        .unwrap_or_default();
     // Reach everyone first: leaving half-way would strand slots.
     let mut conns = vec![];
     for m in &members {
@@ -511,9 +632,18 @@ pub fn leave(drop_rows: bool) -> FedResult<()> {
     }
     let mut me_conn = Remote::connect(&my_conninfo, "this node")?;
     for (m, r) in members.iter().zip(conns.iter_mut()) {
-        r.exec(&format!("DROP SUBSCRIPTION IF EXISTS {}", quote_ident(&subscription_name(&me, &m.name))))?;
-        r.query("SELECT federation.remove_member($1, $2)", &[Some(&me), Some(if drop_rows { "true" } else { "false" })])?;
-        me_conn.exec(&format!("DROP SUBSCRIPTION IF EXISTS {}", quote_ident(&subscription_name(&m.name, &me))))?;
+        r.exec(&format!(
+            "DROP SUBSCRIPTION IF EXISTS {}",
+            quote_ident(&subscription_name(&me, &m.name))
+        ))?;
+        r.query(
+            "SELECT federation.remove_member($1, $2)",
+            &[Some(&me), Some(if drop_rows { "true" } else { "false" })],
+        )?;
+        me_conn.exec(&format!(
+            "DROP SUBSCRIPTION IF EXISTS {}",
+            quote_ident(&subscription_name(&m.name, &me))
+        ))?;
     }
     // Slots on this node that members may not have dropped (a subscription dropped without
     // its slot).
@@ -540,22 +670,35 @@ pub fn drop_node(name: &str, drop_rows: bool) -> FedResult<()> {
     must_run_alone("federation.drop_node()")?;
     let me = identity::current_name()?;
     if name == me {
-        return Err(FedError::invalid_value(format!("\"{name}\" is this node")).hint("To take this node out, run federation.leave() on it."));
+        return Err(FedError::invalid_value(format!("\"{name}\" is this node"))
+            .hint("To take this node out, run federation.leave() on it."));
     }
     let members = catalog::members()?;
     if !members.iter().any(|m| m.name == name) {
-        return Err(FedError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, format!("node \"{name}\" is not a member of this node's federation"))
-            .hint("federation.nodes lists the members."));
+        return Err(FedError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("node \"{name}\" is not a member of this node's federation"),
+        )
+        .hint("federation.nodes lists the members."));
     }
-    let my_conninfo = catalog::local_node()?.and_then(|(_, c)| c).unwrap_or_default();
-    let mut survivors: Vec<(String, Remote)> = vec![(me.clone(), Remote::connect(&my_conninfo, "this node")?)];
+    let my_conninfo = catalog::local_node()?
+        .and_then(|(_, c)| c)
+        .unwrap_or_default();
+    let mut survivors: Vec<(String, Remote)> =
+        vec![(me.clone(), Remote::connect(&my_conninfo, "this node")?)];
     for m in members.iter().filter(|m| m.name != name) {
-        survivors.push((m.name.clone(), Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?));
+        survivors.push((
+            m.name.clone(),
+            Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?,
+        ));
     }
     for (survivor, r) in survivors.iter_mut() {
         let sub = quote_ident(&subscription_name(name, survivor));
         // The dead node cannot drop its slot: detach the subscription from it first.
-        let exists = r.scalar("SELECT count(*) FROM pg_catalog.pg_subscription WHERE subname = $1", &[Some(&subscription_name(name, survivor))])?;
+        let exists = r.scalar(
+            "SELECT count(*) FROM pg_catalog.pg_subscription WHERE subname = $1",
+            &[Some(&subscription_name(name, survivor))],
+        )?;
         if exists.as_deref() == Some("1") {
             r.exec(&format!("ALTER SUBSCRIPTION {sub} DISABLE"))?;
             r.exec(&format!("ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)"))?;
@@ -570,7 +713,10 @@ pub fn drop_node(name: &str, drop_rows: bool) -> FedResult<()> {
             "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
             &[Some(&subscription_name(survivor, name))],
         )?;
-        r.query("SELECT federation.remove_member($1, $2)", &[Some(name), Some(if drop_rows { "true" } else { "false" })])?;
+        r.query(
+            "SELECT federation.remove_member($1, $2)",
+            &[Some(name), Some(if drop_rows { "true" } else { "false" })],
+        )?;
     }
     Ok(())
 }

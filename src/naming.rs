@@ -50,7 +50,10 @@ mod unit {
     fn short_names_read_naturally() {
         assert_eq!(partition_name("hippos", Some("east")), "hippos_east");
         assert_eq!(partition_name("hippos", None), "hippos_default");
-        assert_eq!(partition_name("Hippo Herd", Some("west")), "Hippo Herd_west");
+        assert_eq!(
+            partition_name("Hippo Herd", Some("west")),
+            "Hippo Herd_west"
+        );
     }
 
     #[test]

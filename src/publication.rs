@@ -7,7 +7,11 @@ use crate::sql;
 use pgrx::prelude::*;
 
 fn exists(name: &str) -> FedResult<bool> {
-    Ok(sql::one::<bool>("SELECT true FROM pg_catalog.pg_publication WHERE pubname = $1", &[name.into()])?.unwrap_or(false))
+    Ok(sql::one::<bool>(
+        "SELECT true FROM pg_catalog.pg_publication WHERE pubname = $1",
+        &[name.into()],
+    )?
+    .unwrap_or(false))
 }
 
 fn contains(name: &str, rel: pg_sys::Oid) -> FedResult<bool> {
@@ -24,7 +28,10 @@ fn contains(name: &str, rel: pg_sys::Oid) -> FedResult<bool> {
 pub fn ensure_exists(node: &str) -> FedResult<()> {
     let name = publication_name(node);
     if !exists(&name)? {
-        sql::exec(&format!("CREATE PUBLICATION {} WITH (publish_via_partition_root = false)", sql::quote_ident(&name)))?;
+        sql::exec(&format!(
+            "CREATE PUBLICATION {} WITH (publish_via_partition_root = false)",
+            sql::quote_ident(&name)
+        ))?;
     }
     Ok(())
 }
@@ -40,7 +47,10 @@ pub fn add(node: &str, partition: pg_sys::Oid, partition_sql: &str) -> FedResult
             sql::quote_ident(&name)
         ))
     } else if !contains(&name, partition)? {
-        sql::exec(&format!("ALTER PUBLICATION {} ADD TABLE {partition_sql}", sql::quote_ident(&name)))
+        sql::exec(&format!(
+            "ALTER PUBLICATION {} ADD TABLE {partition_sql}",
+            sql::quote_ident(&name)
+        ))
     } else {
         Ok(())
     }
@@ -50,7 +60,10 @@ pub fn add(node: &str, partition: pg_sys::Oid, partition_sql: &str) -> FedResult
 pub fn remove(node: &str, partition: pg_sys::Oid, partition_sql: &str) -> FedResult<()> {
     let name = publication_name(node);
     if exists(&name)? && contains(&name, partition)? {
-        sql::exec(&format!("ALTER PUBLICATION {} DROP TABLE {partition_sql}", sql::quote_ident(&name)))?;
+        sql::exec(&format!(
+            "ALTER PUBLICATION {} DROP TABLE {partition_sql}",
+            sql::quote_ident(&name)
+        ))?;
     }
     Ok(())
 }

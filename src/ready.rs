@@ -19,15 +19,17 @@ struct State {
 
 /// Reads with a fresh snapshot each call, so a loop sees the worker's commits.
 fn states() -> FedResult<Vec<State>> {
-    Ok(crate::sql::rows_fresh("SELECT node_name, state, attempts, last_error FROM federation.node ORDER BY node_name")?
-        .into_iter()
-        .map(|r| State {
-            name: r[0].clone().unwrap_or_default(),
-            state: r[1].clone().unwrap_or_default(),
-            attempts: r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
-            last_error: r[3].clone(),
-        })
-        .collect())
+    Ok(crate::sql::rows_fresh(
+        "SELECT node_name, state, attempts, last_error FROM federation.node ORDER BY node_name",
+    )?
+    .into_iter()
+    .map(|r| State {
+        name: r[0].clone().unwrap_or_default(),
+        state: r[1].clone().unwrap_or_default(),
+        attempts: r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+        last_error: r[3].clone(),
+    })
+    .collect())
 }
 
 #[pg_extern(volatile)]
@@ -42,11 +44,17 @@ pub fn wait_ready(timeout: Duration) -> FedResult<()> {
     )?
     .unwrap_or(false);
     if uncommitted {
-        return Err(FedError::prerequisite("federation.wait_ready() cannot wait for a join made in the same transaction")
-            .detail("The join completes after COMMIT, in pg_federation's background worker.")
-            .hint("COMMIT, then call federation.wait_ready()."));
+        return Err(FedError::prerequisite(
+            "federation.wait_ready() cannot wait for a join made in the same transaction",
+        )
+        .detail("The join completes after COMMIT, in pg_federation's background worker.")
+        .hint("COMMIT, then call federation.wait_ready()."));
     }
-    let has_xid = crate::sql::one::<bool>("SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL", &[])?.unwrap_or(false);
+    let has_xid = crate::sql::one::<bool>(
+        "SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL",
+        &[],
+    )?
+    .unwrap_or(false);
     if has_xid {
         return Err(FedError::new(
             PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
@@ -58,14 +66,19 @@ pub fn wait_ready(timeout: Duration) -> FedResult<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let s = states()?;
-        let tables_pending = crate::sql::rows_fresh("SELECT count(*) FROM federation.federated_table WHERE mesh_state = 'pending'")?
-            .first()
-            .and_then(|r| r[0].as_deref().and_then(|v| v.parse::<i64>().ok()))
-            .unwrap_or(0);
+        let tables_pending = crate::sql::rows_fresh(
+            "SELECT count(*) FROM federation.federated_table WHERE mesh_state = 'pending'",
+        )?
+        .first()
+        .and_then(|r| r[0].as_deref().and_then(|v| v.parse::<i64>().ok()))
+        .unwrap_or(0);
         if s.iter().all(|m| m.state == "ready") && tables_pending == 0 {
             return Ok(());
         }
-        if let Some(f) = s.iter().find(|m| m.attempts >= FAILED_AFTER && m.last_error.is_some()) {
+        if let Some(f) = s
+            .iter()
+            .find(|m| m.attempts >= FAILED_AFTER && m.last_error.is_some())
+        {
             return Err(FedError::prerequisite(format!("joining node \"{}\" keeps failing: {}", f.name, f.last_error.clone().unwrap_or_default()))
                 .detail(format!("The step has failed {} times in a row; pg_federation's worker keeps retrying it.", f.attempts))
                 .hint("Fix the cause (federation.nodes shows the last error); the join then completes by itself."));
@@ -74,7 +87,17 @@ pub fn wait_ready(timeout: Duration) -> FedResult<()> {
             let pending: Vec<String> = s
                 .iter()
                 .filter(|m| m.state != "ready")
-                .map(|m| format!("{} ({}{})", m.name, m.state, m.last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()))
+                .map(|m| {
+                    format!(
+                        "{} ({}{})",
+                        m.name,
+                        m.state,
+                        m.last_error
+                            .as_ref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    )
+                })
                 .collect();
             return Err(FedError::new(
                 PgSqlErrorCode::ERRCODE_QUERY_CANCELED,

@@ -33,7 +33,10 @@ pub fn mask(conninfo: &str) -> String {
 }
 
 fn quote_value(v: &str) -> String {
-    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:,@".contains(c)) {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:,@".contains(c))
+    {
         v.to_string()
     } else {
         format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -42,13 +45,18 @@ fn quote_value(v: &str) -> String {
 
 /// The options a conninfo string sets, as libpq parses them (key=value or URI form).
 pub fn parse(conninfo: &str) -> FedResult<Vec<(String, String)>> {
-    let c = CString::new(conninfo).map_err(|_| FedError::invalid_value("connection string contains a NUL byte"))?;
+    let c = CString::new(conninfo)
+        .map_err(|_| FedError::invalid_value("connection string contains a NUL byte"))?;
     let mut err: *mut std::os::raw::c_char = std::ptr::null_mut();
     // SAFETY: libpq parses a NUL-terminated string; we free what it returns.
     unsafe {
         let opts = pq::PQconninfoParse(c.as_ptr(), &mut err);
         if opts.is_null() {
-            let msg = if err.is_null() { "out of memory".to_string() } else { CStr::from_ptr(err).to_string_lossy().trim().to_string() };
+            let msg = if err.is_null() {
+                "out of memory".to_string()
+            } else {
+                CStr::from_ptr(err).to_string_lossy().trim().to_string()
+            };
             if !err.is_null() {
                 pq::PQfreemem(err.cast());
             }
@@ -100,7 +108,11 @@ fn conn_error(conn: *const pq::PGconn) -> String {
     // SAFETY: PQerrorMessage returns a string owned by conn.
     unsafe {
         let p = pq::PQerrorMessage(conn);
-        if p.is_null() { String::new() } else { CStr::from_ptr(p).to_string_lossy().trim().to_string() }
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().trim().to_string()
+        }
     }
 }
 
@@ -115,10 +127,15 @@ fn wait_socket(sock: i32, write: bool, deadline: Instant) -> bool {
     let events = pg_sys::WL_LATCH_SET as i32
         | pg_sys::WL_TIMEOUT as i32
         | pg_sys::WL_EXIT_ON_PM_DEATH as i32
-        | if write { pg_sys::WL_SOCKET_WRITEABLE as i32 } else { pg_sys::WL_SOCKET_READABLE as i32 };
+        | if write {
+            pg_sys::WL_SOCKET_WRITEABLE as i32
+        } else {
+            pg_sys::WL_SOCKET_READABLE as i32
+        };
     // SAFETY: MyLatch is this process's latch; the socket belongs to our PGconn.
     unsafe {
-        let rc = pg_sys::WaitLatchOrSocket(pg_sys::MyLatch, events, sock, ms, pg_sys::PG_WAIT_EXTENSION);
+        let rc =
+            pg_sys::WaitLatchOrSocket(pg_sys::MyLatch, events, sock, ms, pg_sys::PG_WAIT_EXTENSION);
         if rc & pg_sys::WL_LATCH_SET as i32 != 0 {
             pg_sys::ResetLatch(pg_sys::MyLatch);
         }
@@ -142,10 +159,18 @@ impl Remote {
             .unwrap_or(CONNECT_TIMEOUT);
         // SAFETY: accounting for the descriptor libpq will open.
         if !unsafe { pg_sys::AcquireExternalFD() } {
-            return Err(FedError::new(PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION, format!("could not connect to {what}: too many open files"))
-                .hint("Raise max_files_per_process or close other connections."));
+            return Err(FedError::new(
+                PgSqlErrorCode::ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                format!("could not connect to {what}: too many open files"),
+            )
+            .hint("Raise max_files_per_process or close other connections."));
         }
-        let keys = [c"dbname", c"application_name", c"keepalives", c"keepalives_idle"];
+        let keys = [
+            c"dbname",
+            c"application_name",
+            c"keepalives",
+            c"keepalives_idle",
+        ];
         let cinfo = CString::new(conninfo).unwrap();
         let vals: [&CStr; 4] = [cinfo.as_c_str(), c"pg_federation", c"1", c"30"];
         let mut kp: Vec<*const std::os::raw::c_char> = keys.iter().map(|k| k.as_ptr()).collect();
@@ -155,7 +180,11 @@ impl Remote {
         // SAFETY: NULL-terminated arrays of NUL-terminated strings; expand_dbname = 1 lets
         // the conninfo in "dbname" override the defaults that follow it... and come first.
         let conn = unsafe { pq::PQconnectStartParams(kp.as_ptr(), vp.as_ptr(), 1) };
-        let mut r = Remote { conn, fd_accounted: true, target: target.clone() };
+        let mut r = Remote {
+            conn,
+            fd_accounted: true,
+            target: target.clone(),
+        };
         if conn.is_null() {
             return Err(FedError::internal("libpq could not allocate a connection"));
         }
@@ -175,11 +204,16 @@ impl Remote {
             loop {
                 match status {
                     pq::PostgresPollingStatusType::PGRES_POLLING_OK => break,
-                    pq::PostgresPollingStatusType::PGRES_POLLING_FAILED => return Err(fail(&r, conn_error(conn))),
+                    pq::PostgresPollingStatusType::PGRES_POLLING_FAILED => {
+                        return Err(fail(&r, conn_error(conn)))
+                    }
                     s => {
                         let write = s == pq::PostgresPollingStatusType::PGRES_POLLING_WRITING;
                         if !wait_socket(pq::PQsocket(conn), write, deadline) {
-                            return Err(fail(&r, format!("timed out after {} s", timeout.as_secs())));
+                            return Err(fail(
+                                &r,
+                                format!("timed out after {} s", timeout.as_secs()),
+                            ));
                         }
                     }
                 }
@@ -187,16 +221,25 @@ impl Remote {
             }
         }
         // Remote statements of ours are bounded, whatever the other server's defaults.
-        r.exec(&format!("SET statement_timeout = {}; SET search_path = pg_catalog", STATEMENT_TIMEOUT.as_millis()))?;
+        r.exec(&format!(
+            "SET statement_timeout = {}; SET search_path = pg_catalog",
+            STATEMENT_TIMEOUT.as_millis()
+        ))?;
         Ok(r)
     }
 
     /// Runs `sql` with text parameters; returns the rows of its (last) result.
     pub fn query(&mut self, sql: &str, params: &[Option<&str>]) -> FedResult<Rows> {
-        let csql = CString::new(sql).map_err(|_| FedError::internal("query contains a NUL byte"))?;
-        let cparams: Vec<Option<CString>> = params.iter().map(|p| p.map(|s| CString::new(s).unwrap_or_default())).collect();
-        let pp: Vec<*const std::os::raw::c_char> =
-            cparams.iter().map(|p| p.as_ref().map(|c| c.as_ptr()).unwrap_or(std::ptr::null())).collect();
+        let csql =
+            CString::new(sql).map_err(|_| FedError::internal("query contains a NUL byte"))?;
+        let cparams: Vec<Option<CString>> = params
+            .iter()
+            .map(|p| p.map(|s| CString::new(s).unwrap_or_default()))
+            .collect();
+        let pp: Vec<*const std::os::raw::c_char> = cparams
+            .iter()
+            .map(|p| p.as_ref().map(|c| c.as_ptr()).unwrap_or(std::ptr::null()))
+            .collect();
         let deadline = Instant::now() + STATEMENT_TIMEOUT + Duration::from_secs(5);
         // SAFETY: a live PGconn; arrays outlive the call.
         unsafe {
@@ -241,13 +284,18 @@ impl Remote {
                                 if pq::PQgetisnull(res, i, j) != 0 {
                                     row.push(None);
                                 } else {
-                                    row.push(Some(CStr::from_ptr(pq::PQgetvalue(res, i, j)).to_string_lossy().into_owned()));
+                                    row.push(Some(
+                                        CStr::from_ptr(pq::PQgetvalue(res, i, j))
+                                            .to_string_lossy()
+                                            .into_owned(),
+                                    ));
                                 }
                             }
                             rows.push(row);
                         }
                     }
-                    pq::ExecStatusType::PGRES_COMMAND_OK | pq::ExecStatusType::PGRES_EMPTY_QUERY => {}
+                    pq::ExecStatusType::PGRES_COMMAND_OK
+                    | pq::ExecStatusType::PGRES_EMPTY_QUERY => {}
                     _ => {
                         if error.is_none() {
                             error = Some(self.remote_error(res));
@@ -269,18 +317,29 @@ impl Remote {
 
     /// The first column of the first row.
     pub fn scalar(&mut self, sql: &str, params: &[Option<&str>]) -> FedResult<Option<String>> {
-        Ok(self.query(sql, params)?.into_iter().next().and_then(|r| r.into_iter().next().flatten()))
+        Ok(self
+            .query(sql, params)?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten()))
     }
 
     fn lost(&self, why: String) -> FedError {
-        FedError::new(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, format!("lost the connection to {}: {why}", self.target))
+        FedError::new(
+            PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+            format!("lost the connection to {}: {why}", self.target),
+        )
     }
 
     /// An error the other server raised, with its SQLSTATE, message, detail and hint.
     unsafe fn remote_error(&self, res: *const pq::PGresult) -> FedError {
         let field = |f: u8| {
             let p = pq::PQresultErrorField(res, f as i32);
-            if p.is_null() { None } else { Some(CStr::from_ptr(p).to_string_lossy().into_owned()) }
+            if p.is_null() {
+                None
+            } else {
+                Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+            }
         };
         let state = field(pq::PG_DIAG_SQLSTATE).unwrap_or_else(|| "XX000".into());
         let msg = field(pq::PG_DIAG_MESSAGE_PRIMARY).unwrap_or_else(|| "unknown error".into());

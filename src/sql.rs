@@ -37,14 +37,18 @@ pub fn rows<T>(
 
 /// The first column of the first row; `None` for no row or NULL.
 pub fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> FedResult<Option<T>> {
-    Ok(rows(sql, args, |r| r.get::<T>(1))?.into_iter().next().flatten())
+    Ok(rows(sql, args, |r| r.get::<T>(1))?
+        .into_iter()
+        .next()
+        .flatten())
 }
 
 /// Rows of a read-only query as text, each call under a fresh snapshot (READ COMMITTED), so a
 /// waiting loop sees other sessions' commits. Unlike pgrx's mutable SPI calls it assigns no
 /// transaction id (a waiting session holding one would stall logical slot creation).
 pub fn rows_fresh(query: &str) -> FedResult<Vec<Vec<Option<String>>>> {
-    let c = std::ffi::CString::new(query).map_err(|_| crate::errors::FedError::internal("query contains a NUL byte"))?;
+    let c = std::ffi::CString::new(query)
+        .map_err(|_| crate::errors::FedError::internal("query contains a NUL byte"))?;
     let mut out = vec![];
     // SAFETY: plain SPI protocol: connect, execute (read_only = false takes a new snapshot),
     // copy the text values out, finish. An ERROR aborts the transaction, which cleans SPI up.
@@ -53,7 +57,9 @@ pub fn rows_fresh(query: &str) -> FedResult<Vec<Vec<Option<String>>>> {
         let rc = pg_sys::SPI_execute(c.as_ptr(), false, 0);
         if rc != pg_sys::SPI_OK_SELECT as i32 {
             pg_sys::SPI_finish();
-            return Err(crate::errors::FedError::internal(format!("SPI_execute returned {rc} for a SELECT")));
+            return Err(crate::errors::FedError::internal(format!(
+                "SPI_execute returned {rc} for a SELECT"
+            )));
         }
         let tt = pg_sys::SPI_tuptable;
         let n = pg_sys::SPI_processed as usize;
@@ -63,7 +69,11 @@ pub fn rows_fresh(query: &str) -> FedResult<Vec<Vec<Option<String>>>> {
             let mut row = vec![];
             for j in 1..=natts {
                 let v = pg_sys::SPI_getvalue(tuple, (*tt).tupdesc, j);
-                row.push(if v.is_null() { None } else { Some(std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned()) });
+                row.push(if v.is_null() {
+                    None
+                } else {
+                    Some(std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned())
+                });
             }
             out.push(row);
         }

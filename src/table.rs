@@ -52,8 +52,11 @@ impl Table {
             },
         )?;
         rows.into_iter().next().ok_or_else(|| {
-            FedError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation with OID {oid:?} does not exist"))
-                .hint("It was dropped while the call was running; check the name and try again.")
+            FedError::new(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("relation with OID {oid:?} does not exist"),
+            )
+            .hint("It was dropped while the call was running; check the name and try again.")
         })
     }
 
@@ -88,13 +91,24 @@ impl Table {
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
             &[oid.into()],
         )?
-        .ok_or_else(|| FedError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation with OID {oid:?} does not exist")))?;
+        .ok_or_else(|| {
+            FedError::new(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("relation with OID {oid:?} does not exist"),
+            )
+        })?;
         // Only tables can be locked (and federated); other kinds are refused by the checks.
-        let kind = sql::one::<String>("SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1", &[oid.into()])?;
+        let kind = sql::one::<String>(
+            "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1",
+            &[oid.into()],
+        )?;
         if !matches!(kind.as_deref(), Some("r") | Some("p")) {
             return Ok(());
         }
-        sql::exec(&format!("LOCK TABLE {}{name} IN {mode} MODE", if only { "ONLY " } else { "" }))
+        sql::exec(&format!(
+            "LOCK TABLE {}{name} IN {mode} MODE",
+            if only { "ONLY " } else { "" }
+        ))
     }
 }
 
@@ -114,27 +128,40 @@ fn kind_name(kind: char) -> &'static str {
 /// The checks that apply to every table, ordinary or partitioned.
 pub fn check_enrollable(t: &Table) -> FedResult<()> {
     let name = t.display();
-    if t.schema == "pg_catalog" || t.schema == "information_schema" || t.schema.starts_with("pg_toast") {
-        return Err(FedError::unsupported(format!("cannot federate {name}: it is a system catalog"))
-            .hint("Only user tables can be federated."));
+    if t.schema == "pg_catalog"
+        || t.schema == "information_schema"
+        || t.schema.starts_with("pg_toast")
+    {
+        return Err(FedError::unsupported(format!(
+            "cannot federate {name}: it is a system catalog"
+        ))
+        .hint("Only user tables can be federated."));
     }
     if t.schema == "federation" {
-        return Err(FedError::unsupported(format!("cannot federate {name}: it belongs to pg_federation itself"))
-            .hint("Federate your own tables; pg_federation's catalog is per node."));
+        return Err(FedError::unsupported(format!(
+            "cannot federate {name}: it belongs to pg_federation itself"
+        ))
+        .hint("Federate your own tables; pg_federation's catalog is per node."));
     }
     if t.kind != 'r' && t.kind != 'p' {
         return Err(FedError::wrong_object_type(format!("cannot federate {name}: it is {}", kind_name(t.kind)))
             .hint("Federate the table it reads from; only ordinary and partitioned tables can be federated."));
     }
     if t.persistence == 't' {
-        return Err(FedError::unsupported(format!("cannot federate {name}: it is a temporary table"))
-            .detail("Temporary tables exist in one session only; they cannot be replicated.")
-            .hint("Create the table without TEMPORARY."));
+        return Err(FedError::unsupported(format!(
+            "cannot federate {name}: it is a temporary table"
+        ))
+        .detail("Temporary tables exist in one session only; they cannot be replicated.")
+        .hint("Create the table without TEMPORARY."));
     }
     if t.persistence == 'u' {
-        return Err(FedError::unsupported(format!("cannot federate {name}: it is an unlogged table"))
-            .detail("Logical replication cannot carry unlogged tables.")
-            .hint(format!("Make it logged first: ALTER TABLE {name} SET LOGGED;")));
+        return Err(FedError::unsupported(format!(
+            "cannot federate {name}: it is an unlogged table"
+        ))
+        .detail("Logical replication cannot carry unlogged tables.")
+        .hint(format!(
+            "Make it logged first: ALTER TABLE {name} SET LOGGED;"
+        )));
     }
     if t.is_partition {
         let parent = sql::one::<String>(
@@ -142,8 +169,12 @@ pub fn check_enrollable(t: &Table) -> FedResult<()> {
             &[t.oid.into()],
         )?
         .unwrap_or_default();
-        return Err(FedError::unsupported(format!("cannot federate {name}: it is a partition of {parent}"))
-            .hint(format!("Federate the partitioned table instead: SELECT federation.enable('{parent}');")));
+        return Err(FedError::unsupported(format!(
+            "cannot federate {name}: it is a partition of {parent}"
+        ))
+        .hint(format!(
+            "Federate the partitioned table instead: SELECT federation.enable('{parent}');"
+        )));
     }
     if t.kind == 'r' {
         let inh = sql::one::<String>(
@@ -151,8 +182,12 @@ pub fn check_enrollable(t: &Table) -> FedResult<()> {
             &[t.oid.into()],
         )?;
         if let Some(parents) = inh {
-            return Err(FedError::unsupported(format!("cannot federate {name}: it inherits from {parents}"))
-                .hint(format!("Remove the inheritance first: ALTER TABLE {name} NO INHERIT {parents};")));
+            return Err(FedError::unsupported(format!(
+                "cannot federate {name}: it inherits from {parents}"
+            ))
+            .hint(format!(
+                "Remove the inheritance first: ALTER TABLE {name} NO INHERIT {parents};"
+            )));
         }
         let kids = sql::one::<String>(
             "SELECT string_agg(inhrelid::regclass::text, ', ') FROM pg_catalog.pg_inherits WHERE inhparent = $1",
@@ -180,7 +215,12 @@ fn check_not_referenced(t: &Table) -> FedResult<()> {
         "SELECT conname::text, conrelid::regclass::text FROM pg_catalog.pg_constraint
          WHERE contype = 'f' AND confrelid = $1 AND conparentid = 0 ORDER BY 1",
         &[t.oid.into()],
-        |r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())),
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ))
+        },
     )?;
     if let Some((con, from)) = refs.first() {
         return Err(FedError::unsupported(format!(
@@ -260,7 +300,9 @@ pub fn check_node_column(t: &Table, column: &str, me: &str) -> FedResult<NodeCol
             ))
         },
     )?;
-    let Some((ty, not_null, generated, identity)) = col.into_iter().next() else { return Ok(NodeColumn::Absent) };
+    let Some((ty, not_null, generated, identity)) = col.into_iter().next() else {
+        return Ok(NodeColumn::Absent);
+    };
     let qcol = sql::quote_ident(column);
     if ty != "text" {
         return Err(FedError::new(
@@ -280,7 +322,11 @@ pub fn check_node_column(t: &Table, column: &str, me: &str) -> FedResult<NodeCol
         t.qualified()
     );
     let (nulls, others, sample) = sql::rows(&q, &[me.into()], |r| {
-        Ok((r.get::<i64>(1)?.unwrap_or(0), r.get::<i64>(2)?.unwrap_or(0), r.get::<String>(3)?))
+        Ok((
+            r.get::<i64>(1)?.unwrap_or(0),
+            r.get::<i64>(2)?.unwrap_or(0),
+            r.get::<String>(3)?,
+        ))
     })?
     .into_iter()
     .next()
@@ -293,5 +339,8 @@ pub fn check_node_column(t: &Table, column: &str, me: &str) -> FedResult<NodeCol
         .detail(format!("{others} row(s) hold another value, for example \"{}\". Rows that exist before enrollment belong to this node.", sample.unwrap_or_default()))
         .hint(format!("Set the column to '{me}' or NULL in every row, or name another node column with node_column => '...'.")));
     }
-    Ok(NodeColumn::Present { not_null, has_nulls: nulls > 0 })
+    Ok(NodeColumn::Present {
+        not_null,
+        has_nulls: nulls > 0,
+    })
 }

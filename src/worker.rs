@@ -2,14 +2,15 @@
 //!
 //! One worker per server (started through shared_preload_libraries), connected to the
 //! database named by `federation.database`. Every pass it takes each member still `joining`
-//! and, idempotently: registers this node with that member (federation.add_member there:
+//! that this node wires (it called join(); the members it joined leave the pair to it) and,
+//! idempotently: registers this node with that member (federation.add_member there:
 //! catalog row and partitions for this node), creates this node's subscription to the
-//! member's publication, creates the member's subscription to this node's publication, and
-//! once every table of both subscriptions has finished its initial copy, marks the member
-//! ready on both sides. A failed step is recorded in federation.node (last_error, attempts)
+//! member's publication, then (once every copy into this node is done) the member's
+//! subscription to this node's publication, and once every table of both subscriptions has
+//! finished its initial copy, marks the member ready on both sides. A failed step is recorded in federation.node (last_error, attempts)
 //! and retried on the next pass; a restart of either server only delays it.
 //!
-//! Slots are made first, on both publishers, with pg_create_logical_replication_slot() over
+//! Slots are made before their subscriptions, on the publishers, with pg_create_logical_replication_slot() over
 //! autocommit connections; then the subscriptions, with create_slot = false, over libpq
 //! connections to the member and back to this node itself (CREATE SUBSCRIPTION is a
 //! top-level statement there). No transaction of this worker is open while it waits, and no
@@ -51,7 +52,10 @@ pub fn is_running() -> FedResult<bool> {
 
 /// Asks the worker to look again now (it also looks every second).
 pub fn wake() {
-    let pid = sql::one::<i32>("SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type = $1 LIMIT 1", &[WORKER_TYPE.into()]);
+    let pid = sql::one::<i32>(
+        "SELECT pid FROM pg_catalog.pg_stat_activity WHERE backend_type = $1 LIMIT 1",
+        &[WORKER_TYPE.into()],
+    );
     if let Ok(Some(pid)) = pid {
         // SIGUSR1 sets a background worker's latch. Sent at commit, when the rows are visible.
         pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || unsafe {
@@ -97,24 +101,43 @@ fn load_work() -> FedResult<Option<Work>> {
     if unsafe { pg_sys::RecoveryInProgress() } {
         return Ok(None);
     }
-    let installed = sql::one::<bool>("SELECT true FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'", &[])?.unwrap_or(false);
+    let installed = sql::one::<bool>(
+        "SELECT true FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
+        &[],
+    )?
+    .unwrap_or(false);
     if !installed {
         return Ok(None);
     }
-    let Some((recorded, Some(my_conninfo))) = catalog::local_node()? else { return Ok(None) };
+    let Some((recorded, Some(my_conninfo))) = catalog::local_node()? else {
+        return Ok(None);
+    };
     let me = identity::current_name()?;
     if me != recorded {
         return Ok(None); // renamed: identity::current_name() already refuses writes
     }
-    let (joining, ready): (Vec<Member>, Vec<Member>) = catalog::members()?.into_iter().partition(|m| m.state == "joining");
+    let (joining, ready): (Vec<Member>, Vec<Member>) = catalog::members()?
+        .into_iter()
+        .partition(|m| m.state == "joining");
     let pending_tables = sql::rows(
         "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), t.node_column::text
          FROM federation.federated_table t JOIN pg_catalog.pg_class c ON c.oid = t.relid
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE t.mesh_state = 'pending'",
         &[],
-        |r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())),
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ))
+        },
     )?;
-    Ok(Some(Work { me, my_conninfo, joining, ready, pending_tables }))
+    Ok(Some(Work {
+        me,
+        my_conninfo,
+        joining,
+        ready,
+        pending_tables,
+    }))
 }
 
 /// One pass; true while there is work in progress.
@@ -128,8 +151,16 @@ fn reconcile_once() -> bool {
             return false;
         }
     };
-    if !work.joining.is_empty() {
-        reconcile_joins(&work.me, &work.my_conninfo, &work.joining);
+    // Pairs this node wires; the others are wired by the joining member's worker, which
+    // orders the copies (see reconcile_joins) and marks the pair ready here when done.
+    let mine: Vec<Member> = work
+        .joining
+        .iter()
+        .filter(|m| m.wired_here)
+        .cloned()
+        .collect();
+    if !mine.is_empty() {
+        reconcile_joins(&work.me, &work.my_conninfo, &mine);
     }
     // Tables enabled on a running federation, once no join is in progress.
     if work.joining.is_empty() {
@@ -160,17 +191,29 @@ fn reconcile_once() -> bool {
 /// federation subscription on every node, so each picks up the new partitions (with their
 /// existing rows). Idempotent; true once every subscription has finished its copies.
 fn spread_table(my_conninfo: &str, members: &[Member], table: &str, col: &str) -> FedResult<bool> {
-    let mut conns = vec![Remote::connect(my_conninfo, "this node (federation.node_conninfo)")?];
+    let mut conns = vec![Remote::connect(
+        my_conninfo,
+        "this node (federation.node_conninfo)",
+    )?];
     for m in members {
         let mut r = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?;
-        r.query("SELECT federation.enable_here($1, $2)", &[Some(table), Some(col)])?;
+        r.query(
+            "SELECT federation.enable_here($1, $2)",
+            &[Some(table), Some(col)],
+        )?;
         conns.push(r);
     }
     let mut all_ready = true;
     for r in conns.iter_mut() {
         let subs = r.query("SELECT subname::text FROM pg_catalog.pg_subscription WHERE subname LIKE 'federation\\_%'", &[])?;
-        for sub in subs.into_iter().filter_map(|row| row.into_iter().next().flatten()) {
-            r.exec(&format!("ALTER SUBSCRIPTION {} REFRESH PUBLICATION", quote_ident(&sub)))?;
+        for sub in subs
+            .into_iter()
+            .filter_map(|row| row.into_iter().next().flatten())
+        {
+            r.exec(&format!(
+                "ALTER SUBSCRIPTION {} REFRESH PUBLICATION",
+                quote_ident(&sub)
+            ))?;
             if pending_tables(r, &sub)? != Some(0) {
                 all_ready = false;
             }
@@ -196,22 +239,60 @@ fn retry_due(m: &Member) -> bool {
 }
 
 fn subscription_exists(r: &mut Remote, name: &str) -> FedResult<bool> {
-    Ok(r.scalar("SELECT count(*) FROM pg_catalog.pg_subscription WHERE subname = $1", &[Some(name)])?.as_deref() == Some("1"))
+    Ok(r.scalar(
+        "SELECT count(*) FROM pg_catalog.pg_subscription WHERE subname = $1",
+        &[Some(name)],
+    )?
+    .as_deref()
+        == Some("1"))
 }
 
 /// Tables of a subscription not yet ready; None when the subscription does not exist.
 fn pending_tables(r: &mut Remote, name: &str) -> FedResult<Option<i64>> {
+    Ok(sync_state(r, name)?.map(|(pending, _)| pending))
+}
+
+/// (tables not yet ready, of which copied and waiting for the apply worker), or None when
+/// the subscription does not exist.
+fn sync_state(r: &mut Remote, name: &str) -> FedResult<Option<(i64, i64)>> {
     let row = r.query(
-        "SELECT count(*) FILTER (WHERE sr.srsubstate <> 'r'), bool_or(s.subenabled)
+        "SELECT count(*) FILTER (WHERE sr.srsubstate <> 'r'), count(*) FILTER (WHERE sr.srsubstate = 's'), bool_or(s.subenabled)
          FROM pg_catalog.pg_subscription s LEFT JOIN pg_catalog.pg_subscription_rel sr ON sr.srsubid = s.oid
          WHERE s.subname = $1",
         &[Some(name)],
     )?;
-    let enabled = row.first().and_then(|r| r[1].clone());
-    if enabled.is_none() {
+    let Some(row) = row.first() else {
+        return Ok(None);
+    };
+    if row[2].is_none() {
         return Ok(None);
     }
-    Ok(row.first().and_then(|r| r[0].as_deref().and_then(|v| v.parse().ok())))
+    let n = |i: usize| row[i].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Some((n(0), n(1))))
+}
+
+/// Tables of subscription `name` (on `subscriber`) not yet ready, None when it does not
+/// exist. A table whose copy is done ('s', SYNCDONE) becomes ready only when the apply worker
+/// has received WAL past the copy's end; on an idle publisher that can take a while (the
+/// walsender sends nothing until there is WAL or a keepalive is due), so a copy that is done
+/// gets a WAL nudge on the publisher: a transactional logical message (its commit flushes
+/// the WAL; PostgreSQL 15 does not flush a non-transactional one), which the walsender reads,
+/// skips and answers with a keepalive carrying its position.
+fn copies_pending(
+    subscriber: &mut Remote,
+    publisher: &mut Remote,
+    name: &str,
+) -> FedResult<Option<i64>> {
+    let state = sync_state(subscriber, name)?;
+    if let Some((_, done_copying)) = state {
+        if done_copying > 0 {
+            publisher.query(
+                "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_federation', 'copy done')",
+                &[],
+            )?;
+        }
+    }
+    Ok(state.map(|(pending, _)| pending))
 }
 
 /// Makes sure the slot `slot` exists on the publisher behind `publisher_conn` for a
@@ -223,7 +304,10 @@ fn fresh_slot(publisher_conn: &mut Remote, slot: &str) -> FedResult<()> {
         "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND NOT active",
         &[Some(slot)],
     )?;
-    publisher_conn.query("SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')", &[Some(slot)])?;
+    publisher_conn.query(
+        "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
+        &[Some(slot)],
+    )?;
     Ok(())
 }
 
@@ -236,7 +320,10 @@ fn copies_of(on: &mut Remote, owner: &str) -> FedResult<Vec<String>> {
          WHERE p.node_name = $1",
         &[Some(owner)],
     )?;
-    Ok(parts.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect())
+    Ok(parts
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect())
 }
 
 /// The statement that empties a node's copies of an owner's partitions before a new
@@ -266,7 +353,10 @@ fn create_subscription_sql(sub: &str, publisher: &str, publisher_conninfo: &str)
 /// `on` (a multi-statement query is one implicit transaction; CREATE SUBSCRIPTION without
 /// create_slot may run in one). One commit, so PostgreSQL 15's launcher, which starts apply
 /// workers at most once per wal_retrieve_retry_interval, starts them all at once.
-fn create_subscriptions(on: &mut Remote, subs: &[(String, String, String, Vec<String>)]) -> FedResult<()> {
+fn create_subscriptions(
+    on: &mut Remote,
+    subs: &[(String, String, String, Vec<String>)],
+) -> FedResult<()> {
     let mut sql = String::from("SET session_replication_role = replica;\n");
     for (sub, publisher, publisher_conninfo, copies) in subs {
         sql.push_str(&empty_copies_sql(copies));
@@ -277,16 +367,24 @@ fn create_subscriptions(on: &mut Remote, subs: &[(String, String, String, Vec<St
 }
 
 /// Wires this node with every joining member, both ways, in three phases: per member,
-/// register this node there, make the slots both ways and the member's subscription to this
-/// node; then all of this node's new subscriptions in one transaction; then, per member,
-/// mark it ready once both directions have finished their initial copies. A failure is
-/// recorded against the member it concerns, and retried on a later pass.
+/// register this node there and make the slot of this node's subscription to it; then all of
+/// this node's new subscriptions in one transaction; then, once every copy *into* this node
+/// is done, per member the slot here and the member's subscription to this node, and once
+/// that copy is done too, mark the member ready on both sides.
+///
+/// Inbound copies first: a slot decodes all of its server's WAL, including the rows an
+/// initial copy writes into other nodes' partitions (only to skip them, after spilling a
+/// large copy to disk). Slots on this node made only after its inbound copies have finished
+/// never read them; on a two-core machine that was a third of a large join's time. A
+/// failure is recorded against the member it concerns, and retried on a later pass.
 fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
     let mut failures: Vec<(String, String)> = vec![];
     let mut here = match Remote::connect(my_conninfo, "this node (federation.node_conninfo)") {
         Ok(h) => h,
         Err(e) => {
-            joining.iter().for_each(|m| failures.push((m.name.clone(), e.to_string())));
+            joining
+                .iter()
+                .for_each(|m| failures.push((m.name.clone(), e.to_string())));
             record_failures(joining, &failures);
             return;
         }
@@ -302,7 +400,12 @@ fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
             Ok((there, need_in)) => {
                 if need_in {
                     match copies_of(&mut here, &m.name) {
-                        Ok(copies) => inbound.push((subscription_name(&m.name, me), m.name.clone(), m.conninfo.clone(), copies)),
+                        Ok(copies) => inbound.push((
+                            subscription_name(&m.name, me),
+                            m.name.clone(),
+                            m.conninfo.clone(),
+                            copies,
+                        )),
                         Err(e) => failures.push((m.name.clone(), e.to_string())),
                     }
                 }
@@ -318,28 +421,36 @@ fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
             }
         }
     }
-    for (m, mut there) in wired {
-        if failures.iter().any(|(n, _)| n == &m.name) {
-            continue;
+    wired.retain(|(m, _)| !failures.iter().any(|(n, _)| n == &m.name));
+    let mut inbound_done = true;
+    for (m, there) in wired.iter_mut() {
+        match copies_pending(&mut here, there, &subscription_name(&m.name, me)) {
+            Ok(Some(0)) => {}
+            Ok(_) => inbound_done = false,
+            Err(e) => {
+                inbound_done = false;
+                failures.push((m.name.clone(), e.to_string()));
+            }
         }
-        let ready = (|| -> FedResult<bool> {
-            let ready = pending_tables(&mut here, &subscription_name(&m.name, me))? == Some(0)
-                && pending_tables(&mut there, &subscription_name(me, &m.name))? == Some(0);
-            if ready {
-                there.query("SELECT federation.set_member_ready($1)", &[Some(me)])?;
-            }
-            Ok(ready)
-        })();
-        match ready {
-            Ok(true) => {
-                let name = m.name.clone();
-                match BackgroundWorker::transaction(move || catalog::set_member_state(&name, "ready")) {
-                    Ok(()) => log!("pg_federation: node \"{}\" and this node \"{me}\" replicate both ways", m.name),
-                    Err(e) => warning!("pg_federation worker: {e}"),
+    }
+    if inbound_done {
+        for (m, mut there) in wired {
+            match complete(&mut here, &mut there, me, my_conninfo, m) {
+                Ok(true) => {
+                    let name = m.name.clone();
+                    match BackgroundWorker::transaction(move || {
+                        catalog::set_member_state(&name, "ready")
+                    }) {
+                        Ok(()) => log!(
+                            "pg_federation: node \"{}\" and this node \"{me}\" replicate both ways",
+                            m.name
+                        ),
+                        Err(e) => warning!("pg_federation worker: {e}"),
+                    }
                 }
+                Ok(false) => {}
+                Err(e) => failures.push((m.name.clone(), e.to_string())),
             }
-            Ok(false) => {}
-            Err(e) => failures.push((m.name.clone(), e.to_string())),
         }
     }
     record_failures(joining, &failures);
@@ -347,36 +458,71 @@ fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
 
 fn record_failures(joining: &[Member], failures: &[(String, String)]) {
     for (name, msg) in failures {
-        let previous = joining.iter().find(|m| &m.name == name).and_then(|m| m.last_error.clone());
+        let previous = joining
+            .iter()
+            .find(|m| &m.name == name)
+            .and_then(|m| m.last_error.clone());
         if previous.as_deref() != Some(msg.as_str()) {
             warning!("pg_federation: joining node \"{name}\": {msg}");
         }
         let (name, msg) = (name.clone(), msg.clone());
-        if let Err(e) = BackgroundWorker::transaction(move || catalog::record_member_error(&name, &msg)) {
+        if let Err(e) =
+            BackgroundWorker::transaction(move || catalog::record_member_error(&name, &msg))
+        {
             warning!("pg_federation worker: {e}");
         }
     }
 }
 
-/// Phase one for member `m`: registers this node there, makes both slots (slots first: a
-/// CREATE SUBSCRIPTION that made its own slot would hold a transaction on one node while slot
-/// creation on the other waits for running transactions, and the two directions could wait
-/// on each other), and creates the member's subscription to this node. Returns the
-/// connection to the member and whether this node still needs its subscription to it.
-fn prepare(here: &mut Remote, me: &str, my_conninfo: &str, m: &Member) -> FedResult<(Remote, bool)> {
+/// Phase one for member `m`: registers this node there and makes the slot of this node's
+/// subscription to it (slots first: a CREATE SUBSCRIPTION that made its own slot would hold a
+/// transaction on one node while slot creation on the other waits for running transactions,
+/// and the two directions could wait on each other). Returns the connection to the member
+/// and whether this node still needs its subscription to it.
+fn prepare(
+    here: &mut Remote,
+    me: &str,
+    my_conninfo: &str,
+    m: &Member,
+) -> FedResult<(Remote, bool)> {
     let mut there = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?;
-    there.query("SELECT federation.add_member($1, $2, $3)", &[Some(me), Some(my_conninfo), Some(&m.conninfo)])?;
+    there.query(
+        "SELECT federation.add_member($1, $2, $3)",
+        &[Some(me), Some(my_conninfo), Some(&m.conninfo)],
+    )?;
     let inbound = subscription_name(&m.name, me); // on this node, from m
-    let outbound = subscription_name(me, &m.name); // on m, from this node
     let need_in = !subscription_exists(here, &inbound)?;
-    let need_out = !subscription_exists(&mut there, &outbound)?;
     if need_in {
         fresh_slot(&mut there, &inbound)?;
     }
-    if need_out {
-        fresh_slot(here, &outbound)?;
-        let copies = copies_of(&mut there, me)?;
-        create_subscriptions(&mut there, &[(outbound, me.to_string(), my_conninfo.to_string(), copies)])?;
-    }
     Ok((there, need_in))
+}
+
+/// Phase three for member `m`, once every copy into this node is done: makes the slot here
+/// and the member's subscription to this node; true once that subscription has finished its
+/// copy too and the member has marked this node ready.
+fn complete(
+    here: &mut Remote,
+    there: &mut Remote,
+    me: &str,
+    my_conninfo: &str,
+    m: &Member,
+) -> FedResult<bool> {
+    let outbound = subscription_name(me, &m.name); // on m, from this node
+    match copies_pending(there, here, &outbound)? {
+        None => {
+            fresh_slot(here, &outbound)?;
+            let copies = copies_of(there, me)?;
+            create_subscriptions(
+                there,
+                &[(outbound, me.to_string(), my_conninfo.to_string(), copies)],
+            )?;
+            Ok(false)
+        }
+        Some(0) => {
+            there.query("SELECT federation.set_member_ready($1)", &[Some(me)])?;
+            Ok(true)
+        }
+        Some(_) => Ok(false),
+    }
 }

@@ -18,7 +18,9 @@ const COLS: &str = "id uuid NOT NULL DEFAULT gen_random_uuid(), value numeric, c
 fn setup(node: &Node) {
     node.execute("INSERT INTO federation.node (node_name, state) VALUES ('west', 'ready')");
     node.execute(&format!("CREATE TABLE a_plain ({COLS}, PRIMARY KEY (id))"));
-    node.execute(&format!("CREATE TABLE b_federated ({COLS}, PRIMARY KEY (id))"));
+    node.execute(&format!(
+        "CREATE TABLE b_federated ({COLS}, PRIMARY KEY (id))"
+    ));
     node.execute("SELECT federation.enable('b_federated')");
     node.execute(&format!(
         "CREATE TABLE c_recipe ({COLS}, node_name text) PARTITION BY LIST (node_name);
@@ -32,19 +34,38 @@ fn setup(node: &Node) {
 }
 
 fn reset(node: &Node) {
-    for sql in ["TRUNCATE a_plain", "TRUNCATE b_federated_east", "TRUNCATE c_recipe", "VACUUM ANALYZE a_plain, b_federated, c_recipe", "CHECKPOINT"] {
+    for sql in [
+        "TRUNCATE a_plain",
+        "TRUNCATE b_federated_east",
+        "TRUNCATE c_recipe",
+        "VACUUM ANALYZE a_plain, b_federated, c_recipe",
+        "CHECKPOINT",
+    ] {
         node.execute(sql); // one by one: a multi-statement string runs as one transaction
     }
 }
 
 /// Runs pgbench; returns tps and the per-interval tps lines (with -P).
-fn pgbench(node: &Node, script: &str, clients: u32, seconds: u32, progress: Option<u32>) -> (f64, Vec<f64>) {
+fn pgbench(
+    node: &Node,
+    script: &str,
+    clients: u32,
+    seconds: u32,
+    progress: Option<u32>,
+) -> (f64, Vec<f64>) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("script.sql");
     std::fs::write(&file, script).unwrap();
     let mut cmd = Command::new(pg_bindir().join("pgbench"));
     cmd.args(["-n", "-M", "prepared", "-h", "127.0.0.1", "-U", "postgres"])
-        .args(["-p", &node.port.to_string(), "-c", &clients.to_string(), "-j", &clients.to_string()])
+        .args([
+            "-p",
+            &node.port.to_string(),
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.to_string(),
+        ])
         .args(["-T", &seconds.to_string(), "-f", file.to_str().unwrap()]);
     if let Some(p) = progress {
         cmd.args(["-P", &p.to_string()]);
@@ -78,14 +99,26 @@ fn main() {
     let secs: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
     let soak: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(60);
-    let node = Node::start(&NodeSpec::guc("east").with_conf("max_wal_size = '4GB'").with_conf("checkpoint_timeout = '30min'"));
+    let node = Node::start(
+        &NodeSpec::guc("east")
+            .with_conf("max_wal_size = '4GB'")
+            .with_conf("checkpoint_timeout = '30min'"),
+    );
     setup(&node);
     let tables = ["a_plain", "b_federated", "c_recipe"];
     let workloads = [
-        ("single-row INSERT", "INSERT INTO {t} (value) VALUES (random());\n"),
-        ("1,000-row INSERT ... SELECT", "INSERT INTO {t} (value) SELECT random() FROM generate_series(1, 1000);\n"),
+        (
+            "single-row INSERT",
+            "INSERT INTO {t} (value) VALUES (random());\n",
+        ),
+        (
+            "1,000-row INSERT ... SELECT",
+            "INSERT INTO {t} (value) SELECT random() FROM generate_series(1, 1000);\n",
+        ),
     ];
-    println!("# INSERT path: tps, median of {rounds} rounds of {secs} s, tables rotated each round\n");
+    println!(
+        "# INSERT path: tps, median of {rounds} rounds of {secs} s, tables rotated each round\n"
+    );
     println!("| workload | clients | (a) ordinary tps | (b) federated tps | (c) recipe tps | (b)/(a) | (c)/(a) |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (wname, script) in workloads {
@@ -95,14 +128,24 @@ fn main() {
                 for k in 0..3 {
                     let i = (k + round) % 3;
                     reset(&node);
-                    let (t, _) = pgbench(&node, &script.replace("{t}", tables[i]), clients, secs, None);
+                    let (t, _) = pgbench(
+                        &node,
+                        &script.replace("{t}", tables[i]),
+                        clients,
+                        secs,
+                        None,
+                    );
                     tps[i].push(t);
                 }
             }
             let m: Vec<f64> = tps.iter_mut().map(|v| median(v)).collect();
             println!(
                 "| {wname} | {clients} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
-                m[0], m[1], m[2], m[1] / m[0], m[2] / m[0]
+                m[0],
+                m[1],
+                m[2],
+                m[1] / m[0],
+                m[2] / m[0]
             );
         }
     }
@@ -112,7 +155,13 @@ fn main() {
     println!("|---|---|---:|");
     for t in tables {
         reset(&node);
-        let (_, iv) = pgbench(&node, &format!("INSERT INTO {t} (value) VALUES (random());\n"), 1, soak, Some(10));
+        let (_, iv) = pgbench(
+            &node,
+            &format!("INSERT INTO {t} (value) VALUES (random());\n"),
+            1,
+            soak,
+            Some(10),
+        );
         let shown: Vec<String> = iv.iter().map(|v| format!("{v:.0}")).collect();
         let ratio = iv.last().unwrap_or(&0.0) / iv.first().unwrap_or(&1.0);
         println!("| {t} | {} | {ratio:.2} |", shown.join(", "));
@@ -135,7 +184,9 @@ fn main() {
         let mut n = 0u64;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             let t = Instant::now();
-            writer.simple_query("INSERT INTO big (value) VALUES (-1)").unwrap();
+            writer
+                .simple_query("INSERT INTO big (value) VALUES (-1)")
+                .unwrap();
             worst = worst.max(t.elapsed());
             n += 1;
         }
@@ -152,8 +203,17 @@ fn main() {
     println!("| measure | value |");
     println!("|---|---:|");
     println!("| enable() seconds | {:.2} |", enable.as_secs_f64());
-    println!("| SELECT count(*) of the same table, seconds | {:.2} |", scan.as_secs_f64());
-    println!("| enable() / count(*) | {:.1} |", enable.as_secs_f64() / scan.as_secs_f64());
-    println!("| longest single INSERT of a concurrent writer (blocked), seconds | {:.2} |", worst.as_secs_f64());
+    println!(
+        "| SELECT count(*) of the same table, seconds | {:.2} |",
+        scan.as_secs_f64()
+    );
+    println!(
+        "| enable() / count(*) | {:.1} |",
+        enable.as_secs_f64() / scan.as_secs_f64()
+    );
+    println!(
+        "| longest single INSERT of a concurrent writer (blocked), seconds | {:.2} |",
+        worst.as_secs_f64()
+    );
     println!("| writer inserts during the run / rows in big_east after | {n} / {rows} |");
 }

@@ -2,7 +2,8 @@
 //!
 //!   scripts/bench.sh join
 //!   cargo run --release -p pg_test --example bench_join [rows_for_join] [seconds_per_lag_run] [lag_rounds]
-//!   (seconds_per_lag_run = 0 runs only the joining part)
+//!   (seconds_per_lag_run = 0 runs only the joining part; BENCH_TRACE=1 prints each join's
+//!   timeline: subscription table states on east and south, member states, server log lines)
 //!
 //! 1. Lag from commit on east to visibility on west, p50/p99, at 1,000 rows/s and at the
 //!    maximum rate (plus two hand-made baselines, see BENCHMARKS.md),
@@ -34,7 +35,13 @@ fn percentiles(node: &Node, kind: &str) -> (f64, f64, i64) {
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms), count(*)
          FROM lag_log WHERE kind = '{kind}'"
     ));
-    let f = |i: usize| r[0][i].as_deref().unwrap_or("0").parse::<f64>().unwrap_or(0.0);
+    let f = |i: usize| {
+        r[0][i]
+            .as_deref()
+            .unwrap_or("0")
+            .parse::<f64>()
+            .unwrap_or(0.0)
+    };
     (f(0), f(1), f(2) as i64)
 }
 
@@ -42,7 +49,9 @@ fn percentiles(node: &Node, kind: &str) -> (f64, f64, i64) {
 /// session can), one row per transaction. Returns rows written.
 fn write_for(east: &Node, table: &str, secs: u64, rate: Option<u64>) -> u64 {
     let mut c = east.connect().unwrap();
-    let stmt = c.prepare(&format!("INSERT INTO {table} (value) VALUES (1)")).unwrap();
+    let stmt = c
+        .prepare(&format!("INSERT INTO {table} (value) VALUES (1)"))
+        .unwrap();
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < Duration::from_secs(secs) {
@@ -60,23 +69,41 @@ fn write_for(east: &Node, table: &str, secs: u64, rate: Option<u64>) -> u64 {
 
 /// Waits until west has applied `n` rows of `kind` (bounded: 5 minutes).
 fn await_applied(west: &Node, kind: &str, n: u64) {
-    pg_test::wait_until(&format!("west to apply {n} {kind} rows"), Duration::from_secs(300), &[west], || {
-        Ok(west.scalar(&format!("SELECT count(*) FROM lag_log WHERE kind = '{kind}'")).unwrap().parse::<u64>().unwrap() >= n)
-    });
+    pg_test::wait_until(
+        &format!("west to apply {n} {kind} rows"),
+        Duration::from_secs(300),
+        &[west],
+        || {
+            Ok(west
+                .scalar(&format!(
+                    "SELECT count(*) FROM lag_log WHERE kind = '{kind}'"
+                ))
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                >= n)
+        },
+    );
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let join_rows: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let join_rows: u64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let secs: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
 
     // ---- 2. three empty servers to a ready federation (timed first: servers are fresh) ----
-    let specs = ["east", "central", "west"].map(|n| NodeSpec::guc(n).with_conf("max_wal_size = '4GB'"));
+    let specs =
+        ["east", "central", "west"].map(|n| NodeSpec::guc(n).with_conf("max_wal_size = '4GB'"));
     let nodes: Vec<Node> = specs.iter().map(Node::start).collect();
     let (east, central, west) = (&nodes[0], &nodes[1], &nodes[2]);
     let t = Instant::now();
     for n in &nodes {
-        n.execute(&format!("CREATE TABLE hippos ({COLS}); SELECT federation.enable('hippos')"));
+        n.execute(&format!(
+            "CREATE TABLE hippos ({COLS}); SELECT federation.enable('hippos')"
+        ));
     }
     join(central, east);
     join(west, central);
@@ -84,7 +111,9 @@ fn main() {
 
     // ---- 1. lag ----
     // The native baseline: an identical plain table, published by east, subscribed by west.
-    east.execute(&format!("CREATE TABLE native ({COLS}); CREATE PUBLICATION native_pub FOR TABLE native"));
+    east.execute(&format!(
+        "CREATE TABLE native ({COLS}); CREATE PUBLICATION native_pub FOR TABLE native"
+    ));
     // Like the federated table, the native one goes to two subscribers (central and west),
     // so both paths put the same load on this 2-core machine; lag is measured on west.
     // A second baseline, the hand-made recipe without pg_federation: the same partitioned
@@ -111,13 +140,25 @@ fn main() {
              CREATE TRIGGER _federation_guard_truncate BEFORE TRUNCATE ON guarded_east FOR EACH STATEMENT
                EXECUTE FUNCTION federation.guard_truncate('east', 'public.guarded', 'public.guarded_west');",
         );
-        n.execute(&format!("CREATE SUBSCRIPTION guarded_sub_{} CONNECTION '{}' PUBLICATION guarded_pub", n.name, east.conninfo()));
+        n.execute(&format!(
+            "CREATE SUBSCRIPTION guarded_sub_{} CONNECTION '{}' PUBLICATION guarded_pub",
+            n.name,
+            east.conninfo()
+        ));
     }
     for n in [central, west] {
         n.execute(&format!("CREATE TABLE native ({COLS})"));
-        n.execute(&format!("CREATE SUBSCRIPTION native_sub_{} CONNECTION '{}' PUBLICATION native_pub", n.name, east.conninfo()));
+        n.execute(&format!(
+            "CREATE SUBSCRIPTION native_sub_{} CONNECTION '{}' PUBLICATION native_pub",
+            n.name,
+            east.conninfo()
+        ));
         n.execute(&recipe);
-        n.execute(&format!("CREATE SUBSCRIPTION recipe_sub_{} CONNECTION '{}' PUBLICATION recipe_pub", n.name, east.conninfo()));
+        n.execute(&format!(
+            "CREATE SUBSCRIPTION recipe_sub_{} CONNECTION '{}' PUBLICATION recipe_pub",
+            n.name,
+            east.conninfo()
+        ));
     }
     west.execute(
         "CREATE TABLE lag_log (kind text, lag_ms float8);
@@ -132,21 +173,42 @@ fn main() {
          CREATE TRIGGER log_lag AFTER INSERT ON guarded_east FOR EACH ROW EXECUTE FUNCTION log_lag('recipe+guards');
          ALTER TABLE guarded_east ENABLE ALWAYS TRIGGER log_lag;",
     );
-    pg_test::wait_until("the hand-made subscriptions to be ready", Duration::from_secs(60), &[east, central, west], || {
-        Ok([central, west].iter().all(|n| n.scalar("SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'").as_deref() == Some("0")))
-    });
-    let rounds: usize = if secs == 0 { 0 } else { args.get(3).and_then(|a| a.parse().ok()).unwrap_or(3) }; // 0 seconds: skip the lag part
+    pg_test::wait_until(
+        "the hand-made subscriptions to be ready",
+        Duration::from_secs(60),
+        &[east, central, west],
+        || {
+            Ok([central, west].iter().all(|n| {
+                n.scalar("SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'")
+                    .as_deref()
+                    == Some("0")
+            }))
+        },
+    );
+    let rounds: usize = if secs == 0 {
+        0
+    } else {
+        args.get(3).and_then(|a| a.parse().ok()).unwrap_or(3)
+    }; // 0 seconds: skip the lag part
     println!("# Replication lag, east -> west: {rounds} rounds of {secs} s per path and load, order alternating, one row per transaction\n");
     println!("| load | path | rows | rows/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|");
     let mut summary = vec![];
-    for (label, rate) in [("1,000 rows/s", Some(1000)), ("maximum rate (1 writer)", None)] {
+    for (label, rate) in [
+        ("1,000 rows/s", Some(1000)),
+        ("maximum rate (1 writer)", None),
+    ] {
         if rounds == 0 {
             break;
         }
         west.execute("TRUNCATE lag_log");
         let mut written = [0u64; 4];
-        let paths = [("native", "native"), ("federated", "hippos"), ("recipe", "recipe"), ("recipe+guards", "guarded")];
+        let paths = [
+            ("native", "native"),
+            ("federated", "hippos"),
+            ("recipe", "recipe"),
+            ("recipe+guards", "guarded"),
+        ];
         for round in 0..rounds {
             for k in 0..4 {
                 let i = (k + round) % 4;
@@ -172,7 +234,11 @@ fn main() {
     for (label, row) in &summary {
         println!(
             "| {label} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            row[1].0 / row[0].0, row[1].1 / row[0].1, row[1].2 / row[0].2, row[1].0 / row[2].0, row[1].1 / row[2].1
+            row[1].0 / row[0].0,
+            row[1].1 / row[0].1,
+            row[1].2 / row[0].2,
+            row[1].0 / row[2].0,
+            row[1].1 / row[2].1
         );
     }
 
@@ -185,15 +251,27 @@ fn main() {
     }
     east.execute("TRUNCATE hippos_east"); // the lag runs' rows: replicated as a TRUNCATE
     for n in &nodes {
-        n.execute(&format!("INSERT INTO hippos (value) SELECT g FROM generate_series(1, {}) g", join_rows / 3));
+        n.execute(&format!(
+            "INSERT INTO hippos (value) SELECT g FROM generate_series(1, {}) g",
+            join_rows / 3
+        ));
     }
     let want = (join_rows / 3 * 3).to_string();
-    pg_test::wait_until("every node to hold every row", Duration::from_secs(600), &[east, central, west], || {
-        Ok(nodes.iter().all(|n| n.scalar("SELECT count(*) FROM hippos").as_deref() == Some(want.as_str())))
-    });
+    pg_test::wait_until(
+        "every node to hold every row",
+        Duration::from_secs(600),
+        &[east, central, west],
+        || {
+            Ok(nodes
+                .iter()
+                .all(|n| n.scalar("SELECT count(*) FROM hippos").as_deref() == Some(want.as_str())))
+        },
+    );
     let total = east.scalar("SELECT count(*) FROM hippos").unwrap();
     let south = Node::start(&NodeSpec::guc("south").with_conf("max_wal_size = '4GB'"));
-    south.execute(&format!("CREATE TABLE hippos ({COLS}); SELECT federation.enable('hippos')"));
+    south.execute(&format!(
+        "CREATE TABLE hippos ({COLS}); SELECT federation.enable('hippos')"
+    ));
     // Three times each: a plain COPY of the same rows from east to a table on south, and
     // south joining (then leaving; a rejoin copies everything again). Medians reported.
     let mut copies = vec![];
@@ -204,8 +282,12 @@ fn main() {
         let t = Instant::now();
         let mut from = east.connect().unwrap();
         let mut to = south.connect().unwrap();
-        let mut reader = from.copy_out("COPY (SELECT id, value, created_at FROM hippos) TO STDOUT").unwrap();
-        let mut writer = to.copy_in("COPY copied (id, value, created_at) FROM STDIN").unwrap();
+        let mut reader = from
+            .copy_out("COPY (SELECT id, value, created_at FROM hippos) TO STDOUT")
+            .unwrap();
+        let mut writer = to
+            .copy_in("COPY copied (id, value, created_at) FROM STDIN")
+            .unwrap();
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let k = reader.read(&mut buf).unwrap();
@@ -220,11 +302,61 @@ fn main() {
         south.execute("DROP TABLE copied");
         south.execute("CHECKPOINT");
         let t = Instant::now();
+        let tracer = std::env::var_os("BENCH_TRACE").map(|_| {
+            eprintln!("join starts at {}", south.scalar("SELECT clock_timestamp()::text").unwrap());
+            let (e, s) = (east.conninfo(), south.conninfo());
+            std::thread::spawn(move || {
+                let mut ce = postgres::Client::connect(&e, postgres::NoTls).unwrap();
+                let mut cs = postgres::Client::connect(&s, postgres::NoTls).unwrap();
+                let mut last = String::new();
+                for _ in 0..1000 {
+                    let q = "SELECT clock_timestamp()::text, coalesce(string_agg(s.subname || ':' || sr.srsubstate::text, ' ' ORDER BY s.subname), '') FROM pg_subscription s LEFT JOIN pg_subscription_rel sr ON sr.srsubid = s.oid WHERE s.subname LIKE 'federation%'";
+                    let a = ce.query_one(q, &[]).unwrap();
+                    let b = cs.query_one(q, &[]).unwrap();
+                    let st = format!("east[{}] south[{}] ", a.get::<_, String>(1), b.get::<_, String>(1));
+                    let st2 = st.clone() + &cs.query_one("SELECT coalesce(string_agg(node_name||':'||state::text, ' ' ORDER BY node_name), '') FROM federation.node", &[]).unwrap().get::<_, String>(0);
+                    if st2 != last {
+                        eprintln!("{} {}", a.get::<_, String>(0), st2);
+                        last = st2;
+                    }
+                    if last.matches("ready").count() == 3 { break; }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        });
         south.execute(&format!("SELECT federation.join('{}')", west.conninfo()));
         checks.push(t.elapsed().as_secs_f64());
         south.execute("SELECT federation.wait_ready('30 min')");
         joins.push(t.elapsed().as_secs_f64());
-        assert_eq!(south.scalar("SELECT count(*) FROM hippos").unwrap(), total, "south must hold every row");
+        if let Some(t) = tracer {
+            t.join().unwrap();
+            eprintln!(
+                "ready at {}",
+                south.scalar("SELECT clock_timestamp()::text").unwrap()
+            );
+            for n in [&south, east, central, west] {
+                let log = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| {
+                        l.contains("synchroniz")
+                            || l.contains("both ways")
+                            || l.contains("apply worker")
+                            || l.contains("checkpoint")
+                    })
+                    .collect();
+                eprintln!(
+                    "--- {}\n{}",
+                    n.name,
+                    lines[lines.len().saturating_sub(12)..].join("\n")
+                );
+            }
+        }
+        assert_eq!(
+            south.scalar("SELECT count(*) FROM hippos").unwrap(),
+            total,
+            "south must hold every row"
+        );
         if i < 2 {
             south.execute("SELECT federation.leave()");
         }
@@ -233,14 +365,24 @@ fn main() {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
     };
-    let shown = |v: &Vec<f64>| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
+    let shown = |v: &Vec<f64>| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let (copy_all, join_all) = (shown(&copies), shown(&joins));
     let (copy, joined, check) = (med(&mut copies), med(&mut joins), med(&mut checks));
     println!("\n# Joining\n");
     println!("| measure | seconds |");
     println!("|---|---:|");
-    println!("| three empty servers (extension created) to a ready three-node federation | {:.2} |", to_ready.as_secs_f64());
-    println!("| plain COPY of {total} rows from east to south (median; runs: {copy_all}) | {copy:.2} |");
+    println!(
+        "| three empty servers (extension created) to a ready three-node federation | {:.2} |",
+        to_ready.as_secs_f64()
+    );
+    println!(
+        "| plain COPY of {total} rows from east to south (median; runs: {copy_all}) | {copy:.2} |"
+    );
     println!("| south joins the federation holding those {total} rows, to ready (median; runs: {join_all}) | {joined:.2} |");
     println!("| of which join() itself (every check, before COMMIT) | {check:.2} |");
     println!("| join / COPY | {:.2} |", joined / copy);

@@ -46,14 +46,22 @@ pub struct NodeSpec {
 impl NodeSpec {
     /// A node named by the GUC, with the extension created.
     pub fn guc(name: &str) -> NodeSpec {
-        NodeSpec { name: name.into(), identity: Identity::Guc(name.into()), conf: vec![], create_extension: true }
+        NodeSpec {
+            name: name.into(),
+            identity: Identity::Guc(name.into()),
+            conf: vec![],
+            create_extension: true,
+        }
     }
 
     /// A node named by a labels file under the default label `pg-cluster`.
     pub fn labels(name: &str) -> NodeSpec {
         NodeSpec {
             name: name.into(),
-            identity: Identity::LabelsFile { label: "pg-cluster".into(), value: name.into() },
+            identity: Identity::LabelsFile {
+                label: "pg-cluster".into(),
+                value: name.into(),
+            },
             conf: vec![],
             create_extension: true,
         }
@@ -101,7 +109,12 @@ impl From<postgres::Error> for SqlError {
                 detail: db.detail().map(str::to_string),
                 hint: db.hint().map(str::to_string),
             },
-            None => SqlError { code: "client".into(), message: e.to_string(), detail: None, hint: None },
+            None => SqlError {
+                code: "client".into(),
+                message: e.to_string(),
+                detail: None,
+                hint: None,
+            },
         }
     }
 }
@@ -124,7 +137,12 @@ impl Node {
         let root = base.join(format!("{}-{}", spec.name, unique_suffix()));
         fs::create_dir_all(&root).expect("create node directory");
         chown_to_server_user(&root);
-        let mut node = Node { name: spec.name.clone(), port: 0, root, client: RefCell::new(None) };
+        let mut node = Node {
+            name: spec.name.clone(),
+            port: 0,
+            root,
+            client: RefCell::new(None),
+        };
         register_for_signals(&node.data_dir());
         node.initdb();
         node.write_identity(&spec.identity);
@@ -141,7 +159,11 @@ impl Node {
             }
         }
         if !last_err.is_empty() {
-            panic!("could not start node {}: {last_err}\n{}", node.name, node.log_tail(60));
+            panic!(
+                "could not start node {}: {last_err}\n{}",
+                node.name,
+                node.log_tail(60)
+            );
         }
         if spec.create_extension {
             node.execute("CREATE EXTENSION pg_federation");
@@ -168,7 +190,10 @@ impl Node {
 
     /// A libpq connection string for this node, as a peer on this machine would use it.
     pub fn conninfo(&self) -> String {
-        format!("host=127.0.0.1 port={} dbname=postgres user=postgres", self.port)
+        format!(
+            "host=127.0.0.1 port={} dbname=postgres user=postgres",
+            self.port
+        )
     }
 
     fn initdb(&self) {
@@ -201,7 +226,10 @@ impl Node {
                 lines.push(format!("federation.labels_path = '{}'", labels.display()));
             }
             Identity::LabelsFile { label, value } => {
-                write_file_as_server_user(&labels, &format!("app=\"pg_federation\"\n{label}=\"{value}\"\n"));
+                write_file_as_server_user(
+                    &labels,
+                    &format!("app=\"pg_federation\"\n{label}=\"{value}\"\n"),
+                );
                 lines.push(format!("federation.labels_path = '{}'", labels.display()));
                 lines.push(format!("federation.node_label = '{label}'"));
             }
@@ -261,14 +289,22 @@ impl Node {
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!("pg_ctl start failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+            Err(format!(
+                "pg_ctl start failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
         }
     }
 
     /// Starts a stopped node (same port, same data).
     pub fn start_again(&self) {
         if let Err(e) = self.try_start() {
-            panic!("could not restart node {}: {e}\n{}", self.name, self.log_tail(60));
+            panic!(
+                "could not restart node {}: {e}\n{}",
+                self.name,
+                self.log_tail(60)
+            );
         }
     }
 
@@ -286,7 +322,12 @@ impl Node {
             "-D",
             self.data_dir().to_str().unwrap(),
         ]);
-        assert!(out.status.success(), "pg_ctl stop of {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_ctl stop of {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn restart(&self) {
@@ -298,27 +339,39 @@ impl Node {
     pub fn reload(&self) {
         let before = self.scalar("SELECT pg_conf_load_time()::text");
         self.execute("SELECT pg_reload_conf()");
-        wait_until(&format!("node {} to reload its configuration", self.name), Duration::from_secs(30), &[self], || {
-            Ok(self.scalar("SELECT pg_conf_load_time()::text") != before)
-        });
+        wait_until(
+            &format!("node {} to reload its configuration", self.name),
+            Duration::from_secs(30),
+            &[self],
+            || Ok(self.scalar("SELECT pg_conf_load_time()::text") != before),
+        );
     }
 
     /// Kills the postmaster and every process it started with SIGKILL, as an OOM kill or a
     /// lost pod would, and waits until they are gone.
     pub fn kill9(&self) {
         self.client.borrow_mut().take();
-        let Some(pid) = self.postmaster_pid() else { panic!("node {} is not running", self.name) };
+        let Some(pid) = self.postmaster_pid() else {
+            panic!("node {} is not running", self.name)
+        };
         let mut victims = children_of(pid);
         victims.push(pid);
         for p in &victims {
             let _ = Command::new("kill").args(["-9", &p.to_string()]).output();
         }
-        wait_until(&format!("node {}'s processes to die", self.name), Duration::from_secs(30), &[], || {
-            // Gone for good: a zombie still holds its pid, and a new postmaster refuses to
-            // start while the old pid in postmaster.pid exists.
-            reap(&victims);
-            Ok(victims.iter().all(|p| !Path::new(&format!("/proc/{p}")).exists()))
-        });
+        wait_until(
+            &format!("node {}'s processes to die", self.name),
+            Duration::from_secs(30),
+            &[],
+            || {
+                // Gone for good: a zombie still holds its pid, and a new postmaster refuses to
+                // start while the old pid in postmaster.pid exists.
+                reap(&victims);
+                Ok(victims
+                    .iter()
+                    .all(|p| !Path::new(&format!("/proc/{p}")).exists()))
+            },
+        );
     }
 
     /// The postmaster's pid while it runs.
@@ -333,7 +386,10 @@ impl Node {
         self.postmaster_pid().is_some()
     }
 
-    fn with_client<T>(&self, f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>) -> Result<T, SqlError> {
+    fn with_client<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, SqlError> {
         let mut slot = self.client.borrow_mut();
         let stale = slot.as_ref().is_none_or(|c| c.is_closed());
         if stale {
@@ -354,7 +410,9 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match self.connect_once() {
-                Err(e) if Instant::now() < deadline && e.code().map(|c| c.code()) == Some("57P03") => {
+                Err(e)
+                    if Instant::now() < deadline && e.code().map(|c| c.code()) == Some("57P03") =>
+                {
                     std::thread::sleep(Duration::from_millis(100)); // poll while it starts
                 }
                 other => return other,
@@ -401,7 +459,13 @@ impl Node {
             .notice_callback(move |n| sink.lock().unwrap().push(n.message().to_string()))
             .connect(postgres::NoTls)
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name));
-        client.batch_execute(sql).unwrap_or_else(|e| panic!("on node {}: {sql}\n  failed: {}", self.name, SqlError::from(e)));
+        client.batch_execute(sql).unwrap_or_else(|e| {
+            panic!(
+                "on node {}: {sql}\n  failed: {}",
+                self.name,
+                SqlError::from(e)
+            )
+        });
         drop(client);
         let out = seen.lock().unwrap().clone();
         out
@@ -433,18 +497,25 @@ impl Node {
     }
 
     pub fn query(&self, sql: &str) -> Rows {
-        self.try_query(sql).unwrap_or_else(|e| panic!("on node {}: {sql}\n  failed: {e}", self.name))
+        self.try_query(sql)
+            .unwrap_or_else(|e| panic!("on node {}: {sql}\n  failed: {e}", self.name))
     }
 
     /// The first column of the first row (None for NULL or no row).
     pub fn scalar(&self, sql: &str) -> Option<String> {
-        self.query(sql).into_iter().next().and_then(|r| r.into_iter().next().flatten())
+        self.query(sql)
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
     }
 
     /// Runs a statement that must fail, and returns the error.
     pub fn expect_error(&self, sql: &str) -> SqlError {
         match self.try_execute(sql) {
-            Ok(()) => panic!("on node {}: {sql}\n  succeeded, but it must fail", self.name),
+            Ok(()) => panic!(
+                "on node {}: {sql}\n  succeeded, but it must fail",
+                self.name
+            ),
             Err(e) => e,
         }
     }
@@ -454,7 +525,12 @@ impl Node {
         let text = fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no log: {e})"));
         let all: Vec<&str> = text.lines().collect();
         let from = all.len().saturating_sub(lines);
-        format!("---- log of node {} ({}) ----\n{}\n", self.name, self.log_path().display(), all[from..].join("\n"))
+        format!(
+            "---- log of node {} ({}) ----\n{}\n",
+            self.name,
+            self.log_path().display(),
+            all[from..].join("\n")
+        )
     }
 
     /// Replaces this node's labels file (for identity tests).
@@ -522,11 +598,16 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(specs: &[NodeSpec]) -> Cluster {
-        Cluster { nodes: specs.iter().map(Node::start).collect() }
+        Cluster {
+            nodes: specs.iter().map(Node::start).collect(),
+        }
     }
 
     pub fn node(&self, name: &str) -> &Node {
-        self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node named {name}"))
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node named {name}"))
     }
 
     pub fn all(&self) -> Vec<&Node> {
@@ -536,7 +617,12 @@ impl Cluster {
 
 /// Polls `cond` until it returns `Ok(true)`, or panics after `timeout` with `what`, the last
 /// error `cond` returned, and the tail of each node's log.
-pub fn wait_until(what: &str, timeout: Duration, nodes: &[&Node], mut cond: impl FnMut() -> Result<bool, String>) {
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    nodes: &[&Node],
+    mut cond: impl FnMut() -> Result<bool, String>,
+) {
     let start = Instant::now();
     let mut last;
     let mut pause = Duration::from_millis(10);
@@ -548,7 +634,10 @@ pub fn wait_until(what: &str, timeout: Duration, nodes: &[&Node], mut cond: impl
         }
         if start.elapsed() > timeout {
             let logs: String = nodes.iter().map(|n| n.log_tail(40)).collect();
-            panic!("timed out after {:?} waiting for {what}: {last}\n{logs}", timeout);
+            panic!(
+                "timed out after {:?} waiting for {what}: {last}\n{logs}",
+                timeout
+            );
         }
         std::thread::sleep(pause); // poll interval, not synchronisation
         pause = (pause * 2).min(Duration::from_millis(200));
@@ -563,10 +652,17 @@ fn pg_config() -> String {
 
 /// The server's bin directory, from pg_config.
 pub fn pg_bindir() -> PathBuf {
-    let out = Command::new(pg_config()).arg("--bindir").output().expect("run pg_config");
+    let out = Command::new(pg_config())
+        .arg("--bindir")
+        .output()
+        .expect("run pg_config");
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let share = Command::new(pg_config()).arg("--sharedir").output().expect("run pg_config");
-    let control = PathBuf::from(String::from_utf8_lossy(&share.stdout).trim()).join("extension/pg_federation.control");
+    let share = Command::new(pg_config())
+        .arg("--sharedir")
+        .output()
+        .expect("run pg_config");
+    let control = PathBuf::from(String::from_utf8_lossy(&share.stdout).trim())
+        .join("extension/pg_federation.control");
     assert!(
         control.exists(),
         "pg_federation is not installed in {} ({} is missing): run scripts/test.sh, or cargo pgrx install",
@@ -589,10 +685,24 @@ fn server_user_ids() -> Option<(u32, u32)> {
     if !is_root() {
         return None;
     }
-    let uid = Command::new("id").args(["-u", "postgres"]).output().expect("id -u postgres");
-    let gid = Command::new("id").args(["-g", "postgres"]).output().expect("id -g postgres");
-    assert!(uid.status.success(), "running as root, but there is no 'postgres' user to run the servers as");
-    let parse = |o: &Output| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().unwrap();
+    let uid = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .expect("id -u postgres");
+    let gid = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .expect("id -g postgres");
+    assert!(
+        uid.status.success(),
+        "running as root, but there is no 'postgres' user to run the servers as"
+    );
+    let parse = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
     Some((parse(&uid), parse(&gid)))
 }
 
@@ -617,12 +727,19 @@ fn run_server_cmd(argv: &[&str]) -> Output {
         c.args(&argv[1..]);
         c
     };
-    cmd.current_dir("/tmp").output().unwrap_or_else(|e| panic!("could not run {}: {e}", argv[0]))
+    cmd.current_dir("/tmp")
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", argv[0]))
 }
 
 fn run_as_server_user(argv: &[&str], what: &str) {
     let out = run_server_cmd(argv);
-    assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 static RUN_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -636,14 +753,22 @@ fn register_for_signals(data_dir: &Path) {
         // Interrupted (Ctrl-C, a CI timeout's SIGTERM): Drop does not run then, so stop every
         // server this process started, remove the run folder, and exit.
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).expect("signal handler");
+        let mut signals =
+            signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).expect("signal handler");
         std::thread::spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 let dirs = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
                 for d in dirs {
                     let _ = run_server_cmd(&[
                         pg_bindir_unchecked().join("pg_ctl").to_str().unwrap(),
-                        "stop", "-w", "-t", "30", "-m", "immediate", "-D", d.to_str().unwrap(),
+                        "stop",
+                        "-w",
+                        "-t",
+                        "30",
+                        "-m",
+                        "immediate",
+                        "-D",
+                        d.to_str().unwrap(),
                     ]);
                 }
                 if let Some(dir) = RUN_ROOT.get() {
@@ -666,37 +791,44 @@ fn unregister_for_signals(data_dir: &Path) {
 }
 
 fn pg_bindir_unchecked() -> PathBuf {
-    let out = Command::new(pg_config()).arg("--bindir").output().expect("run pg_config");
+    let out = Command::new(pg_config())
+        .arg("--bindir")
+        .output()
+        .expect("run pg_config");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// One folder per test process, below $PG_TEST_ROOT or the system temp dir.
 fn run_root() -> PathBuf {
-    RUN_ROOT.get_or_init(|| {
-        become_subreaper();
-        let base = std::env::var_os("PG_TEST_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/pg_federation_test"));
-        fs::create_dir_all(&base).expect("create test root");
-        // Folders left by earlier runs whose process is gone (killed before Drop could run).
-        if let Ok(entries) = fs::read_dir(&base) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if let Some(pid) = name.strip_prefix('r').and_then(|p| p.parse::<u32>().ok()) {
-                    if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                        let _ = fs::remove_dir_all(e.path());
+    RUN_ROOT
+        .get_or_init(|| {
+            become_subreaper();
+            let base = std::env::var_os("PG_TEST_ROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp/pg_federation_test"));
+            fs::create_dir_all(&base).expect("create test root");
+            // Folders left by earlier runs whose process is gone (killed before Drop could run).
+            if let Ok(entries) = fs::read_dir(&base) {
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if let Some(pid) = name.strip_prefix('r').and_then(|p| p.parse::<u32>().ok()) {
+                        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+                        {
+                            let _ = fs::remove_dir_all(e.path());
+                        }
                     }
                 }
             }
-        }
-        // Short path: unix socket paths are limited to 107 bytes.
-        let dir = base.join(format!("r{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create run directory");
-        chown_to_server_user(&base);
-        chown_to_server_user(&dir);
-        // SAFETY: registers a plain extern "C" function.
-        unsafe { atexit(remove_run_root) };
-        dir
-    })
-    .clone()
+            // Short path: unix socket paths are limited to 107 bytes.
+            let dir = base.join(format!("r{}", std::process::id()));
+            fs::create_dir_all(&dir).expect("create run directory");
+            chown_to_server_user(&base);
+            chown_to_server_user(&dir);
+            // SAFETY: registers a plain extern "C" function.
+            unsafe { atexit(remove_run_root) };
+            dir
+        })
+        .clone()
 }
 
 fn unique_suffix() -> String {
@@ -708,18 +840,27 @@ fn unique_suffix() -> String {
 /// A port nobody listens on now; the kernel hands out ports in turn, so parallel test runs
 /// do not collide (and a start that loses a race retries with another).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
     let mut out = vec![];
     if let Ok(entries) = fs::read_dir("/proc") {
         for e in entries.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             if let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) {
                 // pid (comm) state ppid ...: comm may contain spaces, so split after ')'.
                 if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-                    let ppid = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok());
+                    let ppid = rest
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|s| s.parse::<u32>().ok());
                     if ppid == Some(pid) {
                         out.push(p);
                     }
@@ -768,7 +909,10 @@ fn become_subreaper() {
 fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.split_whitespace().next() == Some("Z")))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().next() == Some("Z"))
+        })
         .unwrap_or(false)
 }
 
@@ -776,7 +920,10 @@ fn is_zombie(pid: u32) -> bool {
 /// into the server's extension folder, unless a real pgnodemx is installed there. Returns
 /// false when it cannot (not root and the folder is not writable).
 pub fn install_pgnodemx_standin() -> bool {
-    let share = Command::new(pg_config()).arg("--sharedir").output().expect("run pg_config");
+    let share = Command::new(pg_config())
+        .arg("--sharedir")
+        .output()
+        .expect("run pg_config");
     let ext = PathBuf::from(String::from_utf8_lossy(&share.stdout).trim()).join("extension");
     let control = ext.join("pgnodemx.control");
     if let Ok(text) = fs::read_to_string(&control) {
@@ -829,6 +976,9 @@ pub mod checks {
         let r = node.query(&format!(
             "SELECT count(*), coalesce(md5(string_agg(h, '' ORDER BY h)), '') FROM (SELECT md5(t::text) AS h FROM {relation} t) s"
         ));
-        (r[0][0].as_deref().unwrap().parse().unwrap(), r[0][1].clone().unwrap_or_default())
+        (
+            r[0][0].as_deref().unwrap().parse().unwrap(),
+            r[0][1].clone().unwrap_or_default(),
+        )
     }
 }

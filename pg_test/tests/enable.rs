@@ -5,14 +5,17 @@ use pg_test::checks::{digest, snapshot};
 use pg_test::{wait_until, Cluster, Node, NodeSpec};
 use std::time::Duration;
 
-const HIPPOS: &str = "CREATE TABLE hippos (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), value numeric, \
+const HIPPOS: &str =
+    "CREATE TABLE hippos (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), value numeric, \
                       created_at timestamptz NOT NULL DEFAULT now())";
 
 /// A node that knows `others` as members (join() is what will fill federation.node; until
 /// then the catalog row is written by hand, as join will write it).
 fn member_of(node: &Node, others: &[&str]) {
     for o in others {
-        node.execute(&format!("INSERT INTO federation.node (node_name, state) VALUES ('{o}', 'ready')"));
+        node.execute(&format!(
+            "INSERT INTO federation.node (node_name, state) VALUES ('{o}', 'ready')"
+        ));
     }
 }
 
@@ -26,18 +29,43 @@ fn routing_behaves_like_an_ordinary_table() {
     east.execute("SELECT federation.enable('hippos')");
 
     // Rows that existed before belong to this node.
-    assert_eq!(east.scalar("SELECT string_agg(DISTINCT node_name, ',') FROM hippos").as_deref(), Some("east"));
+    assert_eq!(
+        east.scalar("SELECT string_agg(DISTINCT node_name, ',') FROM hippos")
+            .as_deref(),
+        Some("east")
+    );
     // Row counts, RETURNING, INSERT ... SELECT, COPY: as on an ordinary table.
-    assert_eq!(east.row_count("INSERT INTO hippos (value) VALUES (10), (11)"), 2);
+    assert_eq!(
+        east.row_count("INSERT INTO hippos (value) VALUES (10), (11)"),
+        2
+    );
     let r = east.query("INSERT INTO hippos (value) VALUES (12) RETURNING node_name, value");
-    assert_eq!(r, vec![vec![Some("east".to_string()), Some("12".to_string())]]);
-    assert_eq!(east.row_count("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 1000) g"), 1000);
+    assert_eq!(
+        r,
+        vec![vec![Some("east".to_string()), Some("12".to_string())]]
+    );
+    assert_eq!(
+        east.row_count("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 1000) g"),
+        1000
+    );
     let data: String = (0..100).map(|i| format!("{i}\n")).collect();
-    assert_eq!(east.copy_in("COPY hippos (value) FROM STDIN", &data).unwrap(), 100);
+    assert_eq!(
+        east.copy_in("COPY hippos (value) FROM STDIN", &data)
+            .unwrap(),
+        100
+    );
     // ON CONFLICT DO NOTHING (no arbiter) works through the parent.
     let id = east.scalar("SELECT id FROM hippos LIMIT 1").unwrap();
-    assert_eq!(east.row_count(&format!("INSERT INTO hippos (id, value) VALUES ('{id}', 1) ON CONFLICT DO NOTHING")), 0);
-    assert_eq!(east.row_count("INSERT INTO hippos (value) VALUES (1) ON CONFLICT DO NOTHING"), 1);
+    assert_eq!(
+        east.row_count(&format!(
+            "INSERT INTO hippos (id, value) VALUES ('{id}', 1) ON CONFLICT DO NOTHING"
+        )),
+        0
+    );
+    assert_eq!(
+        east.row_count("INSERT INTO hippos (value) VALUES (1) ON CONFLICT DO NOTHING"),
+        1
+    );
     // Partitioning changes one thing: ON CONFLICT (pk) cannot infer an arbiter on the
     // parent (the primary key lives on each partition). Pinned; README shows the form that works.
     let e = east.expect_error(&format!("INSERT INTO hippos (id, value) VALUES ('{id}', 1) ON CONFLICT (id) DO UPDATE SET value = 99"));
@@ -46,14 +74,32 @@ fn routing_behaves_like_an_ordinary_table() {
         east.row_count(&format!("INSERT INTO hippos_east (id, value) VALUES ('{id}', 1) ON CONFLICT (id) DO UPDATE SET value = 99")),
         1
     );
-    assert_eq!(east.scalar(&format!("SELECT value FROM hippos WHERE id = '{id}'")).as_deref(), Some("99"));
+    assert_eq!(
+        east.scalar(&format!("SELECT value FROM hippos WHERE id = '{id}'"))
+            .as_deref(),
+        Some("99")
+    );
 
     // Every row went straight to the local partition, which carries no trigger.
-    assert_eq!(east.scalar("SELECT string_agg(DISTINCT tableoid::regclass::text, ',') FROM hippos").as_deref(), Some("hippos_east"));
-    assert_eq!(east.scalar("SELECT count(*) FROM hippos").as_deref(), Some("1107"));
-    assert_eq!(east.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'hippos_east'::regclass").as_deref(), Some("0"));
+    assert_eq!(
+        east.scalar("SELECT string_agg(DISTINCT tableoid::regclass::text, ',') FROM hippos")
+            .as_deref(),
+        Some("hippos_east")
+    );
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM hippos").as_deref(),
+        Some("1107")
+    );
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'hippos_east'::regclass")
+            .as_deref(),
+        Some("0")
+    );
     let parts = east.scalar("SELECT string_agg(partition::text || '=' || owner_node || ':' || is_local, ',') FROM federation.tables");
-    assert_eq!(parts.as_deref(), Some("hippos_east=east:true,hippos_west=west:false,hippos_default=(default):false"));
+    assert_eq!(
+        parts.as_deref(),
+        Some("hippos_east=east:true,hippos_west=west:false,hippos_default=(default):false")
+    );
     assert_eq!(
         east.scalar("SELECT string_agg(tablename, ',') FROM pg_publication_tables WHERE pubname = 'federation_east'").as_deref(),
         Some("hippos_east")
@@ -94,25 +140,80 @@ fn enable_carries_the_table_over() {
 
     // Identity and serial continue where they were.
     let r = east.query("INSERT INTO herd (name, weight) VALUES ('c', 900) RETURNING id, serial_no, touched, name_upper, node_name");
-    assert_eq!(r[0], vec![Some("3".into()), Some("3".into()), Some("1".into()), Some("C".into()), Some("east".into())]);
+    assert_eq!(
+        r[0],
+        vec![
+            Some("3".into()),
+            Some("3".into()),
+            Some("1".into()),
+            Some("C".into()),
+            Some("east".into())
+        ]
+    );
     // Statement trigger still fires (and keeps its ENABLE ALWAYS state).
-    assert_eq!(east.scalar("SELECT count(*) FROM audit").as_deref(), Some("2"));
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM audit").as_deref(),
+        Some("2")
+    );
     assert_eq!(east.scalar("SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'herd'::regclass AND tgname = 'audit'").as_deref(), Some("A"));
     // Constraints still hold: CHECK, NOT NULL default, UNIQUE, foreign key from the table.
-    assert_eq!(east.expect_error("INSERT INTO herd (name, weight) VALUES ('d', -1)").code, "23514");
-    assert_eq!(east.expect_error("INSERT INTO herd (name, weight) VALUES ('a', 1)").code, "23505");
-    assert_eq!(east.expect_error("INSERT INTO herd (name, weight, kind) VALUES ('e', 1, 'sea')").code, "23503");
-    assert_eq!(east.scalar("INSERT INTO herd (weight) VALUES (5) RETURNING name").as_deref(), Some("unnamed"));
+    assert_eq!(
+        east.expect_error("INSERT INTO herd (name, weight) VALUES ('d', -1)")
+            .code,
+        "23514"
+    );
+    assert_eq!(
+        east.expect_error("INSERT INTO herd (name, weight) VALUES ('a', 1)")
+            .code,
+        "23505"
+    );
+    assert_eq!(
+        east.expect_error("INSERT INTO herd (name, weight, kind) VALUES ('e', 1, 'sea')")
+            .code,
+        "23503"
+    );
+    assert_eq!(
+        east.scalar("INSERT INTO herd (weight) VALUES (5) RETURNING name")
+            .as_deref(),
+        Some("unnamed")
+    );
     // Owner, grants, comments.
-    assert_eq!(east.scalar("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'herd'::regclass").as_deref(), Some("app"));
-    assert_eq!(east.scalar("SELECT has_table_privilege('reader', 'herd', 'SELECT')::text").as_deref(), Some("true"));
-    assert_eq!(east.scalar("SELECT has_table_privilege('reader', 'herd', 'INSERT')::text").as_deref(), Some("false"));
-    assert_eq!(east.scalar("SELECT obj_description('herd'::regclass, 'pg_class')").as_deref(), Some("the herd"));
-    assert_eq!(east.scalar("SELECT col_description('herd'::regclass, 4)").as_deref(), Some("kilograms"));
+    assert_eq!(
+        east.scalar("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'herd'::regclass")
+            .as_deref(),
+        Some("app")
+    );
+    assert_eq!(
+        east.scalar("SELECT has_table_privilege('reader', 'herd', 'SELECT')::text")
+            .as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        east.scalar("SELECT has_table_privilege('reader', 'herd', 'INSERT')::text")
+            .as_deref(),
+        Some("false")
+    );
+    assert_eq!(
+        east.scalar("SELECT obj_description('herd'::regclass, 'pg_class')")
+            .as_deref(),
+        Some("the herd")
+    );
+    assert_eq!(
+        east.scalar("SELECT col_description('herd'::regclass, 4)")
+            .as_deref(),
+        Some("kilograms")
+    );
     // Indexes on every node's partition, primary key included.
     for part in ["herd_east", "herd_west"] {
-        let idx = east.scalar(&format!("SELECT count(*) FROM pg_index WHERE indrelid = '{part}'::regclass")).unwrap();
-        assert_eq!(idx, "3", "{part} has pkey, unique(name) and the weight index");
+        let idx = east
+            .scalar(&format!(
+                "SELECT count(*) FROM pg_index WHERE indrelid = '{part}'::regclass"
+            ))
+            .unwrap();
+        assert_eq!(
+            idx, "3",
+            "{part} has pkey, unique(name) and the weight index"
+        );
     }
 }
 
@@ -125,7 +226,11 @@ fn rollback_leaves_the_table_as_it_was_and_rerun_is_a_noop() {
     let before = snapshot(east, "public");
     let rows = digest(east, "hippos");
     east.execute("BEGIN; SELECT federation.enable('hippos'); ROLLBACK;");
-    assert_eq!(snapshot(east, "public"), before, "ROLLBACK must leave no trace");
+    assert_eq!(
+        snapshot(east, "public"),
+        before,
+        "ROLLBACK must leave no trace"
+    );
     assert_eq!(digest(east, "hippos"), rows);
 
     // Inside a migration tool's transaction.
@@ -133,8 +238,15 @@ fn rollback_leaves_the_table_as_it_was_and_rerun_is_a_noop() {
     let enabled = snapshot(east, "public");
     assert_ne!(enabled, before);
     let notices = east.notices("SELECT federation.enable('hippos')");
-    assert!(notices.iter().any(|n| n.contains("already federated")), "{notices:?}");
-    assert_eq!(snapshot(east, "public"), enabled, "re-running enable changes nothing");
+    assert!(
+        notices.iter().any(|n| n.contains("already federated")),
+        "{notices:?}"
+    );
+    assert_eq!(
+        snapshot(east, "public"),
+        enabled,
+        "re-running enable changes nothing"
+    );
     // Another node column on an enrolled table is refused.
     let e = east.expect_error("SELECT federation.enable('hippos', 'other_column')");
     assert_eq!(e.code, "55000", "{e}");
@@ -160,25 +272,57 @@ fn guards_refuse_foreign_writes_and_replication_passes() {
         let (a, b) = (digest(east, "hippos_east"), digest(west, "hippos_east"));
         Ok(a == b)
     };
-    wait_until("west to copy east's rows", Duration::from_secs(60), &[east, west], converged);
+    wait_until(
+        "west to copy east's rows",
+        Duration::from_secs(60),
+        &[east, west],
+        converged,
+    );
     east.execute("UPDATE hippos SET value = value * 10 WHERE value <= 10; DELETE FROM hippos WHERE value > 45");
     east.execute("INSERT INTO hippos (value) VALUES (1000)");
-    wait_until("west to apply east's updates and deletes", Duration::from_secs(60), &[east, west], converged);
+    wait_until(
+        "west to apply east's updates and deletes",
+        Duration::from_secs(60),
+        &[east, west],
+        converged,
+    );
     // 50 rows; 10 multiplied by 10; those now over 45 (6) and 46..50 (5) deleted; one added.
-    assert_eq!(west.scalar("SELECT count(*) FROM hippos WHERE node_name = 'east'").as_deref(), Some("40"));
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM hippos WHERE node_name = 'east'")
+            .as_deref(),
+        Some("40")
+    );
 
     // West may not write east's rows by any route.
     let east_id = west.scalar("SELECT id FROM hippos_east LIMIT 1").unwrap();
     let refusals = [
-        ("INSERT INTO hippos (value, node_name) VALUES (1, 'east')", "42501"),
-        ("INSERT INTO hippos_east (value, node_name) VALUES (1, 'east')", "42501"),
-        (&*format!("UPDATE hippos SET value = 0 WHERE id = '{east_id}'"), "42501"),
-        (&*format!("DELETE FROM hippos WHERE id = '{east_id}'"), "42501"),
+        (
+            "INSERT INTO hippos (value, node_name) VALUES (1, 'east')",
+            "42501",
+        ),
+        (
+            "INSERT INTO hippos_east (value, node_name) VALUES (1, 'east')",
+            "42501",
+        ),
+        (
+            &*format!("UPDATE hippos SET value = 0 WHERE id = '{east_id}'"),
+            "42501",
+        ),
+        (
+            &*format!("DELETE FROM hippos WHERE id = '{east_id}'"),
+            "42501",
+        ),
         ("DELETE FROM hippos_east", "42501"),
         ("TRUNCATE hippos", "42501"),
         ("TRUNCATE hippos_east", "42501"),
-        ("INSERT INTO hippos (value, node_name) VALUES (1, 'nowhere')", "23514"),
-        ("INSERT INTO hippos (value, node_name) VALUES (1, NULL)", "23502"),
+        (
+            "INSERT INTO hippos (value, node_name) VALUES (1, 'nowhere')",
+            "23514",
+        ),
+        (
+            "INSERT INTO hippos (value, node_name) VALUES (1, NULL)",
+            "23502",
+        ),
     ];
     west.execute("INSERT INTO hippos (value) VALUES (7)");
     let before = (digest(west, "hippos"), snapshot(west, "public"));
@@ -186,22 +330,42 @@ fn guards_refuse_foreign_writes_and_replication_passes() {
         let e = west.expect_error(sql);
         assert_eq!(e.code, code, "{sql}: {e}");
         if code == "42501" {
-            assert!(e.message.contains("east"), "{sql}: the message names the owning node: {e}");
-            assert!(e.message.contains("hippos"), "{sql}: the message names the table: {e}");
-            assert!(e.hint.as_deref().unwrap_or("").contains("east"), "{sql}: the hint says where to write: {e}");
+            assert!(
+                e.message.contains("east"),
+                "{sql}: the message names the owning node: {e}"
+            );
+            assert!(
+                e.message.contains("hippos"),
+                "{sql}: the message names the table: {e}"
+            );
+            assert!(
+                e.hint.as_deref().unwrap_or("").contains("east"),
+                "{sql}: the hint says where to write: {e}"
+            );
         }
     }
     // Moving its own row to east is refused too.
     let e = west.expect_error("UPDATE hippos SET node_name = 'east' WHERE node_name = 'west'");
     assert_eq!(e.code, "42501", "{e}");
-    let e = west.copy_in("COPY hippos (value, node_name) FROM STDIN", "1\teast\n").unwrap_err();
+    let e = west
+        .copy_in("COPY hippos (value, node_name) FROM STDIN", "1\teast\n")
+        .unwrap_err();
     assert_eq!(e.code, "42501", "{e}");
-    assert_eq!((digest(west, "hippos"), snapshot(west, "public")), before, "refused writes changed something");
+    assert_eq!(
+        (digest(west, "hippos"), snapshot(west, "public")),
+        before,
+        "refused writes changed something"
+    );
 
     // West's own partition is free to change, and replication still flows afterwards.
     west.execute("TRUNCATE hippos_west");
     east.execute("INSERT INTO hippos (value) VALUES (2000)");
-    wait_until("replication to continue after refused writes", Duration::from_secs(60), &[east, west], converged);
+    wait_until(
+        "replication to continue after refused writes",
+        Duration::from_secs(60),
+        &[east, west],
+        converged,
+    );
     west.execute("DROP SUBSCRIPTION east_to_west");
 }
 
@@ -220,19 +384,38 @@ fn names_with_quotes_spaces_upper_case_and_schemas() {
          SET search_path = \"Sales Dept\";"
     ));
     east.execute("SELECT federation.enable('\"Sales Dept\".\"Hippo \"\"Herd\"\" 2026\"')");
-    east.execute(&format!("SELECT federation.enable('\"Sales Dept\".\"{long_a}\"')"));
-    east.execute(&format!("SELECT federation.enable('\"Sales Dept\".\"{long_b}\"')"));
+    east.execute(&format!(
+        "SELECT federation.enable('\"Sales Dept\".\"{long_a}\"')"
+    ));
+    east.execute(&format!(
+        "SELECT federation.enable('\"Sales Dept\".\"{long_b}\"')"
+    ));
     east.execute("INSERT INTO \"Sales Dept\".\"Hippo \"\"Herd\"\" 2026\" (id) VALUES (1); RESET search_path;");
     let parts = east.query("SELECT partition::text FROM federation.tables");
-    assert_eq!(parts.len(), 9, "three tables, three partitions each: {parts:?}");
+    assert_eq!(
+        parts.len(),
+        9,
+        "three tables, three partitions each: {parts:?}"
+    );
     let names: Vec<String> = parts.into_iter().map(|r| r[0].clone().unwrap()).collect();
-    assert!(names.contains(&"\"Sales Dept\".\"Hippo \"\"Herd\"\" 2026_east\"".to_string()), "{names:?}");
-    assert!(names.contains(&"\"Sales Dept\".\"Hippo \"\"Herd\"\" 2026_west-2\"".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"\"Sales Dept\".\"Hippo \"\"Herd\"\" 2026_east\"".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"\"Sales Dept\".\"Hippo \"\"Herd\"\" 2026_west-2\"".to_string()),
+        "{names:?}"
+    );
     let unique: std::collections::BTreeSet<&String> = names.iter().collect();
     assert_eq!(unique.len(), 9, "long names must stay distinct: {names:?}");
-    assert!(names.iter().all(|n| n.trim_matches('"').len() <= 63 + "\"Sales Dept\".".len()));
+    assert!(names
+        .iter()
+        .all(|n| n.trim_matches('"').len() <= 63 + "\"Sales Dept\".".len()));
     assert_eq!(
-        east.scalar("SELECT tableoid::regclass::text FROM \"Sales Dept\".\"Hippo \"\"Herd\"\" 2026\"").as_deref(),
+        east.scalar(
+            "SELECT tableoid::regclass::text FROM \"Sales Dept\".\"Hippo \"\"Herd\"\" 2026\""
+        )
+        .as_deref(),
         Some("\"Sales Dept\".\"Hippo \"\"Herd\"\" 2026_east\"")
     );
 }
@@ -257,15 +440,39 @@ fn adopts_the_original_recipe() {
     );
     let before = digest(east, "(SELECT id, value, created_at FROM hippos)");
     let notices = east.notices("SELECT federation.enable('hippos')");
-    assert!(notices.iter().any(|n| n.contains("trigger stamp")), "the recipe's trigger is pointed out: {notices:?}");
-    assert_eq!(digest(east, "(SELECT id, value, created_at FROM hippos)"), before, "every row kept");
-    assert_eq!(east.scalar("SELECT count(*) FROM hippo_east").as_deref(), Some("3"), "rows without a node belong to this node");
-    let parts = east.scalar("SELECT string_agg(partition::text || '=' || owner_node, ',') FROM federation.tables");
-    assert_eq!(parts.as_deref(), Some("hippo_east=east,hippo_west=west,hippo_default=(default)"));
+    assert!(
+        notices.iter().any(|n| n.contains("trigger stamp")),
+        "the recipe's trigger is pointed out: {notices:?}"
+    );
+    assert_eq!(
+        digest(east, "(SELECT id, value, created_at FROM hippos)"),
+        before,
+        "every row kept"
+    );
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM hippo_east").as_deref(),
+        Some("3"),
+        "rows without a node belong to this node"
+    );
+    let parts = east.scalar(
+        "SELECT string_agg(partition::text || '=' || owner_node, ',') FROM federation.tables",
+    );
+    assert_eq!(
+        parts.as_deref(),
+        Some("hippo_east=east,hippo_west=west,hippo_default=(default)")
+    );
     assert_eq!(east.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'hippo_east'::regclass AND tgname LIKE '_federation%'").as_deref(), Some("0"));
     assert_eq!(east.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'hippo_west'::regclass AND tgname LIKE '_federation%'").as_deref(), Some("2"));
-    assert_eq!(east.scalar("INSERT INTO hippos (value) VALUES (4) RETURNING tableoid::regclass::text").as_deref(), Some("hippo_east"));
-    assert_eq!(east.expect_error("INSERT INTO hippos (value, node_name) VALUES (5, 'west')").code, "42501");
+    assert_eq!(
+        east.scalar("INSERT INTO hippos (value) VALUES (4) RETURNING tableoid::regclass::text")
+            .as_deref(),
+        Some("hippo_east")
+    );
+    assert_eq!(
+        east.expect_error("INSERT INTO hippos (value, node_name) VALUES (5, 'west')")
+            .code,
+        "42501"
+    );
 }
 
 #[test]
@@ -275,15 +482,23 @@ fn disable_turns_it_back_into_an_ordinary_table() {
     member_of(east, &["west"]);
     member_of(west, &["east"]);
     for n in [east, west] {
-        n.execute("CREATE TABLE t (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, v text)");
+        n.execute(
+            "CREATE TABLE t (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, v text)",
+        );
         n.execute("SELECT federation.enable('t')");
     }
     east.execute("INSERT INTO t (id, v) SELECT g, 'e' FROM generate_series(1001, 1020) g");
     west.execute("INSERT INTO t (v) SELECT 'w' FROM generate_series(1, 10) g"); // ids 1..10
-    west.execute(&format!("CREATE SUBSCRIPTION e2w CONNECTION '{}' PUBLICATION federation_east", east.conninfo()));
-    wait_until("west to hold east's rows", Duration::from_secs(60), &[east, west], || {
-        Ok(west.scalar("SELECT count(*) FROM t_east").as_deref() == Some("20"))
-    });
+    west.execute(&format!(
+        "CREATE SUBSCRIPTION e2w CONNECTION '{}' PUBLICATION federation_east",
+        east.conninfo()
+    ));
+    wait_until(
+        "west to hold east's rows",
+        Duration::from_secs(60),
+        &[east, west],
+        || Ok(west.scalar("SELECT count(*) FROM t_east").as_deref() == Some("20")),
+    );
     west.execute("DROP SUBSCRIPTION e2w");
     let all_rows = digest(west, "t");
 
@@ -297,21 +512,50 @@ fn disable_turns_it_back_into_an_ordinary_table() {
     west.execute("SET session_replication_role = replica; DELETE FROM t_east WHERE v = 'dup'; RESET session_replication_role;");
 
     west.execute("SELECT federation.disable('t')");
-    assert_eq!(west.scalar("SELECT relkind::text FROM pg_class WHERE oid = 't'::regclass").as_deref(), Some("r"));
-    assert_eq!(digest(west, "t"), all_rows, "every row present on the node is kept");
-    assert_eq!(west.scalar("SELECT count(*) FROM federation.tables").as_deref(), Some("0"));
-    assert_eq!(west.scalar("SELECT count(*) FROM pg_publication_tables WHERE pubname = 'federation_west'").as_deref(), Some("0"));
-    assert_eq!(west.scalar("SELECT count(*) FROM pg_class WHERE relname LIKE 't\\_%' AND relkind = 'r'").as_deref(), Some("0"));
+    assert_eq!(
+        west.scalar("SELECT relkind::text FROM pg_class WHERE oid = 't'::regclass")
+            .as_deref(),
+        Some("r")
+    );
+    assert_eq!(
+        digest(west, "t"),
+        all_rows,
+        "every row present on the node is kept"
+    );
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM federation.tables")
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM pg_publication_tables WHERE pubname = 'federation_west'")
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM pg_class WHERE relname LIKE 't\\_%' AND relkind = 'r'")
+            .as_deref(),
+        Some("0")
+    );
     // Identity continues where it was; the node column keeps a constant default.
     let r = west.query("INSERT INTO t (v) VALUES ('new') RETURNING id, node_name");
     assert_eq!(r[0], vec![Some("11".to_string()), Some("west".to_string())]);
-    assert_eq!(west.expect_error("SELECT federation.disable('t')").code, "55000");
+    assert_eq!(
+        west.expect_error("SELECT federation.disable('t')").code,
+        "55000"
+    );
     // Enabling it again is refused while it holds other nodes' rows (rows present at
     // enrollment belong to this node)...
-    assert_eq!(west.expect_error("SELECT federation.enable('t')").code, "22023");
+    assert_eq!(
+        west.expect_error("SELECT federation.enable('t')").code,
+        "22023"
+    );
     // ...and works once they are gone (they come back from their owner by replication).
     west.execute("DELETE FROM t WHERE node_name <> 'west'; SELECT federation.enable('t')");
-    assert_eq!(west.scalar("SELECT count(*) FROM t_west").as_deref(), Some("11"));
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM t_west").as_deref(),
+        Some("11")
+    );
 }
 
 #[test]
@@ -328,11 +572,20 @@ fn an_owner_who_is_not_superuser_enables_and_app_roles_write() {
          SELECT federation.enable('orders');
          RESET ROLE;",
     );
-    assert_eq!(east.scalar("SELECT count(*) FROM federation.tables WHERE table_name = 'orders'::regclass").as_deref(), Some("3"));
-    assert_eq!(east.scalar("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'orders_west'").as_deref(), Some("owner_role"));
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM federation.tables WHERE table_name = 'orders'::regclass")
+            .as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        east.scalar("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'orders_west'")
+            .as_deref(),
+        Some("owner_role")
+    );
     // An application role that is neither owner nor superuser inserts (node_name() is its
     // column default) and is still refused other nodes' partitions.
-    let r = east.query("SET ROLE app; INSERT INTO orders (item) VALUES ('hay') RETURNING node_name");
+    let r =
+        east.query("SET ROLE app; INSERT INTO orders (item) VALUES ('hay') RETURNING node_name");
     assert_eq!(r, vec![vec![Some("east".to_string())]]);
     let e = east.expect_error("INSERT INTO orders (item, node_name) VALUES ('hay', 'west')");
     assert_eq!(e.code, "42501", "{e}");
@@ -342,7 +595,11 @@ fn an_owner_who_is_not_superuser_enables_and_app_roles_write() {
     east.execute("RESET ROLE");
     assert_eq!(e.code, "42501", "{e}");
     east.execute("SET ROLE owner_role; SELECT federation.disable('orders'); RESET ROLE;");
-    assert_eq!(east.scalar("SELECT relkind::text FROM pg_class WHERE relname = 'orders'").as_deref(), Some("r"));
+    assert_eq!(
+        east.scalar("SELECT relkind::text FROM pg_class WHERE relname = 'orders'")
+            .as_deref(),
+        Some("r")
+    );
 }
 
 #[test]
@@ -371,11 +628,23 @@ fn adopts_a_recipe_table_that_lacks_this_nodes_partition() {
     east.execute("SELECT federation.enable('hippos')");
     // This node's partition is made from the existing one (primary key included), and the
     // rows without a node move into it.
-    assert_eq!(east.scalar("SELECT count(*) FROM hippos_east").as_deref(), Some("2"));
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM hippos_east").as_deref(),
+        Some("2")
+    );
     assert_eq!(east.scalar("SELECT count(*) FROM pg_index WHERE indrelid = 'hippos_east'::regclass AND indisprimary").as_deref(), Some("1"));
-    assert_eq!(east.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'hippos_east'::regclass").as_deref(), Some("0"));
-    let parts = east.scalar("SELECT string_agg(partition::text || '=' || owner_node, ',') FROM federation.tables");
-    assert_eq!(parts.as_deref(), Some("hippos_east=east,hippo_west=west,hippo_default=(default)"));
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'hippos_east'::regclass")
+            .as_deref(),
+        Some("0")
+    );
+    let parts = east.scalar(
+        "SELECT string_agg(partition::text || '=' || owner_node, ',') FROM federation.tables",
+    );
+    assert_eq!(
+        parts.as_deref(),
+        Some("hippos_east=east,hippo_west=west,hippo_default=(default)")
+    );
     assert_eq!(
         east.scalar("SELECT string_agg(tablename, ',') FROM pg_publication_tables WHERE pubname = 'federation_east'").as_deref(),
         Some("hippos_east")

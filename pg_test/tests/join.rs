@@ -24,19 +24,27 @@ fn join(node: &Node, peer: &Node) {
 /// Every node holds the same rows in every partition.
 fn assert_converged(c: &Cluster, table: &str) {
     let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
-    wait_until(&format!("every node to hold the same rows of {table}"), Duration::from_secs(60), &c.all(), || {
-        for owner in &names {
-            let part = format!("{table}_{owner}");
-            let want = digest(c.node(owner), &part);
-            for n in &c.nodes {
-                let got = digest(n, &part);
-                if got != want {
-                    return Err(format!("{part}: {} rows on {}, {} on owner {owner}", got.0, n.name, want.0));
+    wait_until(
+        &format!("every node to hold the same rows of {table}"),
+        Duration::from_secs(60),
+        &c.all(),
+        || {
+            for owner in &names {
+                let part = format!("{table}_{owner}");
+                let want = digest(c.node(owner), &part);
+                for n in &c.nodes {
+                    let got = digest(n, &part);
+                    if got != want {
+                        return Err(format!(
+                            "{part}: {} rows on {}, {} on owner {owner}",
+                            got.0, n.name, want.0
+                        ));
+                    }
                 }
             }
-        }
-        Ok(true)
-    });
+            Ok(true)
+        },
+    );
 }
 
 #[test]
@@ -48,19 +56,39 @@ fn two_nodes_form_a_federation_and_rows_flow_both_ways() {
     join(west, east);
     assert_converged(&c, "hippos");
     for n in [east, west] {
-        assert_eq!(n.scalar("SELECT count(*) FROM hippos").as_deref(), Some("150"), "on {}", n.name);
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM hippos").as_deref(),
+            Some("150"),
+            "on {}",
+            n.name
+        );
         let states = n.scalar("SELECT string_agg(node_name || ':' || state, ',' ORDER BY node_name) FROM federation.nodes");
-        assert_eq!(states.as_deref(), Some("east:ready,west:ready"), "on {}", n.name);
+        assert_eq!(
+            states.as_deref(),
+            Some("east:ready,west:ready"),
+            "on {}",
+            n.name
+        );
     }
     // New writes, updates and deletes flow too.
     // (Each node changes only its own rows: the guards refuse the others.)
     east.execute("INSERT INTO hippos (value) VALUES (1000); UPDATE hippos SET value = -value WHERE value <= 10 AND node_name = 'east'; DELETE FROM hippos WHERE value = 50 AND node_name = 'east'");
     west.execute("INSERT INTO hippos (value) VALUES (2000); DELETE FROM hippos WHERE value = 49 AND node_name = 'west'");
     assert_converged(&c, "hippos");
-    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("150"));
-    assert_eq!(west.scalar("SELECT count(*) FROM hippos WHERE value < 0").as_deref(), Some("10"));
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM hippos").as_deref(),
+        Some("150")
+    );
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM hippos WHERE value < 0")
+            .as_deref(),
+        Some("10")
+    );
     // No password and no secret in the view, but the address is there.
-    assert!(east.scalar("SELECT conninfo FROM federation.nodes WHERE node_name = 'west'").unwrap().contains("port="));
+    assert!(east
+        .scalar("SELECT conninfo FROM federation.nodes WHERE node_name = 'west'")
+        .unwrap()
+        .contains("port="));
 }
 
 #[test]
@@ -69,7 +97,12 @@ fn three_nodes_then_a_fourth_joins_with_one_call() {
     for n in &c.nodes {
         n.execute(HIPPOS);
     }
-    let (east, central, west, south) = (c.node("east"), c.node("central"), c.node("west"), c.node("south"));
+    let (east, central, west, south) = (
+        c.node("east"),
+        c.node("central"),
+        c.node("west"),
+        c.node("south"),
+    );
     join(central, east);
     join(west, central);
     for n in [east, central, west] {
@@ -80,9 +113,25 @@ fn three_nodes_then_a_fourth_joins_with_one_call() {
     join(south, west);
     assert_converged(&c, "hippos");
     for n in &c.nodes {
-        assert_eq!(n.scalar("SELECT count(*) FROM hippos").as_deref(), Some("3010"), "on {}", n.name);
-        assert_eq!(n.scalar("SELECT count(*) FROM federation.nodes WHERE state = 'ready'").as_deref(), Some("4"), "on {}", n.name);
-        assert_eq!(n.scalar("SELECT count(*) FROM pg_subscription").as_deref(), Some("3"), "on {}: a full mesh", n.name);
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM hippos").as_deref(),
+            Some("3010"),
+            "on {}",
+            n.name
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM federation.nodes WHERE state = 'ready'")
+                .as_deref(),
+            Some("4"),
+            "on {}",
+            n.name
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM pg_subscription").as_deref(),
+            Some("3"),
+            "on {}: a full mesh",
+            n.name
+        );
     }
 }
 
@@ -92,20 +141,40 @@ fn join_inside_a_transaction_commits_or_rolls_back_cleanly() {
     let (east, west) = (c.node("east"), c.node("west"));
     east.execute("INSERT INTO hippos (value) VALUES (1)");
     let before = (snapshot(east, "public"), snapshot(west, "public"));
-    west.execute(&format!("BEGIN; SELECT federation.join('{}'); ROLLBACK;", east.conninfo()));
+    west.execute(&format!(
+        "BEGIN; SELECT federation.join('{}'); ROLLBACK;",
+        east.conninfo()
+    ));
     // Give a (wrongly) woken worker every chance to act before looking.
     std::thread::sleep(Duration::from_secs(2)); // not synchronisation: proving nothing happens
-    assert_eq!((snapshot(east, "public"), snapshot(west, "public")), before, "ROLLBACK must leave no trace on any node");
-    assert_eq!(east.scalar("SELECT count(*) FROM pg_replication_slots").as_deref(), Some("0"));
+    assert_eq!(
+        (snapshot(east, "public"), snapshot(west, "public")),
+        before,
+        "ROLLBACK must leave no trace on any node"
+    );
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM pg_replication_slots")
+            .as_deref(),
+        Some("0")
+    );
     // wait_ready in the same transaction as join is refused with a hint.
-    let e = west.expect_error(&format!("BEGIN; SELECT federation.join('{}'); SELECT federation.wait_ready('5 s')", east.conninfo()));
+    let e = west.expect_error(&format!(
+        "BEGIN; SELECT federation.join('{}'); SELECT federation.wait_ready('5 s')",
+        east.conninfo()
+    ));
     west.execute("ROLLBACK");
     assert_eq!(e.code, "55000", "{e}");
     // A migration tool's transaction.
-    west.execute(&format!("BEGIN; SELECT federation.join('{}'); COMMIT;", east.conninfo()));
+    west.execute(&format!(
+        "BEGIN; SELECT federation.join('{}'); COMMIT;",
+        east.conninfo()
+    ));
     west.execute("SELECT federation.wait_ready('90 s')");
     assert_converged(&c, "hippos");
-    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("1"));
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM hippos").as_deref(),
+        Some("1")
+    );
 }
 
 #[test]
@@ -130,27 +199,53 @@ fn a_failed_join_leaves_nothing_and_a_retry_succeeds() {
         let e = west.expect_error(sql);
         assert_eq!(&e.code, code, "{sql}: {e}");
         assert!(e.message.contains(needle), "{sql}: {e}");
-        assert!(!e.to_string().contains("secret123"), "a password leaked into an error: {e}");
+        assert!(
+            !e.to_string().contains("secret123"),
+            "a password leaked into an error: {e}"
+        );
         assert_eq!(snap(), before, "{sql}: something was left behind");
     }
     // The fix: the right credentials, from a password file rather than the string (the
     // server writes it, so it belongs to the server's user; it must be mode 0600).
     let pgpass = west.files_dir().join("pgpass");
-    west.execute(&format!("COPY (SELECT '127.0.0.1:{}:*:fed:right-one') TO '{}'", east.port, pgpass.display()));
+    west.execute(&format!(
+        "COPY (SELECT '127.0.0.1:{}:*:fed:right-one') TO '{}'",
+        east.port,
+        pgpass.display()
+    ));
     // libpq ignores a password file others can read.
     std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    west.execute(&format!("SELECT federation.join('{} user=fed passfile={}')", east.conninfo(), pgpass.display()));
+    west.execute(&format!(
+        "SELECT federation.join('{} user=fed passfile={}')",
+        east.conninfo(),
+        pgpass.display()
+    ));
     west.execute("SELECT federation.wait_ready('90 s')");
     assert_converged(&c, "hippos");
     // Passwords never show in the views.
-    let shown = west.scalar("SELECT federation.mask_conninfo('host=a user=fed password=right-one sslpassword=x')").unwrap();
-    assert!(!shown.contains("right-one") && !shown.contains("sslpassword"), "{shown}");
-    assert!(!west.scalar("SELECT string_agg(conninfo, ' ') FROM federation.nodes").unwrap().contains("right-one"));
+    let shown = west
+        .scalar(
+            "SELECT federation.mask_conninfo('host=a user=fed password=right-one sslpassword=x')",
+        )
+        .unwrap();
+    assert!(
+        !shown.contains("right-one") && !shown.contains("sslpassword"),
+        "{shown}"
+    );
+    assert!(!west
+        .scalar("SELECT string_agg(conninfo, ' ') FROM federation.nodes")
+        .unwrap()
+        .contains("right-one"));
 }
 
 #[test]
 fn join_refuses_incompatible_peers() {
-    let c = Cluster::start(&[NodeSpec::guc("east"), NodeSpec::guc("west"), NodeSpec::guc("bare").without_extension(), NodeSpec::guc("east2")]);
+    let c = Cluster::start(&[
+        NodeSpec::guc("east"),
+        NodeSpec::guc("west"),
+        NodeSpec::guc("bare").without_extension(),
+        NodeSpec::guc("east2"),
+    ]);
     let (east, west, bare) = (c.node("east"), c.node("west"), c.node("bare"));
     east.execute(HIPPOS);
     // pg_federation missing on the peer.
@@ -170,7 +265,10 @@ fn join_refuses_incompatible_peers() {
     east.execute("CREATE ROLE weak LOGIN");
     west.execute("SELECT federation.disable('hippos'); DROP TABLE hippos;");
     west.execute(HIPPOS);
-    let e = west.expect_error(&format!("SELECT federation.join('{} user=weak')", east.conninfo()));
+    let e = west.expect_error(&format!(
+        "SELECT federation.join('{} user=weak')",
+        east.conninfo()
+    ));
     assert_eq!(e.code, "42501", "{e}");
     // The same node name (renamed east2 -> east).
     let twin = c.node("east2");
@@ -180,7 +278,13 @@ fn join_refuses_incompatible_peers() {
     west.reload();
     let e = west.expect_error(&format!("SELECT federation.join('{}')", east.conninfo()));
     assert_eq!(e.code, "55000", "no node_conninfo: {e}");
-    assert!(e.hint.as_deref().unwrap_or("").contains("federation.node_conninfo"), "{e}");
+    assert!(
+        e.hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("federation.node_conninfo"),
+        "{e}"
+    );
     west.append_conf(&format!("federation.node_conninfo = '{}'", west.conninfo()));
     west.reload();
     twin.execute("ALTER SYSTEM SET federation.node_name = 'east'");
@@ -193,7 +297,10 @@ fn join_refuses_incompatible_peers() {
     assert_eq!((snapshot(east, "public"), snapshot(twin, "public")), before);
     // Not superuser: refused.
     west.execute("CREATE ROLE app LOGIN");
-    let e = west.expect_error(&format!("SET ROLE app; SELECT federation.join('{}')", east.conninfo()));
+    let e = west.expect_error(&format!(
+        "SET ROLE app; SELECT federation.join('{}')",
+        east.conninfo()
+    ));
     west.execute("RESET ROLE");
     assert_eq!(e.code, "42501", "{e}");
     // Finally the real thing works.
@@ -228,7 +335,13 @@ fn leave_and_drop_node() {
     let before = snapshot(west, "public");
     let e = west.expect_error("SELECT federation.disable('hippos')");
     assert_eq!(e.code, "55000", "{e}");
-    assert!(e.hint.as_deref().unwrap_or("").contains("federation.leave()"), "{e}");
+    assert!(
+        e.hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("federation.leave()"),
+        "{e}"
+    );
     assert_eq!(snapshot(west, "public"), before);
 
     // west leaves: everywhere its subscriptions, slots and catalog rows go; its rows stay.
@@ -237,34 +350,81 @@ fn leave_and_drop_node() {
     assert_eq!(e.code, "25001", "{e}");
     west.execute("SELECT federation.leave()");
     for n in [east, central] {
-        assert_eq!(n.scalar("SELECT count(*) FROM federation.node WHERE node_name = 'west'").as_deref(), Some("0"));
-        assert_eq!(n.scalar("SELECT count(*) FROM pg_subscription WHERE subname LIKE '%west%'").as_deref(), Some("0"));
-        assert_eq!(n.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%west%'").as_deref(), Some("0"));
-        assert_eq!(n.scalar("SELECT count(*) FROM hippos_west").as_deref(), Some("10"), "rows kept by default");
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM federation.node WHERE node_name = 'west'")
+                .as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM pg_subscription WHERE subname LIKE '%west%'")
+                .as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%west%'")
+                .as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM hippos_west").as_deref(),
+            Some("10"),
+            "rows kept by default"
+        );
     }
-    assert_eq!(west.scalar("SELECT count(*) FROM pg_subscription").as_deref(), Some("0"));
-    assert_eq!(west.scalar("SELECT count(*) FROM pg_replication_slots").as_deref(), Some("0"));
-    assert_eq!(west.scalar("SELECT count(*) FROM federation.node").as_deref(), Some("0"));
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM pg_subscription")
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM pg_replication_slots")
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM federation.node")
+            .as_deref(),
+        Some("0")
+    );
     // Out of the federation, west may turn the table back into an ordinary one, with every row.
     west.execute("SELECT federation.disable('hippos')");
-    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("30"));
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM hippos").as_deref(),
+        Some("30")
+    );
     west.execute("DROP TABLE hippos");
     west.execute(HIPPOS);
 
     // central dies; east drops it while it is unreachable.
     central.stop();
     east.execute("SELECT federation.drop_node('central')");
-    assert_eq!(east.scalar("SELECT count(*) FROM federation.node").as_deref(), Some("0"));
-    assert_eq!(east.scalar("SELECT count(*) FROM pg_subscription").as_deref(), Some("0"));
-    assert_eq!(east.scalar("SELECT count(*) FROM pg_replication_slots").as_deref(), Some("0"), "WAL no longer held for the dead node");
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM federation.node")
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM pg_subscription")
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM pg_replication_slots")
+            .as_deref(),
+        Some("0"),
+        "WAL no longer held for the dead node"
+    );
     let e = east.expect_error("SELECT federation.drop_node('nobody')");
     assert_eq!(e.code, "42704", "{e}");
     // west can join east again.
     join(west, east);
     east.execute("INSERT INTO hippos (value) VALUES (99)");
-    wait_until("west to receive east's new row", Duration::from_secs(60), &[east, west], || {
-        Ok(west.scalar("SELECT count(*) FROM hippos_east").as_deref() == Some("11"))
-    });
+    wait_until(
+        "west to receive east's new row",
+        Duration::from_secs(60),
+        &[east, west],
+        || Ok(west.scalar("SELECT count(*) FROM hippos_east").as_deref() == Some("11")),
+    );
 }
 
 #[test]
@@ -280,7 +440,9 @@ fn writers_during_a_join_lose_nothing() {
             std::thread::spawn(move || {
                 let mut acked = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    client.batch_execute("INSERT INTO hippos (value) VALUES (1)").unwrap();
+                    client
+                        .batch_execute("INSERT INTO hippos (value) VALUES (1)")
+                        .unwrap();
                     acked += 1;
                 }
                 acked
@@ -292,8 +454,24 @@ fn writers_during_a_join_lose_nothing() {
     let acked: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     assert_converged(&c, "hippos");
     for n in [east, west] {
-        assert_eq!(n.scalar("SELECT count(*) FROM hippos_east").unwrap().parse::<u64>().unwrap(), acked[0], "on {}", n.name);
-        assert_eq!(n.scalar("SELECT count(*) FROM hippos_west").unwrap().parse::<u64>().unwrap(), acked[1], "on {}", n.name);
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM hippos_east")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+            acked[0],
+            "on {}",
+            n.name
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM hippos_west")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+            acked[1],
+            "on {}",
+            n.name
+        );
     }
 }
 
@@ -307,7 +485,10 @@ fn a_restart_while_a_join_completes_does_not_stop_it() {
     west.restart(); // and so does the joining node
     west.execute("SELECT federation.wait_ready('90 s')");
     assert_converged(&c, "hippos");
-    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("100"));
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM hippos").as_deref(),
+        Some("100")
+    );
 }
 
 #[test]
@@ -321,7 +502,7 @@ fn a_table_enabled_later_joins_the_mesh() {
     }
     east.execute("INSERT INTO later VALUES (1, 'e')");
     central.execute("INSERT INTO later VALUES (2, 'c')"); // rows there before: central's own
-    // A table missing on one member is refused up front, naming the member; nothing changes.
+                                                          // A table missing on one member is refused up front, naming the member; nothing changes.
     east.execute("CREATE TABLE only_here (id int PRIMARY KEY)");
     let before = snapshot(east, "public");
     let e = east.expect_error("SELECT federation.enable('only_here')");
@@ -334,7 +515,13 @@ fn a_table_enabled_later_joins_the_mesh() {
     west.execute("INSERT INTO later VALUES (3, 'w')");
     assert_converged(&c, "later");
     for n in [east, central, west] {
-        assert_eq!(n.scalar("SELECT string_agg(id || ':' || node_name, ',' ORDER BY id) FROM later").as_deref(), Some("1:east,2:central,3:west"), "on {}", n.name);
+        assert_eq!(
+            n.scalar("SELECT string_agg(id || ':' || node_name, ',' ORDER BY id) FROM later")
+                .as_deref(),
+            Some("1:east,2:central,3:west"),
+            "on {}",
+            n.name
+        );
     }
 }
 
@@ -347,12 +534,23 @@ fn a_renamed_node_refuses_writes_until_its_name_is_restored() {
     west.reload();
     let e = west.expect_error("INSERT INTO hippos (value) VALUES (1)");
     assert_eq!(e.code, "55000", "{e}");
-    assert!(e.message.contains("changed from \"west\" to \"west2\""), "{e}");
+    assert!(
+        e.message.contains("changed from \"west\" to \"west2\""),
+        "{e}"
+    );
     assert!(e.hint.as_deref().unwrap_or("").contains("leave"), "{e}");
-    assert_eq!(west.scalar("SELECT count(*) FROM hippos_west").as_deref(), Some("0"), "no row went anywhere");
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM hippos_west").as_deref(),
+        Some("0"),
+        "no row went anywhere"
+    );
     west.execute("ALTER SYSTEM RESET federation.node_name");
     west.reload();
-    assert_eq!(west.scalar("INSERT INTO hippos (value) VALUES (1) RETURNING node_name").as_deref(), Some("west"));
+    assert_eq!(
+        west.scalar("INSERT INTO hippos (value) VALUES (1) RETURNING node_name")
+            .as_deref(),
+        Some("west")
+    );
 }
 
 #[test]
@@ -364,7 +562,10 @@ fn a_member_unreachable_during_the_join_is_refused_cleanly() {
     let before = (snapshot(east, "public"), snapshot(west, "public"));
     let e = west.expect_error(&format!("SELECT federation.join('{}')", east.conninfo()));
     assert_eq!(e.code, "08001", "{e}");
-    assert!(e.message.contains("central"), "the error names the unreachable member: {e}");
+    assert!(
+        e.message.contains("central"),
+        "the error names the unreachable member: {e}"
+    );
     assert_eq!((snapshot(east, "public"), snapshot(west, "public")), before);
     central.start_again();
     join(west, east);

@@ -16,7 +16,12 @@ mod tests {
     }
 
     fn from_file(path: &str, label: &str) -> Sources {
-        Sources { guc: None, labels_path: Some(path.to_string()), label: label.to_string(), try_pgnodemx: true }
+        Sources {
+            guc: None,
+            labels_path: Some(path.to_string()),
+            label: label.to_string(),
+            try_pgnodemx: true,
+        }
     }
 
     #[pg_test]
@@ -24,7 +29,9 @@ mod tests {
         // postgresql_conf_options() sets federation.node_name = 'pgrx_test'.
         let name = Spi::get_one::<String>("SELECT federation.node_name()").unwrap();
         assert_eq!(name.as_deref(), Some("pgrx_test"));
-        let source = Spi::get_one::<String>("SELECT federation.node_name_source()").unwrap().unwrap();
+        let source = Spi::get_one::<String>("SELECT federation.node_name_source()")
+            .unwrap()
+            .unwrap();
         assert!(source.contains("federation.node_name"), "{source}");
     }
 
@@ -56,7 +63,11 @@ mod tests {
     #[pg_test]
     fn node_label_selects_another_label() {
         let f = labels_file("postgres-operator.crunchydata.com/cluster=\"hippo-east\"\n");
-        let r = resolve(&from_file(f.path().to_str().unwrap(), "postgres-operator.crunchydata.com/cluster")).unwrap();
+        let r = resolve(&from_file(
+            f.path().to_str().unwrap(),
+            "postgres-operator.crunchydata.com/cluster",
+        ))
+        .unwrap();
         assert_eq!(r.name, "hippo-east");
     }
 
@@ -65,7 +76,11 @@ mod tests {
         let f = labels_file("app=\"hippo\"\ntier=\"db\"\n");
         let e = resolve(&from_file(f.path().to_str().unwrap(), "pg-cluster")).unwrap_err();
         assert_eq!(e.code, PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR);
-        assert!(e.message.contains("no label \"pg-cluster\""), "{}", e.message);
+        assert!(
+            e.message.contains("no label \"pg-cluster\""),
+            "{}",
+            e.message
+        );
         assert!(e.detail.as_deref().unwrap().contains("app, tier"), "{e}");
         assert!(e.hint.is_some());
     }
@@ -84,7 +99,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = resolve(&from_file(dir.path().to_str().unwrap(), "pg-cluster")).unwrap_err();
         assert_eq!(e.code, PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR);
-        assert!(e.message.contains("could not read labels file"), "{}", e.message);
+        assert!(
+            e.message.contains("could not read labels file"),
+            "{}",
+            e.message
+        );
     }
 
     #[pg_test]
@@ -105,23 +124,57 @@ mod tests {
             try_pgnodemx: true, // pgnodemx is not installed in the test database
         };
         let e = resolve(&src).unwrap_err();
-        assert_eq!(e.code, PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
+        assert_eq!(
+            e.code,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+        );
         assert_eq!(e.message, "no node name is configured for this server");
-        assert!(e.hint.as_deref().unwrap().contains("ALTER SYSTEM SET federation.node_name"), "{e}");
+        assert!(
+            e.hint
+                .as_deref()
+                .unwrap()
+                .contains("ALTER SYSTEM SET federation.node_name"),
+            "{e}"
+        );
     }
 
     #[pg_test]
     fn node_name_rule() {
-        for good in ["east", "a", "node_1", "hippo-east", "abcdefghijklmnopqrstuvwx"] {
-            assert!(validate_node_name(good, "test").is_ok(), "{good} should be valid");
+        for good in [
+            "east",
+            "a",
+            "node_1",
+            "hippo-east",
+            "abcdefghijklmnopqrstuvwx",
+        ] {
+            assert!(
+                validate_node_name(good, "test").is_ok(),
+                "{good} should be valid"
+            );
         }
         for bad in [
-            "", "East", "1east", "_east", "-east", "east west", "east\"; DROP TABLE x; --", "ea.st",
-            "abcdefghijklmnopqrstuvwxy", "default", "ëast",
+            "",
+            "East",
+            "1east",
+            "_east",
+            "-east",
+            "east west",
+            "east\"; DROP TABLE x; --",
+            "ea.st",
+            "abcdefghijklmnopqrstuvwxy",
+            "default",
+            "ëast",
         ] {
             let e = validate_node_name(bad, "test").unwrap_err();
-            assert_eq!(e.code, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "{bad}");
-            assert!(e.detail.as_deref().unwrap().contains("1 to 24 bytes"), "{e}");
+            assert_eq!(
+                e.code,
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "{bad}"
+            );
+            assert!(
+                e.detail.as_deref().unwrap().contains("1 to 24 bytes"),
+                "{e}"
+            );
         }
     }
 }
