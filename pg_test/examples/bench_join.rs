@@ -67,6 +67,36 @@ fn write_for(east: &Node, table: &str, secs: u64, rate: Option<u64>) -> u64 {
     n
 }
 
+/// Paired: one transaction per tick writes a row into each of `tables` (order alternating),
+/// `rate` transactions/s for `secs` seconds, so every path replicates the same commits under
+/// the same load at the same moment and the machine's noise falls on all alike.
+fn write_paired(east: &Node, tables: &[&str], secs: u64, rate: u64) -> u64 {
+    let mut c = east.connect().unwrap();
+    let stmts: Vec<_> = tables
+        .iter()
+        .map(|t| {
+            c.prepare(&format!("INSERT INTO {t} (value) VALUES (1)"))
+                .unwrap()
+        })
+        .collect();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let mut tx = c.transaction().unwrap();
+        for k in 0..stmts.len() {
+            tx.execute(&stmts[(k + n as usize) % stmts.len()], &[])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        n += 1;
+        let due = start + Duration::from_micros(n * 1_000_000 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait); // pacing the writer to a fixed rate
+        }
+    }
+    n
+}
+
 /// Waits until west has applied `n` rows of `kind` (bounded: 5 minutes).
 fn await_applied(west: &Node, kind: &str, n: u64) {
     pg_test::wait_until(
@@ -225,6 +255,27 @@ fn main() {
             row.push((p50, p99, per_s));
         }
         summary.push((label, row));
+    }
+    if rounds > 0 {
+        // Paired: the federated table and the native one written in the same transactions.
+        west.execute("TRUNCATE lag_log");
+        let mut n = 0;
+        for _ in 0..rounds {
+            n += write_paired(east, &["hippos", "native"], secs, 1000);
+        }
+        await_applied(west, "federated", n);
+        await_applied(west, "native", n);
+        let mut row = vec![];
+        for kind in ["native", "federated"] {
+            let (p50, p99, count) = percentiles(west, kind);
+            let per_s = n as f64 / (rounds as f64 * secs as f64);
+            println!(
+                "| 1,000 rows/s paired | {kind} | {count} | {per_s:.0} | {p50:.2} | {p99:.2} |"
+            );
+            row.push((p50, p99, per_s));
+        }
+        row.push(row[0]); // no recipe path in the paired run: its column repeats native
+        summary.push(("1,000 rows/s paired (both tables in each transaction)", row));
     }
     if rounds == 0 {
         summary.clear();
