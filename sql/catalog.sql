@@ -61,6 +61,27 @@ AS $$ SELECT EXISTS (SELECT 1 FROM federation.local_node WHERE conninfo IS NOT N
 GRANT SELECT ON federation.federated_table, federation.partition TO PUBLIC;
 GRANT SELECT (node_name, state, joined_at) ON federation.node TO PUBLIC;
 
+-- What this node's worker last saw of each member, for federation.status(): this node's slot
+-- on the member (how far this node has confirmed, the WAL the member keeps for it, whether the
+-- slot was lost) and this node's subscription error counters. Refreshed every few seconds;
+-- unlogged (a crash empties it; the next probe refills it).
+CREATE UNLOGGED TABLE federation.peer_probe (
+    node_name           text PRIMARY KEY,
+    probed_at           timestamptz NOT NULL,
+    reachable           boolean NOT NULL,
+    probe_error         text,          -- never holds a password
+    unreachable_since   timestamptz,   -- first failed probe of the current outage
+    peer_lsn            pg_lsn,        -- the member's current WAL position
+    slot_found          boolean,       -- this node's slot on the member exists
+    slot_wal_status     text,
+    slot_confirmed_lsn  pg_lsn,
+    slot_retained_bytes numeric,
+    apply_errors        bigint NOT NULL DEFAULT 0,
+    sync_errors         bigint NOT NULL DEFAULT 0,
+    errors_seen_at      timestamptz    -- when the worker last saw an error counter grow
+);
+REVOKE ALL ON federation.peer_probe FROM PUBLIC;
+
 -- pg_dump of a database keeps the federation's state.
 SELECT pg_catalog.pg_extension_config_dump('federation.local_node', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.node', '');

@@ -21,7 +21,15 @@ pub static NODE_CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CStr
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
+/// Health thresholds of federation.status(): replication lag as time (seconds) and WAL kept
+/// for a peer or not yet confirmed by it (megabytes).
+pub static LAG_WARNING: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static LAG_CRITICAL: GucSetting<i32> = GucSetting::<i32>::new(600);
+pub static WAL_WARNING: GucSetting<i32> = GucSetting::<i32>::new(1024);
+pub static WAL_CRITICAL: GucSetting<i32> = GucSetting::<i32>::new(8192);
+
 pub fn init() {
+    thresholds();
     // PGC_SIGHUP: only postgresql.conf or ALTER SYSTEM (both superuser-only) can set these,
     // and a reload applies a change. A session-level SET is refused, so no session can
     // pretend to be another node and write into its partition.
@@ -73,6 +81,39 @@ pub fn init() {
         GucFlags::default(),
     );
     reserve_prefix(c"federation");
+}
+
+/// Thresholds of federation.status() and federation.health(); any role may set them for its
+/// own session (a monitoring probe can be stricter than the server's defaults).
+fn thresholds() {
+    let defs: [(&'static CStr, &'static CStr, &'static GucSetting<i32>, GucFlags); 4] = [
+        (c"federation.lag_warning", c"Replication lag (time) at which federation.status() reports WARNING.", &LAG_WARNING, GucFlags::UNIT_S),
+        (c"federation.lag_critical", c"Replication lag (time) at which federation.status() reports CRITICAL.", &LAG_CRITICAL, GucFlags::UNIT_S),
+        (
+            c"federation.retained_wal_warning",
+            c"WAL kept for a peer, or sent but not confirmed, at which federation.status() reports WARNING.",
+            &WAL_WARNING,
+            GucFlags::UNIT_MB,
+        ),
+        (
+            c"federation.retained_wal_critical",
+            c"WAL kept for a peer, or sent but not confirmed, at which federation.status() reports CRITICAL.",
+            &WAL_CRITICAL,
+            GucFlags::UNIT_MB,
+        ),
+    ];
+    for (name, short, setting, flags) in defs {
+        GucRegistry::define_int_guc(
+            name,
+            short,
+            c"See docs/operations.md.",
+            setting,
+            1,
+            i32::MAX,
+            GucContext::Userset,
+            flags,
+        );
+    }
 }
 
 #[cfg(any(feature = "pg15", feature = "pg16", feature = "pg17", feature = "pg18"))]

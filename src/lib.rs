@@ -15,11 +15,14 @@ pub mod identity;
 pub mod labels;
 pub mod membership;
 pub mod naming;
+pub mod probe;
 pub mod publication;
 pub mod ready;
 pub mod remote;
+pub mod resync;
 pub mod sql;
 pub mod table;
+pub mod verify;
 pub mod worker;
 
 pgrx::extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
@@ -51,6 +54,17 @@ pgrx::extension_sql_file!(
     "../sql/views.sql",
     name = "views",
     requires = ["catalog", identity::node_name, ready::mask_conninfo]
+);
+
+pgrx::extension_sql_file!(
+    "../sql/status.sql",
+    name = "status",
+    requires = [
+        "catalog",
+        membership::subscription_name_sql,
+        verify::verify_tables,
+        resync::resync_node
+    ]
 );
 
 ::pgrx::pg_module_magic!();

@@ -39,6 +39,12 @@ pub fn subscription_name(publisher: &str, subscriber: &str) -> String {
     )
 }
 
+/// SQL face of [`subscription_name`], for federation.status().
+#[pg_extern(immutable, strict, parallel_safe, name = "subscription_name")]
+fn subscription_name_sql(publisher: &str, subscriber: &str) -> String {
+    subscription_name(publisher, subscriber)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TableShape {
     pub table: String,
@@ -263,6 +269,17 @@ fn remove_member_impl(name: &str, drop_partitions: bool) -> FedResult<()> {
         }
     }
     Ok(())
+}
+
+/// Superuser check with the reason this call needs it.
+pub fn require_superuser_for(what: &str, why: &str) -> FedResult<()> {
+    // SAFETY: reads this backend's user id.
+    if unsafe { pg_sys::superuser() } {
+        return Ok(());
+    }
+    Err(FedError::privilege(format!("permission denied for {what}"))
+        .detail(why.to_string())
+        .hint("Run it as a superuser."))
 }
 
 pub fn require_superuser(what: &str) -> FedResult<()> {
@@ -600,7 +617,7 @@ fn leave_federation(drop_rows: bool) {
     leave(drop_rows).or_raise()
 }
 
-fn must_run_alone(what: &str) -> FedResult<()> {
+pub fn must_run_alone(what: &str) -> FedResult<()> {
     if in_transaction_block() {
         return Err(FedError::new(PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION, format!("{what} cannot run inside a transaction block"))
             .detail("It drops subscriptions and replication slots on other nodes, which a ROLLBACK could not undo.")

@@ -106,18 +106,23 @@ pub fn wait_ready(timeout: Duration) -> FedResult<()> {
             .detail(format!("Not ready: {}.", pending.join(", ")))
             .hint("Initial copies of large tables take time: call federation.wait_ready() again with a longer timeout, and see federation.nodes."));
         }
-        // SAFETY: waiting on our own latch, with a timeout.
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                100,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-        }
-        pgrx::check_for_interrupts!();
+        nap(100);
     }
+}
+
+/// Waits `ms` milliseconds on this backend's latch; a cancel or terminate request interrupts it.
+pub fn nap(ms: i64) {
+    // SAFETY: waiting on our own latch, with a timeout.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pgrx::check_for_interrupts!();
 }
 
 /// A connection string without its password, for views.

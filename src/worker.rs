@@ -30,6 +30,9 @@ use std::time::Duration;
 
 pub const WORKER_TYPE: &str = "pg_federation worker";
 
+/// How often the worker probes every member for federation.status().
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
 /// Registers the worker; called from _PG_init while shared_preload_libraries loads.
 pub fn register() {
     BackgroundWorkerBuilder::new(WORKER_TYPE)
@@ -77,6 +80,7 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     log!("pg_federation worker started in database \"{db}\"");
     let mut pause = Duration::from_millis(200);
+    let mut last_probe: Option<std::time::Instant> = None;
     while BackgroundWorker::wait_latch(Some(pause)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: the standard way a background worker applies a reload.
@@ -84,6 +88,10 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
         }
         let busy = reconcile_once();
         pause = Duration::from_millis(if busy { 100 } else { 1000 });
+        if last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {
+            crate::probe::probe_members();
+            last_probe = Some(std::time::Instant::now());
+        }
     }
 }
 
@@ -254,7 +262,7 @@ fn pending_tables(r: &mut Remote, name: &str) -> FedResult<Option<i64>> {
 
 /// (tables not yet ready, of which copied and waiting for the apply worker), or None when
 /// the subscription does not exist.
-fn sync_state(r: &mut Remote, name: &str) -> FedResult<Option<(i64, i64)>> {
+pub fn sync_state(r: &mut Remote, name: &str) -> FedResult<Option<(i64, i64)>> {
     let row = r.query(
         "SELECT count(*) FILTER (WHERE sr.srsubstate <> 'r'), count(*) FILTER (WHERE sr.srsubstate = 's'), bool_or(s.subenabled)
          FROM pg_catalog.pg_subscription s LEFT JOIN pg_catalog.pg_subscription_rel sr ON sr.srsubid = s.oid
@@ -278,7 +286,7 @@ fn sync_state(r: &mut Remote, name: &str) -> FedResult<Option<(i64, i64)>> {
 /// gets a WAL nudge on the publisher: a transactional logical message (its commit flushes
 /// the WAL; PostgreSQL 15 does not flush a non-transactional one), which the walsender reads,
 /// skips and answers with a keepalive carrying its position.
-fn copies_pending(
+pub fn copies_pending(
     subscriber: &mut Remote,
     publisher: &mut Remote,
     name: &str,
@@ -299,7 +307,7 @@ fn copies_pending(
 /// subscription that does not exist yet: a slot left behind by an earlier failed attempt is
 /// dropped (when inactive) and made anew. Plain SQL over an autocommit connection: slot
 /// creation waits only for the publisher's running transactions, none of which waits for us.
-fn fresh_slot(publisher_conn: &mut Remote, slot: &str) -> FedResult<()> {
+pub fn fresh_slot(publisher_conn: &mut Remote, slot: &str) -> FedResult<()> {
     publisher_conn.query(
         "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND NOT active",
         &[Some(slot)],
@@ -313,7 +321,7 @@ fn fresh_slot(publisher_conn: &mut Remote, slot: &str) -> FedResult<()> {
 
 /// This node's copies of `owner`'s partitions, as SQL names (they are replicas: a new
 /// subscription's initial copy replaces them).
-fn copies_of(on: &mut Remote, owner: &str) -> FedResult<Vec<String>> {
+pub fn copies_of(on: &mut Remote, owner: &str) -> FedResult<Vec<String>> {
     let parts = on.query(
         "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM federation.partition p
          JOIN pg_catalog.pg_class c ON c.oid = p.partition JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -353,7 +361,7 @@ fn create_subscription_sql(sub: &str, publisher: &str, publisher_conninfo: &str)
 /// `on` (a multi-statement query is one implicit transaction; CREATE SUBSCRIPTION without
 /// create_slot may run in one). One commit, so PostgreSQL 15's launcher, which starts apply
 /// workers at most once per wal_retrieve_retry_interval, starts them all at once.
-fn create_subscriptions(
+pub fn create_subscriptions(
     on: &mut Remote,
     subs: &[(String, String, String, Vec<String>)],
 ) -> FedResult<()> {

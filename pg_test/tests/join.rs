@@ -1,51 +1,9 @@
 //! federation.join(), wait_ready(), leave() and drop_node() across real servers.
 
-use pg_test::checks::{digest, snapshot};
-use pg_test::{wait_until, Cluster, Node, NodeSpec};
+use pg_test::checks::snapshot;
+use pg_test::scenario::{assert_converged, join, nodes, HIPPOS};
+use pg_test::{wait_until, Cluster, NodeSpec};
 use std::time::Duration;
-
-const HIPPOS: &str = "CREATE TABLE hippos (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), value numeric, \
-                      created_at timestamptz NOT NULL DEFAULT now()); SELECT federation.enable('hippos');";
-
-fn nodes(names: &[&str]) -> Cluster {
-    let c = Cluster::start(&names.iter().map(|n| NodeSpec::guc(n)).collect::<Vec<_>>());
-    for n in &c.nodes {
-        n.execute(HIPPOS);
-    }
-    c
-}
-
-/// Joins `node` to the federation of `peer` and waits until it is ready.
-fn join(node: &Node, peer: &Node) {
-    node.execute(&format!("SELECT federation.join('{}')", peer.conninfo()));
-    node.execute("SELECT federation.wait_ready('90 s')");
-}
-
-/// Every node holds the same rows in every partition.
-fn assert_converged(c: &Cluster, table: &str) {
-    let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
-    wait_until(
-        &format!("every node to hold the same rows of {table}"),
-        Duration::from_secs(60),
-        &c.all(),
-        || {
-            for owner in &names {
-                let part = format!("{table}_{owner}");
-                let want = digest(c.node(owner), &part);
-                for n in &c.nodes {
-                    let got = digest(n, &part);
-                    if got != want {
-                        return Err(format!(
-                            "{part}: {} rows on {}, {} on owner {owner}",
-                            got.0, n.name, want.0
-                        ));
-                    }
-                }
-            }
-            Ok(true)
-        },
-    );
-}
 
 #[test]
 fn two_nodes_form_a_federation_and_rows_flow_both_ways() {

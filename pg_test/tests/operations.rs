@@ -1,0 +1,366 @@
+//! Operations: federation.status(), health(), verify() and resync() across real servers.
+
+use pg_test::checks::{digest, snapshot};
+use pg_test::scenario::{assert_converged, join, nodes, HIPPOS};
+use pg_test::{wait_until, Cluster, Node, NodeSpec};
+use std::time::Duration;
+
+/// (state, health, reason, stale_partitions, repair, retained_wal_bytes) of one status row.
+fn status(node: &Node, peer: &str, direction: &str) -> Vec<Option<String>> {
+    let rows = node.query(&format!(
+        "SELECT state, health, reason, stale_partitions::text, repair, retained_wal_bytes::text
+         FROM federation.status WHERE peer = '{peer}' AND direction = '{direction}'"
+    ));
+    assert_eq!(
+        rows.len(),
+        1,
+        "one {direction} row for {peer} on {}",
+        node.name
+    );
+    rows.into_iter().next().unwrap()
+}
+
+fn health(node: &Node) -> (String, String) {
+    let r = node.query("SELECT health, reason FROM federation.health()");
+    (r[0][0].clone().unwrap(), r[0][1].clone().unwrap())
+}
+
+fn wait_health(node: &Node, want: &str, nodes: &[&Node]) {
+    wait_until(
+        &format!("{} to report {want}", node.name),
+        Duration::from_secs(90),
+        nodes,
+        || {
+            let (h, reason) = health(node);
+            if h == want {
+                Ok(true)
+            } else {
+                Err(format!("health {h}: {reason}"))
+            }
+        },
+    );
+}
+
+/// verify() run on `node`: every row is the owner's or a match.
+fn assert_verified(node: &Node) -> usize {
+    let rows =
+        node.query("SELECT partition, node, status, coalesce(detail, '') FROM federation.verify()");
+    assert!(
+        !rows.is_empty(),
+        "verify() returned nothing on {}",
+        node.name
+    );
+    for r in &rows {
+        let status = r[2].as_deref().unwrap();
+        assert!(
+            status == "owner" || status == "match",
+            "verify on {}: {:?}",
+            node.name,
+            r
+        );
+    }
+    rows.len()
+}
+
+#[test]
+fn status_follows_a_stopped_node_and_verify_matches_after_it_returns() {
+    let c = nodes(&["east", "central", "west"]);
+    let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
+    join(central, east);
+    join(west, east);
+    for n in [east, central, west] {
+        n.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 200) g");
+    }
+    assert_converged(&c, "hippos");
+    for n in [east, central, west] {
+        wait_health(n, "OK", &[east, central, west]);
+        // Two members, both directions, plus the settings row.
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM federation.status")
+                .as_deref(),
+            Some("5")
+        );
+        assert_eq!(
+            n.scalar("SELECT string_agg(DISTINCT state, ',') FROM federation.status WHERE direction <> 'settings'").as_deref(),
+            Some("streaming")
+        );
+    }
+    // A monitoring role reads it without superuser; other roles cannot.
+    east.execute("CREATE ROLE monitor LOGIN IN ROLE pg_monitor; CREATE ROLE app LOGIN");
+    let as_monitor = east.query("SET ROLE monitor; SELECT health FROM federation.health()");
+    assert_eq!(as_monitor[0][0].as_deref(), Some("OK"));
+    let seen = east
+        .scalar("SELECT string_agg(s::text, ' ') FROM federation.status s")
+        .unwrap();
+    assert!(
+        !seen.contains("host="),
+        "status shows no connection string: {seen}"
+    );
+    east.execute("RESET ROLE");
+    let e = east.expect_error("SET ROLE app; SELECT * FROM federation.health()");
+    east.execute("RESET ROLE");
+    assert_eq!(e.code, "42501", "{e}");
+
+    // west goes down while the others write.
+    west.stop();
+    for n in [east, central] {
+        n.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 2000) g");
+    }
+    wait_until(
+        "east to see west disconnected",
+        Duration::from_secs(60),
+        &[east],
+        || {
+            let s = status(east, "west", "out");
+            Ok(s[0].as_deref() == Some("disconnected") && s[1].as_deref() == Some("WARNING"))
+        },
+    );
+    let (h, reason) = health(east);
+    assert_eq!(h, "WARNING");
+    assert!(reason.contains("west"), "{reason}");
+    let retained = |n: &Node| {
+        status(n, "west", "out")[5]
+            .as_deref()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let before = retained(east);
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 5000) g");
+    assert!(
+        retained(east) > before,
+        "WAL kept for west grows while it is down"
+    );
+    // The in direction: east's probe finds west unreachable.
+    wait_until(
+        "east's probe to find west unreachable",
+        Duration::from_secs(30),
+        &[east],
+        || {
+            let s = status(east, "west", "in");
+            if s[1].as_deref() == Some("WARNING")
+                && s[2].as_deref().unwrap_or("").contains("unreachable")
+            {
+                Ok(true)
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    );
+
+    // west returns, catches up, and every copy matches.
+    west.start_again();
+    assert_converged(&c, "hippos");
+    for n in [east, central, west] {
+        wait_health(n, "OK", &[east, central, west]);
+    }
+    for n in [east, central, west] {
+        // One table, three owners, three nodes per owner.
+        assert_eq!(assert_verified(n), 9);
+    }
+    assert_eq!(
+        east.scalar("SELECT count(*) FROM hippos").as_deref(),
+        Some("9600")
+    );
+}
+
+#[test]
+fn a_lost_slot_is_critical_names_the_stale_partitions_and_resync_repairs_it() {
+    let c = Cluster::start(&[
+        NodeSpec::guc("east").with_conf("max_slot_wal_keep_size = '1MB'"),
+        NodeSpec::guc("west"),
+    ]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in [east, west] {
+        n.execute(HIPPOS);
+        n.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 100) g");
+    }
+    join(west, east);
+    assert_converged(&c, "hippos");
+    wait_health(east, "OK", &[east, west]);
+
+    west.stop();
+    // Push east's WAL far past max_slot_wal_keep_size: west's slot there is invalidated.
+    wait_until(
+        "west's slot on east to be lost",
+        Duration::from_secs(120),
+        &[east],
+        || {
+            east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal(); CHECKPOINT;");
+            Ok(east.scalar("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'federation_east_west'").as_deref()
+            == Some("lost"))
+        },
+    );
+    let s = status(east, "west", "out");
+    assert_eq!(s[0].as_deref(), Some("slot lost"));
+    assert_eq!(s[1].as_deref(), Some("CRITICAL"));
+    assert!(s[2].as_deref().unwrap().contains("stale"), "{s:?}");
+    assert_eq!(
+        s[3].as_deref(),
+        Some("{public.hippos_east}"),
+        "the stale partitions: west's copies of east's"
+    );
+    assert_eq!(
+        s[4].as_deref(),
+        Some("on west: SELECT federation.resync('east');")
+    );
+    assert_eq!(health(east).0, "CRITICAL");
+
+    // On west the same story, from the other side, once its probe has looked.
+    west.start_again();
+    wait_until(
+        "west to see its slot on east lost",
+        Duration::from_secs(60),
+        &[west],
+        || Ok(status(west, "east", "in")[0].as_deref() == Some("slot lost")),
+    );
+    let s = status(west, "east", "in");
+    assert_eq!(s[1].as_deref(), Some("CRITICAL"));
+    assert_eq!(
+        s[4].as_deref(),
+        Some("on this node: SELECT federation.resync('east');")
+    );
+    let west_own = digest(west, "hippos_west");
+    west.execute("SELECT federation.resync('east')");
+    assert_eq!(
+        digest(west, "hippos_west"),
+        west_own,
+        "west's own partition untouched"
+    );
+    assert_converged(&c, "hippos");
+    assert_verified(west);
+    assert_verified(east);
+    for n in [east, west] {
+        wait_health(n, "OK", &[east, west]);
+    }
+    // The stream flows again after the repair.
+    east.execute("INSERT INTO hippos (value) VALUES (-1)");
+    assert_converged(&c, "hippos");
+}
+
+#[test]
+fn verify_finds_a_corrupted_copy_and_resync_of_one_table_repairs_it() {
+    let c = nodes(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in [east, west] {
+        n.execute(
+            "CREATE TABLE pens (id bigint PRIMARY KEY, name text); SELECT federation.enable('pens');",
+        );
+    }
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 1000) g; INSERT INTO pens SELECT g, 'p' || g FROM generate_series(1, 50) g");
+    west.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 300) g");
+    join(west, east);
+    assert_converged(&c, "hippos");
+    assert_converged(&c, "pens");
+    assert_verified(east);
+
+    // A copy damaged behind replication's back (replica mode passes the guards).
+    west.execute("SET session_replication_role = replica; DELETE FROM hippos_east WHERE value <= 10; UPDATE pens_east SET name = 'x' WHERE id = 1; RESET session_replication_role");
+    let bad = east.query("SELECT partition, node, detail FROM federation.verify() WHERE status = 'mismatch' ORDER BY 1");
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert_eq!(bad[0][0].as_deref(), Some("public.hippos_east"));
+    assert_eq!(bad[0][1].as_deref(), Some("west"));
+    assert_eq!(bad[0][2].as_deref(), Some("990 rows, the owner has 1000"));
+    assert_eq!(bad[1][0].as_deref(), Some("public.pens_east"));
+    assert_eq!(
+        bad[1][2].as_deref(),
+        Some("same row count, different contents")
+    );
+    // verify(one table) looks at that table only.
+    assert_eq!(
+        east.row_count("SELECT * FROM federation.verify('pens') WHERE status = 'mismatch'"),
+        1
+    );
+
+    // Repair one table; the other stays as it is until it is repaired too.
+    let west_own = digest(west, "hippos_west");
+    let pens_before = digest(west, "pens_east");
+    west.execute("SELECT federation.resync('east', 'hippos')");
+    assert_eq!(digest(west, "hippos_west"), west_own);
+    assert_eq!(
+        digest(west, "pens_east"),
+        pens_before,
+        "resync of hippos leaves pens alone"
+    );
+    assert_eq!(
+        east.row_count("SELECT * FROM federation.verify('hippos') WHERE status = 'mismatch'"),
+        0
+    );
+    west.execute("SELECT federation.resync('east')");
+    assert_verified(east);
+    assert_verified(west);
+    // Changes flow after the repair, including to the resynced table.
+    east.execute("INSERT INTO hippos (value) VALUES (-5); UPDATE pens SET name = 'y' WHERE id = 2");
+    assert_converged(&c, "hippos");
+    assert_converged(&c, "pens");
+}
+
+#[test]
+fn verify_and_resync_refuse_bad_input_and_change_nothing() {
+    let c = nodes(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    join(west, east);
+    west.execute("CREATE TABLE plain (id int PRIMARY KEY); CREATE ROLE clerk LOGIN");
+    let before = (snapshot(west, "public"), snapshot(east, "public"));
+    let cases: &[(&str, &str, &str)] = &[
+        ("SELECT federation.resync('west')", "22023", "is this node"),
+        (
+            "SELECT federation.resync('nosuch')",
+            "42704",
+            "not a member",
+        ),
+        (
+            "SELECT federation.resync('east', 'plain')",
+            "22023",
+            "is not federated",
+        ),
+        (
+            "SELECT federation.resync('east', 'nosuch')",
+            "42P01",
+            "does not exist",
+        ),
+        ("SELECT federation.resync(NULL)", "22004", ""),
+        (
+            "BEGIN; SELECT federation.resync('east')",
+            "25001",
+            "transaction block",
+        ),
+        (
+            "SET ROLE clerk; SELECT federation.resync('east')",
+            "42501",
+            "permission denied",
+        ),
+        (
+            "SELECT * FROM federation.verify('plain')",
+            "22023",
+            "is not federated",
+        ),
+        (
+            "SET ROLE clerk; SELECT * FROM federation.verify()",
+            "42501",
+            "permission denied",
+        ),
+        (
+            "SET ROLE clerk; SELECT * FROM federation.status",
+            "42501",
+            "permission denied",
+        ),
+    ];
+    for (sql, code, words) in cases {
+        let e = west.expect_error(sql);
+        west.execute("ROLLBACK; RESET ROLE");
+        assert_eq!(&e.code, code, "{sql}: {e}");
+        assert!(e.message.contains(words), "{sql}: {e}");
+    }
+    assert_eq!((snapshot(west, "public"), snapshot(east, "public")), before);
+    // A node outside any federation: health says so, verify refuses.
+    let alone = Node::start(&NodeSpec::guc("alone"));
+    assert_eq!(
+        health(&alone),
+        ("OK".into(), "this node has not joined a federation".into())
+    );
+    assert_eq!(
+        alone.expect_error("SELECT * FROM federation.verify()").code,
+        "55000"
+    );
+}

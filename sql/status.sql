@@ -1,0 +1,286 @@
+-- Health of the federation as seen from this node: federation.status() and federation.health().
+--
+-- One row per (this node, member) pair and direction:
+--   'in'  : this node receiving the member's partitions: this node's subscription (worker,
+--           initial copies, errors) and, from the worker's probe, this node's slot on the member
+--           (lag in bytes, WAL the member keeps for this node, whether that slot was lost);
+--   'out' : the member receiving this node's partitions: the member's slot on this node (lag in
+--           bytes and time, WAL kept here, wal_status) and its walsender;
+-- plus one 'settings' row: server settings too low for the current membership.
+-- Thresholds: federation.lag_warning / lag_critical (time), federation.retained_wal_warning /
+-- retained_wal_critical (bytes). SECURITY DEFINER so that pg_monitor sees every row; it shows
+-- no connection string.
+
+CREATE FUNCTION federation.status()
+RETURNS TABLE (
+    peer               text,
+    direction          text,
+    state              text,
+    health             text,
+    reason             text,
+    lag_bytes          numeric,
+    lag                interval,
+    retained_wal_bytes numeric,
+    wal_status         text,
+    tables_syncing     bigint,
+    rows_copied        bigint,
+    apply_errors       bigint,
+    sync_errors        bigint,
+    last_error_at      timestamptz,
+    stale_partitions   text[],
+    repair             text,
+    probed_at          timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH me AS (
+    SELECT l.node_name FROM federation.local_node l WHERE l.conninfo IS NOT NULL
+),
+limits AS (
+    SELECT coalesce(current_setting('federation.lag_warning', true), '1min')::interval AS lag_warn,
+           coalesce(current_setting('federation.lag_critical', true), '10min')::interval AS lag_crit,
+           pg_size_bytes(coalesce(current_setting('federation.retained_wal_warning', true), '1GB')) AS wal_warn,
+           pg_size_bytes(coalesce(current_setting('federation.retained_wal_critical', true), '8GB')) AS wal_crit
+),
+-- Each node's partitions, by owner, as names a DBA can paste.
+owned AS (
+    SELECT p.node_name, array_agg(p.partition::text ORDER BY p.partition::text) AS parts
+    FROM federation.partition p WHERE p.node_name IS NOT NULL GROUP BY p.node_name
+),
+inbound AS (
+    SELECT n.node_name AS peer, n.state AS member_state, n.last_error AS join_error,
+           s.oid AS subid, s.subenabled,
+           (SELECT w.pid FROM pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL) AS apply_pid,
+           (SELECT count(*) FROM pg_subscription_rel r WHERE r.srsubid = s.oid AND r.srsubstate <> 'r') AS syncing,
+           (SELECT sum(c.tuples_processed) FROM pg_stat_subscription w JOIN pg_stat_progress_copy c ON c.pid = w.pid
+             WHERE w.subid = s.oid AND w.relid IS NOT NULL)::bigint AS copied,
+           pr.reachable, pr.probe_error, pr.unreachable_since, pr.slot_found, pr.slot_wal_status,
+           pr.peer_lsn - pr.slot_confirmed_lsn AS lag_bytes, pr.slot_retained_bytes,
+           pr.apply_errors, pr.sync_errors, pr.errors_seen_at, pr.probed_at,
+           o.parts
+    FROM me CROSS JOIN federation.node n
+    LEFT JOIN pg_subscription s
+           ON s.subname = federation.subscription_name(n.node_name, me.node_name)
+          AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    LEFT JOIN federation.peer_probe pr ON pr.node_name = n.node_name
+    LEFT JOIN owned o ON o.node_name = n.node_name
+),
+inbound_judged AS (
+    SELECT i.*,
+        CASE
+            WHEN i.member_state = 'joining' AND i.join_error IS NOT NULL THEN 'WARNING'
+            WHEN i.member_state = 'joining' THEN 'OK'
+            WHEN i.member_state IN ('failed', 'leaving') THEN 'CRITICAL'
+            WHEN i.subid IS NULL OR NOT i.subenabled THEN 'CRITICAL'
+            WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' THEN 'CRITICAL'
+            WHEN i.slot_wal_status = 'unreserved' THEN 'CRITICAL'
+            WHEN i.reachable IS FALSE AND i.unreachable_since < now() - l.lag_crit THEN 'CRITICAL'
+            WHEN i.reachable IS FALSE THEN 'WARNING'
+            WHEN i.apply_pid IS NULL AND i.errors_seen_at > now() - l.lag_warn THEN 'CRITICAL'
+            WHEN i.lag_bytes > l.wal_crit OR i.slot_retained_bytes > l.wal_crit THEN 'CRITICAL'
+            WHEN i.apply_pid IS NULL THEN 'WARNING'
+            WHEN i.slot_wal_status = 'extended' THEN 'WARNING'
+            WHEN i.lag_bytes > l.wal_warn OR i.slot_retained_bytes > l.wal_warn THEN 'WARNING'
+            ELSE 'OK'
+        END AS health,
+        CASE
+            WHEN i.member_state = 'joining' AND i.join_error IS NOT NULL THEN 'joining; last step failed: ' || i.join_error
+            WHEN i.member_state = 'joining' THEN 'joining: wiring and initial copies in progress'
+            WHEN i.member_state IN ('failed', 'leaving') THEN 'member is ' || i.member_state
+            WHEN i.subid IS NULL THEN 'this node has no subscription to ' || i.peer || ': its new rows do not arrive here'
+            WHEN NOT i.subenabled THEN 'this node''s subscription to ' || i.peer || ' is disabled'
+            WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' THEN
+                'this node''s replication slot on ' || i.peer || ' was '
+                || CASE WHEN i.slot_found IS FALSE THEN 'dropped' ELSE 'invalidated (max_slot_wal_keep_size)' END
+                || ': this node''s copies of ' || i.peer || '''s partitions are stale'
+            WHEN i.slot_wal_status = 'unreserved' THEN
+                i.peer || ' is about to remove WAL this node still needs (wal_status unreserved)'
+            WHEN i.reachable IS FALSE THEN
+                i.peer || ' is unreachable since ' || date_trunc('second', i.unreachable_since) || ': ' || coalesce(i.probe_error, '')
+            WHEN i.apply_pid IS NULL AND i.errors_seen_at > now() - l.lag_warn THEN
+                'applying ' || i.peer || '''s changes keeps failing (' || i.apply_errors || ' apply and ' || i.sync_errors
+                || ' copy errors so far; the message is in this server''s log)'
+            WHEN i.lag_bytes > l.wal_crit OR i.lag_bytes > l.wal_warn THEN
+                'this node is ' || pg_size_pretty(i.lag_bytes) || ' behind ' || i.peer
+            WHEN i.slot_retained_bytes > l.wal_warn THEN
+                i.peer || ' keeps ' || pg_size_pretty(i.slot_retained_bytes) || ' of WAL for this node'
+            WHEN i.apply_pid IS NULL THEN 'apply worker for ' || i.peer || ' is not running (reconnecting or restarting)'
+            WHEN i.slot_wal_status = 'extended' THEN i.peer || ' keeps WAL for this node beyond max_wal_size'
+            WHEN i.syncing > 0 THEN i.syncing || ' table(s) still copying from ' || i.peer
+            ELSE 'receiving'
+        END AS reason
+    FROM inbound i CROSS JOIN limits l
+),
+outbound AS (
+    SELECT n.node_name AS peer, n.state AS member_state,
+           sl.slot_name, sl.active, sl.wal_status AS slot_wal_status,
+           pg_current_wal_lsn() - sl.confirmed_flush_lsn AS lag_bytes,
+           pg_current_wal_lsn() - sl.restart_lsn AS retained,
+           r.state AS sender_state, r.replay_lag, r.reply_time,
+           o.parts
+    FROM me CROSS JOIN federation.node n
+    LEFT JOIN pg_replication_slots sl ON sl.slot_name = federation.subscription_name(me.node_name, n.node_name)
+    LEFT JOIN pg_stat_replication r ON r.pid = sl.active_pid
+    LEFT JOIN owned o ON o.node_name = me.node_name
+),
+outbound_judged AS (
+    SELECT o.*,
+        CASE
+            WHEN o.member_state = 'joining' THEN 'OK'
+            WHEN o.member_state IN ('failed', 'leaving') THEN 'CRITICAL'
+            WHEN o.slot_name IS NULL OR o.slot_wal_status = 'lost' THEN 'CRITICAL'
+            WHEN o.slot_wal_status = 'unreserved' THEN 'CRITICAL'
+            WHEN o.retained > l.wal_crit OR o.lag_bytes > l.wal_crit OR o.replay_lag > l.lag_crit THEN 'CRITICAL'
+            WHEN NOT o.active THEN 'WARNING'
+            WHEN o.slot_wal_status = 'extended' THEN 'WARNING'
+            WHEN o.retained > l.wal_warn OR o.lag_bytes > l.wal_warn OR o.replay_lag > l.lag_warn THEN 'WARNING'
+            ELSE 'OK'
+        END AS health,
+        CASE
+            WHEN o.member_state = 'joining' THEN 'joining: wiring and initial copies in progress'
+            WHEN o.member_state IN ('failed', 'leaving') THEN 'member is ' || o.member_state
+            WHEN o.slot_name IS NULL THEN
+                o.peer || '''s replication slot on this node is gone: ' || o.peer || '''s copies of this node''s partitions are stale'
+            WHEN o.slot_wal_status = 'lost' THEN
+                o.peer || '''s replication slot on this node was invalidated (max_slot_wal_keep_size): '
+                || o.peer || '''s copies of this node''s partitions are stale'
+            WHEN o.slot_wal_status = 'unreserved' THEN
+                'this node is about to remove WAL ' || o.peer || ' still needs (wal_status unreserved)'
+            WHEN o.retained > l.wal_warn THEN
+                'this node keeps ' || pg_size_pretty(o.retained) || ' of WAL for ' || o.peer
+                || CASE WHEN NOT o.active THEN ', which is not connected' ELSE '' END
+            WHEN o.lag_bytes > l.wal_warn THEN o.peer || ' is ' || pg_size_pretty(o.lag_bytes) || ' behind this node'
+            WHEN o.replay_lag > l.lag_warn THEN o.peer || ' is ' || o.replay_lag || ' behind this node'
+            WHEN NOT o.active THEN o.peer || ' is not connected (WAL for it accumulates here)'
+            WHEN o.slot_wal_status = 'extended' THEN 'this node keeps WAL for ' || o.peer || ' beyond max_wal_size'
+            ELSE 'sending'
+        END AS reason
+    FROM outbound o CROSS JOIN limits l
+),
+members AS (SELECT count(*) AS n FROM federation.node),
+needs AS (
+    -- Per setting: what the current membership needs (one slot, walsender and apply worker
+    -- per member, plus one table copy per member during a join).
+    SELECT name, setting::bigint AS have, need
+    FROM pg_settings, members m,
+         LATERAL (SELECT CASE name
+             WHEN 'max_replication_slots' THEN m.n + current_setting('max_sync_workers_per_subscription')::bigint
+             WHEN 'max_wal_senders' THEN m.n + current_setting('max_sync_workers_per_subscription')::bigint
+             WHEN 'max_logical_replication_workers' THEN m.n + current_setting('max_sync_workers_per_subscription')::bigint
+             WHEN 'max_worker_processes' THEN current_setting('max_logical_replication_workers')::bigint + 2
+         END AS need) x
+    WHERE name IN ('max_replication_slots', 'max_wal_senders', 'max_logical_replication_workers', 'max_worker_processes')
+      AND EXISTS (SELECT 1 FROM me)
+),
+settings AS (
+    SELECT CASE WHEN bool_or(have < need) THEN 'WARNING' ELSE 'OK' END AS health,
+           coalesce(string_agg(format('%s = %s, needs at least %s', name, have, need), '; ' ORDER BY name)
+                    FILTER (WHERE have < need), 'settings suffice for ' || (SELECT n FROM members) || ' member(s)')
+           || CASE WHEN current_setting('max_slot_wal_keep_size') = '-1'
+                   THEN '; max_slot_wal_keep_size = -1: a member that stays down keeps WAL here without limit' ELSE '' END
+           AS reason
+    FROM needs
+    HAVING count(*) > 0
+)
+SELECT i.peer, 'in', CASE
+           WHEN i.member_state <> 'ready' THEN i.member_state
+           WHEN i.subid IS NULL THEN 'missing'
+           WHEN NOT i.subenabled THEN 'disabled'
+           WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' THEN 'slot lost'
+           WHEN i.apply_pid IS NULL THEN 'down'
+           WHEN i.syncing > 0 THEN 'copying'
+           ELSE 'streaming' END,
+       i.health, i.reason, i.lag_bytes, NULL::interval, i.slot_retained_bytes, i.slot_wal_status,
+       i.syncing, i.copied, i.apply_errors, i.sync_errors, i.errors_seen_at,
+       CASE WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' OR (i.subid IS NULL AND i.member_state = 'ready')
+            THEN i.parts END,
+       CASE WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' OR (i.subid IS NULL AND i.member_state = 'ready')
+            THEN format('on this node: SELECT federation.resync(%L);', i.peer)
+            WHEN i.health <> 'OK' AND i.apply_pid IS NULL AND i.errors_seen_at IS NOT NULL
+            THEN 'read this server''s log for the apply error; fix its cause (docs/runbook.md, "An apply error")' END,
+       i.probed_at
+FROM inbound_judged i
+UNION ALL
+SELECT o.peer, 'out', CASE
+           WHEN o.member_state <> 'ready' THEN o.member_state
+           WHEN o.slot_name IS NULL THEN 'slot missing'
+           WHEN o.slot_wal_status = 'lost' THEN 'slot lost'
+           WHEN NOT o.active THEN 'disconnected'
+           ELSE coalesce(o.sender_state, 'connected') END,
+       o.health, o.reason, o.lag_bytes,
+       CASE WHEN o.active THEN coalesce(o.replay_lag, interval '0') END,
+       o.retained, o.slot_wal_status, NULL, NULL, NULL, NULL, NULL,
+       CASE WHEN (o.slot_name IS NULL OR o.slot_wal_status = 'lost') AND o.member_state = 'ready' THEN o.parts END,
+       CASE WHEN (o.slot_name IS NULL OR o.slot_wal_status = 'lost') AND o.member_state = 'ready'
+            THEN format('on %s: SELECT federation.resync(%L);', o.peer, (SELECT node_name FROM me)) END,
+       now()
+FROM outbound_judged o
+UNION ALL
+SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       CASE WHEN s.health <> 'OK' THEN 'raise the settings named in reason (docs/operations.md, "Settings")' END, now()
+FROM settings s
+ORDER BY 1 NULLS FIRST, 2
+$$;
+
+COMMENT ON FUNCTION federation.status() IS
+  'One row per member and direction (in: this node receiving the member''s partitions; out: '
+  'the member receiving this node''s), plus server settings: state, health (OK, WARNING, '
+  'CRITICAL), reason, lag, WAL kept, copies in progress, errors, stale partitions and the repair.';
+
+CREATE VIEW federation.status AS SELECT * FROM federation.status();
+
+-- The worst health of federation.status() and why, for probes: one row, always.
+CREATE FUNCTION federation.health(OUT health text, OUT reason text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH s AS (
+    SELECT st.*, CASE st.health WHEN 'CRITICAL' THEN 2 WHEN 'WARNING' THEN 1 ELSE 0 END AS rank
+    FROM federation.status() st
+), worst AS (
+    SELECT max(rank) AS rank, count(*) FILTER (WHERE rank = (SELECT max(rank) FROM s)) AS n FROM s
+)
+SELECT CASE w.rank WHEN 2 THEN 'CRITICAL' WHEN 1 THEN 'WARNING' ELSE 'OK' END,
+       CASE
+           WHEN NOT EXISTS (SELECT 1 FROM s) THEN 'this node has not joined a federation'
+           WHEN w.rank = 0 THEN 'every member replicates both ways'
+           ELSE (SELECT coalesce(s.peer || ' ' || s.direction || ': ', '') || s.reason
+                 FROM s WHERE s.rank = w.rank ORDER BY s.peer NULLS LAST, s.direction LIMIT 1)
+                || CASE WHEN w.n > 1 THEN format(' (and %s more)', w.n - 1) ELSE '' END
+       END
+FROM worst w
+$$;
+
+COMMENT ON FUNCTION federation.health() IS
+  'The worst health in federation.status() (OK, WARNING or CRITICAL) and a one-line reason.';
+
+REVOKE EXECUTE ON FUNCTION federation.status(), federation.health() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION federation.status(), federation.health() TO pg_monitor;
+REVOKE ALL ON federation.status FROM PUBLIC;
+GRANT SELECT ON federation.status TO pg_monitor;
+
+-- verify and resync (superuser: they read and rewire every member with the stored
+-- connection strings).
+CREATE FUNCTION federation.verify(tbl regclass DEFAULT NULL)
+RETURNS TABLE (table_name text, partition text, owner text, node text, rows bigint, owner_rows bigint,
+               status text, detail text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM federation.verify_tables(tbl::oid) $$;
+
+COMMENT ON FUNCTION federation.verify(regclass) IS
+  'Compares every node''s copy of every partition (of one table, or all) with its owner''s: '
+  'row count and an order-independent hash, computed on each node. status: owner, match, '
+  'mismatch, missing, unreachable.';
+
+CREATE FUNCTION federation.resync(node text, tbl regclass DEFAULT NULL, timeout interval DEFAULT '30 min')
+RETURNS void LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT federation.resync_node(node, tbl::oid, (extract(epoch FROM timeout) * 1000)::bigint) $$;
+
+COMMENT ON FUNCTION federation.resync(text, regclass, interval) IS
+  'Rebuilds this node''s copy of node''s partitions (of one table, or all) from their owner: '
+  'a fresh copy plus the change stream from the point of the copy. Waits until done.';
+
+REVOKE EXECUTE ON FUNCTION federation.verify(regclass), federation.verify_tables(oid),
+    federation.resync(text, regclass, interval), federation.resync_node(text, oid, bigint) FROM PUBLIC;
