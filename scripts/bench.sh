@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs pg_federation's benchmarks against the release build (installed first).
 #   scripts/bench.sh              every benchmark
-#   scripts/bench.sh node_name    one of: node_name, insert, join
+#   scripts/bench.sh node_name    one of: node_name, insert, join, operations
 # Results are printed as Markdown tables; BENCHMARKS.md keeps them with their dates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ source scripts/setup.sh
 install_flags=()
 [ "$(id -u)" = 0 ] || install_flags=(--sudo)
 cargo pgrx install --release --pg-config "$PG_CONFIG" "${install_flags[@]}" >/dev/null
-for b in "${@:-node_name insert join}"; do
+for b in "${@:-node_name insert join operations}"; do
     for name in $b; do
         say "benchmark: $name"
         cargo run --release -q -p pg_test --example "bench_$name"

@@ -17,7 +17,6 @@
 //!    seconds to ready, next to a plain COPY of the same rows between two servers.
 
 use pg_test::{Node, NodeSpec};
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 const COLS: &str = "id uuid PRIMARY KEY DEFAULT gen_random_uuid(), value numeric, created_at timestamptz NOT NULL DEFAULT clock_timestamp()";
@@ -331,24 +330,7 @@ fn main() {
     for i in 0..3 {
         south.execute(&format!("CREATE TABLE copied ({COLS})"));
         let t = Instant::now();
-        let mut from = east.connect().unwrap();
-        let mut to = south.connect().unwrap();
-        let mut reader = from
-            .copy_out("COPY (SELECT id, value, created_at FROM hippos) TO STDOUT")
-            .unwrap();
-        let mut writer = to
-            .copy_in("COPY copied (id, value, created_at) FROM STDIN")
-            .unwrap();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let k = reader.read(&mut buf).unwrap();
-            if k == 0 {
-                break;
-            }
-            writer.write_all(&buf[..k]).unwrap();
-        }
-        writer.finish().unwrap();
-        drop(reader);
+        pg_test::copy_rows(east, "SELECT id, value, created_at FROM hippos", &south, "copied (id, value, created_at)");
         copies.push(t.elapsed().as_secs_f64());
         south.execute("DROP TABLE copied");
         south.execute("CHECKPOINT");
