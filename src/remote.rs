@@ -230,6 +230,13 @@ impl Remote {
 
     /// Runs `sql` with text parameters; returns the rows of its (last) result.
     pub fn query(&mut self, sql: &str, params: &[Option<&str>]) -> FedResult<Rows> {
+        self.send(sql, params)?;
+        self.receive()
+    }
+
+    /// Sends `sql` without waiting for its answer (`receive` collects it), so that several
+    /// servers can work at once. libpq copies the parameters before this returns.
+    pub fn send(&mut self, sql: &str, params: &[Option<&str>]) -> FedResult<()> {
         let csql =
             CString::new(sql).map_err(|_| FedError::internal("query contains a NUL byte"))?;
         let cparams: Vec<Option<CString>> = params
@@ -240,7 +247,6 @@ impl Remote {
             .iter()
             .map(|p| p.as_ref().map(|c| c.as_ptr()).unwrap_or(std::ptr::null()))
             .collect();
-        let deadline = Instant::now() + STATEMENT_TIMEOUT + Duration::from_secs(5);
         // SAFETY: a live PGconn; arrays outlive the call.
         unsafe {
             let sent = if params.is_empty() {
@@ -260,6 +266,15 @@ impl Remote {
             if sent == 0 {
                 return Err(self.lost(conn_error(self.conn)));
             }
+        }
+        Ok(())
+    }
+
+    /// The rows of the (last) result of what `send` sent.
+    pub fn receive(&mut self) -> FedResult<Rows> {
+        let deadline = Instant::now() + STATEMENT_TIMEOUT + Duration::from_secs(5);
+        // SAFETY: a live PGconn with a query in flight.
+        unsafe {
             let mut rows = Rows::new();
             let mut error: Option<FedError> = None;
             loop {

@@ -54,30 +54,41 @@ struct Peer {
     conn: Result<Remote, String>,
 }
 
-/// (count, hash) of `partition_of(table, owner)` on `r`, and that server's WAL position.
+/// The owner's partition of `table` as `r`'s server names it, if it has one.
+fn partition_on(r: &mut Remote, table: &str, owner: &str) -> FedResult<Option<String>> {
+    r.scalar(
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM federation.partition p
+         JOIN pg_catalog.pg_class c ON c.oid = p.partition JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE p.relid = pg_catalog.to_regclass($1) AND p.node_name = $2",
+        &[Some(table), Some(owner)],
+    )
+}
+
+/// Count, order-independent hash, and the server's WAL position after reading.
+fn digest_sql(part: &str, cols: &str) -> String {
+    format!(
+        "SELECT count(*)::text, coalesce(sum(pg_catalog.hashtextextended(ROW({cols})::text, 0)::numeric), 0)::text,
+                pg_catalog.pg_current_wal_lsn()::text FROM ONLY {part}"
+    )
+}
+
+fn parse_digest(rows: Vec<Vec<Option<String>>>) -> (i64, String, String) {
+    let row = rows.into_iter().next().unwrap_or_default();
+    let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    (get(0).parse().unwrap_or(0), get(1), get(2))
+}
+
+/// (count, hash, WAL position) of the owner's partition of `table` on `r`; None without one.
 fn digest(
     r: &mut Remote,
     table: &str,
     owner: &str,
     cols: &str,
 ) -> FedResult<Option<(i64, String, String)>> {
-    let part = r.scalar(
-        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM federation.partition p
-         JOIN pg_catalog.pg_class c ON c.oid = p.partition JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-         WHERE p.relid = pg_catalog.to_regclass($1) AND p.node_name = $2",
-        &[Some(table), Some(owner)],
-    )?;
-    let Some(part) = part else { return Ok(None) };
-    let row = r.query(
-        &format!(
-            "SELECT count(*)::text, coalesce(sum(pg_catalog.hashtextextended(ROW({cols})::text, 0)::numeric), 0)::text,
-                    pg_catalog.pg_current_wal_lsn()::text FROM ONLY {part}"
-        ),
-        &[],
-    )?;
-    let row = row.into_iter().next().unwrap_or_default();
-    let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-    Ok(Some((get(0).parse().unwrap_or(0), get(1), get(2))))
+    let Some(part) = partition_on(r, table, owner)? else {
+        return Ok(None);
+    };
+    Ok(Some(parse_digest(r.query(&digest_sql(&part, cols), &[])?)))
 }
 
 /// Waits (bounded) until `replica` has confirmed `owner`'s WAL up to `lsn`; false on timeout
@@ -199,15 +210,23 @@ fn verify_partition(
             break;
         };
         verdict.clear();
+        // Each copy once its node has confirmed the owner's position; the copies' scans run
+        // at once, one per node.
+        let mut asked: Vec<(usize, bool, bool)> = vec![]; // (peer, confirmed, has a partition)
         for i in 0..peers.len() {
             if i == oi {
                 continue;
             }
-            let name = peers[i].name.clone();
             if let Err(e) = &peers[i].conn {
-                verdict.push((name, None, "unreachable".into(), Some(e.clone())));
+                verdict.push((
+                    peers[i].name.clone(),
+                    None,
+                    "unreachable".into(),
+                    Some(e.clone()),
+                ));
                 continue;
             }
+            let name = peers[i].name.clone();
             let confirmed = caught_up(
                 peers[oi]
                     .conn
@@ -221,17 +240,32 @@ fn verify_partition(
                 .conn
                 .as_mut()
                 .map_err(|e| FedError::internal(e.clone()))?;
-            match digest(r, table, owner, cols)? {
-                None => verdict.push((
+            let part = partition_on(r, table, owner)?;
+            if let Some(part) = &part {
+                r.send(&digest_sql(part, cols), &[])?;
+            }
+            asked.push((i, confirmed, part.is_some()));
+        }
+        for (i, confirmed, has_part) in asked {
+            let name = peers[i].name.clone();
+            if !has_part {
+                verdict.push((
                     name,
                     None,
                     "missing".into(),
                     Some(format!("no partition for {owner} there")),
-                )),
-                Some((rows, hash, _)) if rows == o_rows && hash == o_hash => {
+                ));
+                continue;
+            }
+            let r = peers[i]
+                .conn
+                .as_mut()
+                .map_err(|e| FedError::internal(e.clone()))?;
+            match parse_digest(r.receive()?) {
+                (rows, hash, _) if rows == o_rows && hash == o_hash => {
                     verdict.push((name, Some(rows), "match".into(), None))
                 }
-                Some((rows, _, _)) => {
+                (rows, _, _) => {
                     let why = if rows != o_rows {
                         format!("{rows} rows, the owner has {o_rows}")
                     } else {
@@ -249,6 +283,7 @@ fn verify_partition(
                 }
             }
         }
+        verdict.sort_by_key(|v| peers.iter().position(|p| p.name == v.0));
         if verdict.iter().all(|v| v.2 != "mismatch") {
             break;
         }

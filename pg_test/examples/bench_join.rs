@@ -330,7 +330,12 @@ fn main() {
     for i in 0..3 {
         south.execute(&format!("CREATE TABLE copied ({COLS})"));
         let t = Instant::now();
-        pg_test::copy_rows(east, "SELECT id, value, created_at FROM hippos", &south, "copied (id, value, created_at)");
+        pg_test::copy_rows(
+            east,
+            "SELECT id, value, created_at FROM hippos",
+            &south,
+            "copied (id, value, created_at)",
+        );
         copies.push(t.elapsed().as_secs_f64());
         south.execute("DROP TABLE copied");
         south.execute("CHECKPOINT");

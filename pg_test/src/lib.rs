@@ -1040,8 +1040,12 @@ pub fn copy_rows(from: &Node, select: &str, to: &Node, target: &str) {
     use std::io::{Read, Write};
     let mut src = from.connect().expect("connect to the source");
     let mut dst = to.connect().expect("connect to the target");
-    let mut reader = src.copy_out(&format!("COPY ({select}) TO STDOUT")).expect("COPY TO STDOUT");
-    let mut writer = dst.copy_in(&format!("COPY {target} FROM STDIN")).expect("COPY FROM STDIN");
+    let mut reader = src
+        .copy_out(&format!("COPY ({select}) TO STDOUT"))
+        .expect("COPY TO STDOUT");
+    let mut writer = dst
+        .copy_in(&format!("COPY {target} FROM STDIN"))
+        .expect("COPY FROM STDIN");
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let k = reader.read(&mut buf).expect("read COPY data");
