@@ -78,7 +78,8 @@ CREATE UNLOGGED TABLE federation.peer_probe (
     slot_retained_bytes numeric,
     apply_errors        bigint NOT NULL DEFAULT 0,
     sync_errors         bigint NOT NULL DEFAULT 0,
-    errors_seen_at      timestamptz    -- when the worker last saw an error counter grow
+    errors_seen_at      timestamptz,   -- when the worker last saw an error counter grow
+    error_streak        integer NOT NULL DEFAULT 0  -- consecutive probes that saw it grow
 );
 REVOKE ALL ON federation.peer_probe FROM PUBLIC;
 

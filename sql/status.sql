@@ -56,7 +56,7 @@ inbound AS (
              WHERE w.subid = s.oid AND w.relid IS NOT NULL)::bigint AS copied,
            pr.reachable, pr.probe_error, pr.unreachable_since, pr.slot_found, pr.slot_wal_status,
            pr.peer_lsn - pr.slot_confirmed_lsn AS lag_bytes, pr.slot_retained_bytes,
-           pr.apply_errors, pr.sync_errors, pr.errors_seen_at, pr.probed_at,
+           pr.apply_errors, pr.sync_errors, pr.errors_seen_at, pr.error_streak, pr.probed_at,
            o.parts
     FROM me CROSS JOIN federation.node n
     LEFT JOIN pg_subscription s
@@ -76,9 +76,9 @@ inbound_judged AS (
             WHEN i.slot_wal_status = 'unreserved' THEN 'CRITICAL'
             WHEN i.reachable IS FALSE AND i.unreachable_since < now() - l.lag_crit THEN 'CRITICAL'
             WHEN i.reachable IS FALSE THEN 'WARNING'
-            WHEN i.apply_pid IS NULL AND i.errors_seen_at > now() - l.lag_warn THEN 'CRITICAL'
+            WHEN i.error_streak >= 2 THEN 'CRITICAL'
             WHEN i.lag_bytes > l.wal_crit OR i.slot_retained_bytes > l.wal_crit THEN 'CRITICAL'
-            WHEN i.apply_pid IS NULL THEN 'WARNING'
+            WHEN i.apply_pid IS NULL OR i.error_streak = 1 THEN 'WARNING'
             WHEN i.slot_wal_status = 'extended' THEN 'WARNING'
             WHEN i.lag_bytes > l.wal_warn OR i.slot_retained_bytes > l.wal_warn THEN 'WARNING'
             ELSE 'OK'
@@ -97,13 +97,14 @@ inbound_judged AS (
                 i.peer || ' is about to remove WAL this node still needs (wal_status unreserved)'
             WHEN i.reachable IS FALSE THEN
                 i.peer || ' is unreachable since ' || date_trunc('second', i.unreachable_since) || ': ' || coalesce(i.probe_error, '')
-            WHEN i.apply_pid IS NULL AND i.errors_seen_at > now() - l.lag_warn THEN
+            WHEN i.error_streak >= 2 THEN
                 'applying ' || i.peer || '''s changes keeps failing (' || i.apply_errors || ' apply and ' || i.sync_errors
                 || ' copy errors so far; the message is in this server''s log)'
             WHEN i.lag_bytes > l.wal_crit OR i.lag_bytes > l.wal_warn THEN
                 'this node is ' || pg_size_pretty(i.lag_bytes) || ' behind ' || i.peer
             WHEN i.slot_retained_bytes > l.wal_warn THEN
                 i.peer || ' keeps ' || pg_size_pretty(i.slot_retained_bytes) || ' of WAL for this node'
+            WHEN i.error_streak = 1 THEN 'an error while applying ' || i.peer || '''s changes (the message is in this server''s log)'
             WHEN i.apply_pid IS NULL THEN 'apply worker for ' || i.peer || ' is not running (reconnecting or restarting)'
             WHEN i.slot_wal_status = 'extended' THEN i.peer || ' keeps WAL for this node beyond max_wal_size'
             WHEN i.syncing > 0 THEN i.syncing || ' table(s) still copying from ' || i.peer
@@ -187,6 +188,7 @@ SELECT i.peer, 'in', CASE
            WHEN i.subid IS NULL THEN 'missing'
            WHEN NOT i.subenabled THEN 'disabled'
            WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' THEN 'slot lost'
+           WHEN i.error_streak >= 2 THEN 'failing'
            WHEN i.apply_pid IS NULL THEN 'down'
            WHEN i.syncing > 0 THEN 'copying'
            ELSE 'streaming' END,
@@ -196,7 +198,7 @@ SELECT i.peer, 'in', CASE
             THEN i.parts END,
        CASE WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' OR (i.subid IS NULL AND i.member_state = 'ready')
             THEN format('on this node: SELECT federation.resync(%L);', i.peer)
-            WHEN i.health <> 'OK' AND i.apply_pid IS NULL AND i.errors_seen_at IS NOT NULL
+            WHEN i.error_streak > 0
             THEN 'read this server''s log for the apply error; fix its cause (docs/runbook.md, "An apply error")' END,
        i.probed_at
 FROM inbound_judged i

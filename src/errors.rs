@@ -102,6 +102,16 @@ impl FedError {
     }
 }
 
+/// An argument the call cannot do without: NULL is refused with 22004 and an example call.
+pub fn required<T>(value: Option<T>, what: &str, example: &str) -> T {
+    match value {
+        Some(v) => v,
+        None => FedError::new(pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{what} must not be NULL"))
+            .hint(format!("For example: {example}"))
+            .raise(),
+    }
+}
+
 impl fmt::Display for FedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.message)?;

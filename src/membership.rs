@@ -326,8 +326,9 @@ fn major_minor(v: &str) -> String {
 
 /// The federation.join() SQL function: see sql/api.sql for the signature.
 #[pg_extern(volatile)]
-fn join_federation(peer_conninfo: &str, node_conninfo: Option<&str>) {
-    join(peer_conninfo, node_conninfo).or_raise()
+fn join_federation(peer_conninfo: Option<&str>, node_conninfo: Option<&str>) {
+    let peer = crate::errors::required(peer_conninfo, "the peer's connection string", "SELECT federation.join('host=east.example port=5432 dbname=app user=federation');");
+    join(peer, node_conninfo).or_raise()
 }
 
 pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
@@ -338,6 +339,10 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
             .detail("The other members connect back to this node to replicate its rows; they need its address as they see it (on Kubernetes, a Service name, not localhost).")
             .hint("Set it and reload: ALTER SYSTEM SET federation.node_conninfo = 'host=east.example port=5432 dbname=app user=federation'; SELECT pg_reload_conf(); or pass it: federation.join(peer, node_conninfo => '...').")
     })?;
+    if peer_conninfo.trim().is_empty() {
+        return Err(FedError::invalid_value("the peer's connection string is empty")
+            .hint("Give the address of any member of the federation to join, for example 'host=east.example port=5432 dbname=app user=federation'."));
+    }
     crate::remote::parse(&my_conninfo)?;
     crate::remote::parse(peer_conninfo)?;
     let mine = local_info()?;
@@ -356,6 +361,11 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
 
     // The peer, and through it every member of its federation.
     let mut peer = Remote::connect(peer_conninfo, "the peer")?;
+    let whoami = "SELECT system_identifier::text || '/' || current_database() FROM pg_catalog.pg_control_system()";
+    if peer.scalar(whoami, &[])? == sql::one::<String>(whoami, &[])? {
+        return Err(FedError::invalid_value(format!("the peer's connection string ({}) leads to this node itself", mask(peer_conninfo)))
+            .hint("Give the address of another node: the member of the federation to join, or the node to form one with."));
+    }
     let pinfo = peer_info_from(&mut peer, "the peer")?;
     let known: Vec<String> = catalog::members()?.into_iter().map(|m| m.name).collect();
     if known.contains(&pinfo.node_name) {
@@ -613,7 +623,8 @@ fn fmt_cols(c: &[(String, String)]) -> String {
 
 /// The federation.leave() SQL function.
 #[pg_extern(volatile)]
-fn leave_federation(drop_rows: bool) {
+fn leave_federation(drop_rows: Option<bool>) {
+    let drop_rows = crate::errors::required(drop_rows, "drop_rows", "SELECT federation.leave(drop_rows => false);");
     leave(drop_rows).or_raise()
 }
 
@@ -678,7 +689,9 @@ pub fn leave(drop_rows: bool) -> FedResult<()> {
 
 /// The federation.drop_node() SQL function.
 #[pg_extern(volatile)]
-fn drop_federation_node(name: &str, drop_rows: bool) {
+fn drop_federation_node(name: Option<&str>, drop_rows: Option<bool>) {
+    let name = crate::errors::required(name, "the node to drop", "SELECT federation.drop_node('south');");
+    let drop_rows = crate::errors::required(drop_rows, "drop_rows", "SELECT federation.drop_node('south', drop_rows => false);");
     drop_node(name, drop_rows).or_raise()
 }
 

@@ -115,6 +115,8 @@ fn record(me: &str, samples: &[Sample]) -> FedResult<()> {
                  unreachable_since = CASE WHEN EXCLUDED.reachable THEN NULL ELSE coalesce(p.unreachable_since, EXCLUDED.probed_at) END, peer_lsn = EXCLUDED.peer_lsn, slot_found = EXCLUDED.slot_found,
                  slot_wal_status = EXCLUDED.slot_wal_status, slot_confirmed_lsn = EXCLUDED.slot_confirmed_lsn,
                  slot_retained_bytes = EXCLUDED.slot_retained_bytes,
+                 error_streak = CASE WHEN EXCLUDED.apply_errors + EXCLUDED.sync_errors > p.apply_errors + p.sync_errors
+                                     THEN p.error_streak + 1 ELSE 0 END,
                  errors_seen_at = CASE WHEN EXCLUDED.apply_errors + EXCLUDED.sync_errors > p.apply_errors + p.sync_errors
                                        THEN EXCLUDED.probed_at ELSE p.errors_seen_at END,
                  apply_errors = EXCLUDED.apply_errors, sync_errors = EXCLUDED.sync_errors",

@@ -33,8 +33,14 @@ fn states() -> FedResult<Vec<State>> {
 }
 
 #[pg_extern(volatile)]
-fn wait_ready_ms(timeout_ms: i64) {
-    wait_ready(Duration::from_millis(timeout_ms.max(0) as u64)).or_raise()
+fn wait_ready_ms(timeout_ms: Option<i64>) {
+    let ms = crate::errors::required(timeout_ms, "the timeout", "SELECT federation.wait_ready('5 min');");
+    if ms < 0 {
+        FedError::invalid_value(format!("the timeout must not be negative ({ms} ms)"))
+            .hint("For example: SELECT federation.wait_ready('5 min');")
+            .raise()
+    }
+    wait_ready(Duration::from_millis(ms as u64)).or_raise()
 }
 
 pub fn wait_ready(timeout: Duration) -> FedResult<()> {

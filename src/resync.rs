@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 
 #[pg_extern(volatile)]
 fn resync_node(node: Option<&str>, tbl: Option<pg_sys::Oid>, timeout_ms: Option<i64>) {
-    let Some(node) = node else {
-        FedError::new(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "the node to resync from must not be NULL")
-            .hint("Name the member whose partitions this node's copy should be rebuilt from: SELECT federation.resync('east');")
-            .raise()
-    };
-    let timeout = Duration::from_millis(timeout_ms.unwrap_or(1_800_000).max(0) as u64);
+    let node = crate::errors::required(node, "the node to resync from", "SELECT federation.resync('east');");
+    let ms = crate::errors::required(timeout_ms, "the timeout", "SELECT federation.resync('east', timeout => '30 min');");
+    if ms < 0 {
+        FedError::invalid_value(format!("the timeout must not be negative ({ms} ms)")).hint("For example: SELECT federation.resync('east', timeout => '30 min');").raise()
+    }
+    let timeout = Duration::from_millis(ms as u64);
     resync(node, tbl, timeout).or_raise()
 }
 

@@ -1009,28 +1009,24 @@ pub mod scenario {
 
     /// Every node holds the same rows in every partition.
     pub fn assert_converged(c: &Cluster, table: &str) {
-        let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
-        wait_until(
-            &format!("every node to hold the same rows of {table}"),
-            Duration::from_secs(60),
-            &c.all(),
-            || {
-                for owner in &names {
-                    let part = format!("{table}_{owner}");
-                    let want = digest(c.node(owner), &part);
-                    for n in &c.nodes {
-                        let got = digest(n, &part);
-                        if got != want {
-                            return Err(format!(
-                                "{part}: {} rows on {}, {} on owner {owner}",
-                                got.0, n.name, want.0
-                            ));
-                        }
+        assert_converged_among(&c.all(), table);
+    }
+
+    /// Every node of `nodes` holds the same rows as the owner in every owner's partition.
+    pub fn assert_converged_among(nodes: &[&Node], table: &str) {
+        wait_until(&format!("every node to hold the same rows of {table}"), Duration::from_secs(120), nodes, || {
+            for owner in nodes {
+                let part = format!("{table}_{}", owner.name);
+                let want = digest(owner, &part);
+                for n in nodes {
+                    let got = digest(n, &part);
+                    if got != want {
+                        return Err(format!("{part}: {} rows on {}, {} on owner {}", got.0, n.name, want.0, owner.name));
                     }
                 }
-                Ok(true)
-            },
-        );
+            }
+            Ok(true)
+        });
     }
 }
 
@@ -1055,4 +1051,83 @@ pub fn copy_rows(from: &Node, select: &str, to: &Node, target: &str) {
         writer.write_all(&buf[..k]).expect("write COPY data");
     }
     writer.finish().expect("finish COPY FROM STDIN");
+}
+
+/// A client that inserts into a table over and over, reconnecting after errors (a node that
+/// crashes and comes back), and remembers every insert the server acknowledged: what must
+/// never be lost.
+pub struct Writer {
+    pub node: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    handle: Option<std::thread::JoinHandle<Vec<i64>>>,
+}
+
+impl Writer {
+    /// Inserts `INSERT INTO <table> (value) VALUES (n)` with n = 1, 2, ... one per transaction.
+    pub fn start(node: &Node, table: &str) -> Writer {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, a, conninfo) = (stop.clone(), acked.clone(), node.conninfo());
+        let sql = format!("INSERT INTO {table} (value) VALUES ($1::int8)");
+        let handle = std::thread::spawn(move || {
+            let mut done = vec![];
+            let mut client: Option<postgres::Client> = None;
+            let mut n: i64 = 0;
+            while !s.load(Ordering::Relaxed) {
+                if client.is_none() {
+                    client = postgres::Client::connect(&conninfo, postgres::NoTls).ok();
+                    if client.is_none() {
+                        std::thread::sleep(Duration::from_millis(50)); // retry pacing while the node is down
+                        continue;
+                    }
+                }
+                n += 1;
+                match client.as_mut().unwrap().execute(sql.as_str(), &[&n]) {
+                    Ok(_) => {
+                        done.push(n);
+                        a.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => client = None, // not acknowledged: it may or may not exist
+                }
+            }
+            done
+        });
+        Writer { node: node.name.clone(), stop, acked, handle: Some(handle) }
+    }
+
+    /// Acknowledged inserts so far.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops and returns the acknowledged values.
+    pub fn finish(mut self) -> Vec<i64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().unwrap().join().expect("writer thread")
+    }
+
+    /// Waits until `more` further inserts have been acknowledged.
+    pub fn wait_for_more(&self, more: u64, nodes: &[&Node]) {
+        let target = self.acked() + more;
+        wait_until(&format!("{more} more acknowledged writes on {}", self.node), Duration::from_secs(120), nodes, || {
+            Ok(self.acked() >= target)
+        });
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Every value in `acked` is present in `partition` on `node` (none lost).
+pub fn assert_all_present(node: &Node, partition: &str, acked: &[i64]) {
+    let list = acked.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let found = node
+        .scalar(&format!("SELECT count(DISTINCT value) FROM {partition} WHERE value = ANY('{{{list}}}'::numeric[])"))
+        .unwrap_or_default();
+    assert_eq!(found, acked.len().to_string(), "{partition} on {}: acknowledged writes missing", node.name);
 }
