@@ -54,7 +54,7 @@ REVOKE ALL ON federation.local_node, federation.node, federation.federated_table
 GRANT SELECT (node_name) ON federation.local_node TO PUBLIC;
 -- Whether this node has joined a federation, without showing how it is reached.
 CREATE FUNCTION federation.local_node_joined() RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT EXISTS (SELECT 1 FROM federation.local_node WHERE conninfo IS NOT NULL) $$;
 -- Which tables are federated and who owns which partition is no secret (federation.tables
 -- shows it); members' names and states neither. Connection strings and errors stay private.

@@ -26,15 +26,29 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn enable_table(relid: Option<pg_sys::Oid>, node_column: Option<&str>) {
-    let relid = crate::errors::required(relid, "the table to enable", "SELECT federation.enable('public.hippos');");
-    let node_column = crate::errors::required(node_column, "the node column", "SELECT federation.enable('hippos', node_column => 'node_name');");
+    let relid = crate::errors::required(
+        relid,
+        "the table to enable",
+        "SELECT federation.enable('public.hippos');",
+    );
+    let node_column = crate::errors::required(
+        node_column,
+        "the node column",
+        "SELECT federation.enable('hippos', node_column => 'node_name');",
+    );
     enable(relid, node_column).or_raise()
 }
 
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn disable_table(relid: Option<pg_sys::Oid>) {
-    let relid = crate::errors::required(relid, "the table to disable", "SELECT federation.disable('public.hippos');");
+    let relid = crate::errors::required(
+        relid,
+        "the table to disable",
+        "SELECT federation.disable('public.hippos');",
+    );
     disable(relid).or_raise()
 }
 

@@ -106,9 +106,12 @@ impl FedError {
 pub fn required<T>(value: Option<T>, what: &str, example: &str) -> T {
     match value {
         Some(v) => v,
-        None => FedError::new(pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{what} must not be NULL"))
-            .hint(format!("For example: {example}"))
-            .raise(),
+        None => FedError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{what} must not be NULL"),
+        )
+        .hint(format!("For example: {example}"))
+        .raise(),
     }
 }
 

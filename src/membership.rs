@@ -154,6 +154,7 @@ pub fn local_info() -> FedResult<PeerInfo> {
 /// For peers: this node's identity, settings, members (with their connection strings:
 /// superuser only) and federated tables, as JSON.
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn peer_info() -> pgrx::JsonB {
     require_superuser("federation.peer_info()").or_raise();
     pgrx::JsonB(serde_json::to_value(local_info().or_raise()).unwrap())
@@ -162,6 +163,7 @@ fn peer_info() -> pgrx::JsonB {
 /// For peers: connects to `conninfo` from this node and returns the node name found there, so
 /// a joining node proves that its peers can reach it.
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn check_reachable(conninfo: &str) -> String {
     require_superuser("federation.check_reachable()").or_raise();
     let mut r = Remote::connect(conninfo, "the joining node").or_raise();
@@ -193,6 +195,7 @@ fn check_reachable(conninfo: &str) -> String {
 /// `your_conninfo` is how the joining node reaches this node: recorded as this node's own
 /// address when it has none (federation.node_conninfo unset).
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn add_member(name: &str, conninfo: &str, your_conninfo: &str) {
     require_superuser("federation.add_member()").or_raise();
     add_member_impl(name, conninfo, your_conninfo).or_raise()
@@ -237,6 +240,7 @@ fn federated_tables() -> FedResult<Vec<(pg_sys::Oid, String)>> {
 
 /// For the joining node's worker: marks a member ready once both directions replicate.
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn set_member_ready(name: &str) {
     require_superuser("federation.set_member_ready()").or_raise();
     catalog::set_member_state(name, "ready").or_raise()
@@ -245,6 +249,7 @@ fn set_member_ready(name: &str) {
 /// For a leaving node or drop_node(): forgets a member. Its partitions stay (with the rows
 /// replicated so far) unless `drop_partitions`.
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn remove_member(name: &str, drop_partitions: bool) {
     require_superuser("federation.remove_member()").or_raise();
     remove_member_impl(name, drop_partitions).or_raise()
@@ -326,8 +331,13 @@ fn major_minor(v: &str) -> String {
 
 /// The federation.join() SQL function: see sql/api.sql for the signature.
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn join_federation(peer_conninfo: Option<&str>, node_conninfo: Option<&str>) {
-    let peer = crate::errors::required(peer_conninfo, "the peer's connection string", "SELECT federation.join('host=east.example port=5432 dbname=app user=federation');");
+    let peer = crate::errors::required(
+        peer_conninfo,
+        "the peer's connection string",
+        "SELECT federation.join('host=east.example port=5432 dbname=app user=federation');",
+    );
     join(peer, node_conninfo).or_raise()
 }
 
@@ -540,6 +550,7 @@ fn compare_tables(
 /// For a node enabling a table on a running federation: the table's columns here, as
 /// [[name, type], ...] without the node column, or NULL when there is no such table.
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn table_shape(tbl: &str, node_column: &str) -> Option<pgrx::JsonB> {
     require_superuser("federation.table_shape()").or_raise();
     let oid = sql::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()])
@@ -561,6 +572,7 @@ fn columns_without(oid: pg_sys::Oid, node_column: &str) -> FedResult<Vec<(String
 /// For the worker of a node that enabled a table on a running federation: federates the
 /// same table here (without propagating further).
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn enable_here(tbl: &str, node_column: &str) {
     require_superuser("federation.enable_here()").or_raise();
     let oid = sql::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()])
@@ -623,8 +635,13 @@ fn fmt_cols(c: &[(String, String)]) -> String {
 
 /// The federation.leave() SQL function.
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn leave_federation(drop_rows: Option<bool>) {
-    let drop_rows = crate::errors::required(drop_rows, "drop_rows", "SELECT federation.leave(drop_rows => false);");
+    let drop_rows = crate::errors::required(
+        drop_rows,
+        "drop_rows",
+        "SELECT federation.leave(drop_rows => false);",
+    );
     leave(drop_rows).or_raise()
 }
 
@@ -689,9 +706,18 @@ pub fn leave(drop_rows: bool) -> FedResult<()> {
 
 /// The federation.drop_node() SQL function.
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn drop_federation_node(name: Option<&str>, drop_rows: Option<bool>) {
-    let name = crate::errors::required(name, "the node to drop", "SELECT federation.drop_node('south');");
-    let drop_rows = crate::errors::required(drop_rows, "drop_rows", "SELECT federation.drop_node('south', drop_rows => false);");
+    let name = crate::errors::required(
+        name,
+        "the node to drop",
+        "SELECT federation.drop_node('south');",
+    );
+    let drop_rows = crate::errors::required(
+        drop_rows,
+        "drop_rows",
+        "SELECT federation.drop_node('south', drop_rows => false);",
+    );
     drop_node(name, drop_rows).or_raise()
 }
 

@@ -33,8 +33,13 @@ fn states() -> FedResult<Vec<State>> {
 }
 
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn wait_ready_ms(timeout_ms: Option<i64>) {
-    let ms = crate::errors::required(timeout_ms, "the timeout", "SELECT federation.wait_ready('5 min');");
+    let ms = crate::errors::required(
+        timeout_ms,
+        "the timeout",
+        "SELECT federation.wait_ready('5 min');",
+    );
     if ms < 0 {
         FedError::invalid_value(format!("the timeout must not be negative ({ms} ms)"))
             .hint("For example: SELECT federation.wait_ready('5 min');")

@@ -24,11 +24,22 @@ use pgrx::PgSqlErrorCode;
 use std::time::{Duration, Instant};
 
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn resync_node(node: Option<&str>, tbl: Option<pg_sys::Oid>, timeout_ms: Option<i64>) {
-    let node = crate::errors::required(node, "the node to resync from", "SELECT federation.resync('east');");
-    let ms = crate::errors::required(timeout_ms, "the timeout", "SELECT federation.resync('east', timeout => '30 min');");
+    let node = crate::errors::required(
+        node,
+        "the node to resync from",
+        "SELECT federation.resync('east');",
+    );
+    let ms = crate::errors::required(
+        timeout_ms,
+        "the timeout",
+        "SELECT federation.resync('east', timeout => '30 min');",
+    );
     if ms < 0 {
-        FedError::invalid_value(format!("the timeout must not be negative ({ms} ms)")).hint("For example: SELECT federation.resync('east', timeout => '30 min');").raise()
+        FedError::invalid_value(format!("the timeout must not be negative ({ms} ms)"))
+            .hint("For example: SELECT federation.resync('east', timeout => '30 min');")
+            .raise()
     }
     let timeout = Duration::from_millis(ms as u64);
     resync(node, tbl, timeout).or_raise()

@@ -31,6 +31,7 @@ type Row = (
 );
 
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn verify_tables(
     tbl: Option<pg_sys::Oid>,
 ) -> TableIterator<

@@ -1014,19 +1014,27 @@ pub mod scenario {
 
     /// Every node of `nodes` holds the same rows as the owner in every owner's partition.
     pub fn assert_converged_among(nodes: &[&Node], table: &str) {
-        wait_until(&format!("every node to hold the same rows of {table}"), Duration::from_secs(120), nodes, || {
-            for owner in nodes {
-                let part = format!("{table}_{}", owner.name);
-                let want = digest(owner, &part);
-                for n in nodes {
-                    let got = digest(n, &part);
-                    if got != want {
-                        return Err(format!("{part}: {} rows on {}, {} on owner {}", got.0, n.name, want.0, owner.name));
+        wait_until(
+            &format!("every node to hold the same rows of {table}"),
+            Duration::from_secs(120),
+            nodes,
+            || {
+                for owner in nodes {
+                    let part = format!("{table}_{}", owner.name);
+                    let want = digest(owner, &part);
+                    for n in nodes {
+                        let got = digest(n, &part);
+                        if got != want {
+                            return Err(format!(
+                                "{part}: {} rows on {}, {} on owner {}",
+                                got.0, n.name, want.0, owner.name
+                            ));
+                        }
                     }
                 }
-            }
-            Ok(true)
-        });
+                Ok(true)
+            },
+        );
     }
 }
 
@@ -1094,7 +1102,12 @@ impl Writer {
             }
             done
         });
-        Writer { node: node.name.clone(), stop, acked, handle: Some(handle) }
+        Writer {
+            node: node.name.clone(),
+            stop,
+            acked,
+            handle: Some(handle),
+        }
     }
 
     /// Acknowledged inserts so far.
@@ -1111,9 +1124,12 @@ impl Writer {
     /// Waits until `more` further inserts have been acknowledged.
     pub fn wait_for_more(&self, more: u64, nodes: &[&Node]) {
         let target = self.acked() + more;
-        wait_until(&format!("{more} more acknowledged writes on {}", self.node), Duration::from_secs(120), nodes, || {
-            Ok(self.acked() >= target)
-        });
+        wait_until(
+            &format!("{more} more acknowledged writes on {}", self.node),
+            Duration::from_secs(120),
+            nodes,
+            || Ok(self.acked() >= target),
+        );
     }
 }
 
@@ -1125,9 +1141,18 @@ impl Drop for Writer {
 
 /// Every value in `acked` is present in `partition` on `node` (none lost).
 pub fn assert_all_present(node: &Node, partition: &str, acked: &[i64]) {
-    let list = acked.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let list = acked
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let found = node
         .scalar(&format!("SELECT count(DISTINCT value) FROM {partition} WHERE value = ANY('{{{list}}}'::numeric[])"))
         .unwrap_or_default();
-    assert_eq!(found, acked.len().to_string(), "{partition} on {}: acknowledged writes missing", node.name);
+    assert_eq!(
+        found,
+        acked.len().to_string(),
+        "{partition} on {}: acknowledged writes missing",
+        node.name
+    );
 }

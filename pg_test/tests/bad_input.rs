@@ -10,14 +10,28 @@ use std::io::Write;
 
 /// Everything a call could change on a node.
 fn state(n: &Node) -> String {
-    let slots = n.scalar("SELECT coalesce(string_agg(slot_name, ',' ORDER BY 1), '') FROM pg_replication_slots").unwrap_or_default();
+    let slots = n
+        .scalar(
+            "SELECT coalesce(string_agg(slot_name, ',' ORDER BY 1), '') FROM pg_replication_slots",
+        )
+        .unwrap_or_default();
     let members = n
         .scalar("SELECT coalesce(string_agg(node_name || ':' || state, ',' ORDER BY 1), '') FROM federation.node")
         .unwrap_or_default();
     let local = n.scalar("SELECT coalesce(string_agg(node_name || ':' || (conninfo IS NOT NULL)::text, ','), '') FROM federation.local_node").unwrap_or_default();
-    let rows = n.scalar("SELECT count(*) FROM pg_class WHERE relname = 'hippos'").as_deref() == Some("1");
-    let data = if rows { format!("{:?}", digest(n, "hippos")) } else { String::new() };
-    format!("{}\nslots={slots}\nmembers={members}\nlocal={local}\nrows={data}", snapshot(n, "public"))
+    let rows = n
+        .scalar("SELECT count(*) FROM pg_class WHERE relname = 'hippos'")
+        .as_deref()
+        == Some("1");
+    let data = if rows {
+        format!("{:?}", digest(n, "hippos"))
+    } else {
+        String::new()
+    };
+    format!(
+        "{}\nslots={slots}\nmembers={members}\nlocal={local}\nrows={data}",
+        snapshot(n, "public")
+    )
 }
 
 /// A TCP server that is not PostgreSQL: answers anything with an HTTP line and hangs up.
@@ -34,7 +48,11 @@ fn not_postgres() -> u16 {
 
 #[test]
 fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
-    let c = Cluster::start(&[NodeSpec::guc("east"), NodeSpec::guc("west"), NodeSpec::guc("loner")]);
+    let c = Cluster::start(&[
+        NodeSpec::guc("east"),
+        NodeSpec::guc("west"),
+        NodeSpec::guc("loner"),
+    ]);
     let (east, west, loner) = (c.node("east"), c.node("west"), c.node("loner"));
     for n in [east, west, loner] {
         n.execute(HIPPOS);
@@ -139,10 +157,16 @@ fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
             Ok(()) => failures.push(format!("{} | {sql}: succeeded", node.name)),
             Err(e) => {
                 if &e.code != code || !e.message.contains(words) {
-                    failures.push(format!("{} | {sql}: want {code} \"{words}\", got {e}", node.name));
+                    failures.push(format!(
+                        "{} | {sql}: want {code} \"{words}\", got {e}",
+                        node.name
+                    ));
                 }
                 if e.to_string().contains("s3cret") {
-                    failures.push(format!("{} | {sql}: the password shows in the error: {e}", node.name));
+                    failures.push(format!(
+                        "{} | {sql}: the password shows in the error: {e}",
+                        node.name
+                    ));
                 }
             }
         }
@@ -153,7 +177,22 @@ fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
     // Calling join() again on a member is a no-op that says so (migration tools re-run).
     let before: Vec<String> = [east, west, loner].iter().map(|n| state(n)).collect();
     let notices = west.notices(&format!("SELECT federation.join('{e}')"));
-    assert!(notices.iter().any(|n| n.contains("already a member")), "{notices:?}");
-    assert_eq!([east, west, loner].iter().map(|n| state(n)).collect::<Vec<_>>(), before);
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        notices.iter().any(|n| n.contains("already a member")),
+        "{notices:?}"
+    );
+    assert_eq!(
+        [east, west, loner]
+            .iter()
+            .map(|n| state(n))
+            .collect::<Vec<_>>(),
+        before
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }

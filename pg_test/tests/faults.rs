@@ -12,19 +12,27 @@ fn assert_verified(node: &Node) {
 }
 
 fn wait_health_ok(node: &Node, all: &[&Node]) {
-    wait_until(&format!("{} to report OK", node.name), Duration::from_secs(120), all, || {
-        let r = node.query("SELECT health, reason FROM federation.health()");
-        if r[0][0].as_deref() == Some("OK") {
-            Ok(true)
-        } else {
-            Err(format!("{:?}", r[0]))
-        }
-    });
+    wait_until(
+        &format!("{} to report OK", node.name),
+        Duration::from_secs(120),
+        all,
+        || {
+            let r = node.query("SELECT health, reason FROM federation.health()");
+            if r[0][0].as_deref() == Some("OK") {
+                Ok(true)
+            } else {
+                Err(format!("{:?}", r[0]))
+            }
+        },
+    );
 }
 
 /// Stops the writers, then checks convergence, verify and every acknowledged write everywhere.
 fn settle(c: &Cluster, writers: Vec<Writer>) -> Vec<(String, usize)> {
-    let acked: Vec<(String, Vec<i64>)> = writers.into_iter().map(|w| (w.node.clone(), w.finish())).collect();
+    let acked: Vec<(String, Vec<i64>)> = writers
+        .into_iter()
+        .map(|w| (w.node.clone(), w.finish()))
+        .collect();
     let t = Instant::now();
     assert_converged(c, "hippos");
     let all = c.all();
@@ -35,7 +43,10 @@ fn settle(c: &Cluster, writers: Vec<Writer>) -> Vec<(String, usize)> {
             assert_all_present(n, &format!("hippos_{owner}"), values);
         }
     }
-    eprintln!("converged and verified in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "converged and verified in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     acked.into_iter().map(|(n, v)| (n, v.len())).collect()
 }
 
@@ -45,7 +56,10 @@ fn a_node_killed_during_writes_on_every_node_restarts_and_converges() {
     let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
     join(central, east);
     join(west, east);
-    let writers: Vec<Writer> = [east, central, west].iter().map(|n| Writer::start(n, "hippos")).collect();
+    let writers: Vec<Writer> = [east, central, west]
+        .iter()
+        .map(|n| Writer::start(n, "hippos"))
+        .collect();
     for w in &writers {
         w.wait_for_more(300, &c.all());
     }
@@ -68,25 +82,50 @@ fn an_apply_error_shows_in_status_stops_no_other_pair_and_clears_when_fixed() {
     // A constraint added on west's copy only: east's big value cannot be applied there.
     west.execute("ALTER TABLE hippos_east ADD CONSTRAINT local_only CHECK (value < 1000)");
     east.execute("INSERT INTO hippos (value) VALUES (5000)");
-    wait_until("west to report east's changes failing", Duration::from_secs(60), &[west], || {
-        let r = west.query("SELECT state, health, reason, repair FROM federation.status WHERE peer = 'east' AND direction = 'in'");
-        if r[0][0].as_deref() == Some("failing") && r[0][1].as_deref() == Some("CRITICAL") {
-            assert!(r[0][2].as_deref().unwrap().contains("keeps failing"), "{r:?}");
-            assert!(r[0][3].as_deref().unwrap().contains("log"), "{r:?}");
-            Ok(true)
-        } else {
-            Err(format!("{r:?}"))
-        }
-    });
-    assert_eq!(west.query("SELECT health FROM federation.health()")[0][0].as_deref(), Some("CRITICAL"));
+    wait_until(
+        "west to report east's changes failing",
+        Duration::from_secs(60),
+        &[west],
+        || {
+            let r = west.query("SELECT state, health, reason, repair FROM federation.status WHERE peer = 'east' AND direction = 'in'");
+            if r[0][0].as_deref() == Some("failing") && r[0][1].as_deref() == Some("CRITICAL") {
+                assert!(
+                    r[0][2].as_deref().unwrap().contains("keeps failing"),
+                    "{r:?}"
+                );
+                assert!(r[0][3].as_deref().unwrap().contains("log"), "{r:?}");
+                Ok(true)
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    );
+    assert_eq!(
+        west.query("SELECT health FROM federation.health()")[0][0].as_deref(),
+        Some("CRITICAL")
+    );
     // No other pair stops: central gets east's row, west gets central's.
     central.execute("INSERT INTO hippos (value) VALUES (7)");
-    wait_until("the other pairs to keep flowing", Duration::from_secs(60), &[central, west], || {
-        Ok(central.scalar("SELECT count(*) FROM hippos_east WHERE value = 5000").as_deref() == Some("1")
-            && west.scalar("SELECT count(*) FROM hippos_central WHERE value = 7").as_deref() == Some("1"))
-    });
+    wait_until(
+        "the other pairs to keep flowing",
+        Duration::from_secs(60),
+        &[central, west],
+        || {
+            Ok(central
+                .scalar("SELECT count(*) FROM hippos_east WHERE value = 5000")
+                .as_deref()
+                == Some("1")
+                && west
+                    .scalar("SELECT count(*) FROM hippos_central WHERE value = 7")
+                    .as_deref()
+                    == Some("1"))
+        },
+    );
     assert_eq!(
-        central.query("SELECT health FROM federation.status WHERE peer = 'east' AND direction = 'in'")[0][0].as_deref(),
+        central
+            .query("SELECT health FROM federation.status WHERE peer = 'east' AND direction = 'in'")
+            [0][0]
+            .as_deref(),
         Some("OK")
     );
     // The documented repair: fix the cause on the receiving node; apply resumes by itself.
@@ -101,27 +140,51 @@ fn an_apply_error_shows_in_status_stops_no_other_pair_and_clears_when_fixed() {
 #[test]
 fn the_joining_node_and_then_a_peer_restarted_mid_copy_still_complete_the_join() {
     let c = nodes(&["east", "central", "south", "north"]);
-    let (east, central, south, north) = (c.node("east"), c.node("central"), c.node("south"), c.node("north"));
+    let (east, central, south, north) = (
+        c.node("east"),
+        c.node("central"),
+        c.node("south"),
+        c.node("north"),
+    );
     join(central, east);
     east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 300000) g");
     central.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 1000) g");
     assert_converged_among(&[east, central], "hippos");
-    let copying = |n: &Node| n.scalar("SELECT count(*) FROM pg_subscription_rel WHERE srsubstate = 'd'").as_deref() != Some("0");
+    let copying = |n: &Node| {
+        n.scalar("SELECT count(*) FROM pg_subscription_rel WHERE srsubstate = 'd'")
+            .as_deref()
+            != Some("0")
+    };
 
     // The joining node restarts while it copies.
     south.execute(&format!("SELECT federation.join('{}')", east.conninfo()));
-    wait_until("south to be copying", Duration::from_secs(60), &[south], || Ok(copying(south)));
+    wait_until(
+        "south to be copying",
+        Duration::from_secs(60),
+        &[south],
+        || Ok(copying(south)),
+    );
     south.restart();
     south.execute("SELECT federation.wait_ready('3 min')");
 
     // A peer restarts while the next node copies from it.
     north.execute(&format!("SELECT federation.join('{}')", east.conninfo()));
-    wait_until("north to be copying", Duration::from_secs(60), &[north], || Ok(copying(north)));
+    wait_until(
+        "north to be copying",
+        Duration::from_secs(60),
+        &[north],
+        || Ok(copying(north)),
+    );
     east.restart();
     north.execute("SELECT federation.wait_ready('3 min')");
     assert_converged(&c, "hippos");
     for n in c.all() {
         assert_verified(n);
-        assert_eq!(n.scalar("SELECT count(*) FROM hippos").as_deref(), Some("301000"), "on {}", n.name);
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM hippos").as_deref(),
+            Some("301000"),
+            "on {}",
+            n.name
+        );
     }
 }
