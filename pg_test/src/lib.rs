@@ -41,6 +41,15 @@ pub struct NodeSpec {
     pub conf: Vec<String>,
     /// Run `CREATE EXTENSION pg_federation` once started.
     pub create_extension: bool,
+    /// Run inside a network namespace of a [`Net`], at this address (None: 127.0.0.1).
+    pub place: Option<NetPlace>,
+}
+
+/// Where a node lives on a [`Net`]: its namespace and address.
+#[derive(Debug, Clone)]
+pub struct NetPlace {
+    pub netns: String,
+    pub host: String,
 }
 
 impl NodeSpec {
@@ -51,6 +60,7 @@ impl NodeSpec {
             identity: Identity::Guc(name.into()),
             conf: vec![],
             create_extension: true,
+            place: None,
         }
     }
 
@@ -64,6 +74,7 @@ impl NodeSpec {
             },
             conf: vec![],
             create_extension: true,
+            place: None,
         }
     }
 
@@ -126,6 +137,9 @@ pub type Rows = Vec<Vec<Option<String>>>;
 pub struct Node {
     pub name: String,
     pub port: u16,
+    /// The address peers use: 127.0.0.1, or the node's address on its [`Net`].
+    pub host: String,
+    netns: Option<String>,
     root: PathBuf,
     client: RefCell<Option<postgres::Client>>,
 }
@@ -137,9 +151,15 @@ impl Node {
         let root = base.join(format!("{}-{}", spec.name, unique_suffix()));
         fs::create_dir_all(&root).expect("create node directory");
         chown_to_server_user(&root);
+        let place = spec.place.clone();
         let mut node = Node {
             name: spec.name.clone(),
             port: 0,
+            host: place
+                .as_ref()
+                .map(|p| p.host.clone())
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            netns: place.map(|p| p.netns),
             root,
             client: RefCell::new(None),
         };
@@ -191,9 +211,22 @@ impl Node {
     /// A libpq connection string for this node, as a peer on this machine would use it.
     pub fn conninfo(&self) -> String {
         format!(
-            "host=127.0.0.1 port={} dbname=postgres user=postgres",
-            self.port
+            "host={} port={} dbname=postgres user=postgres",
+            self.host, self.port
         )
+    }
+
+    /// How this test process connects: the node's address, or its Unix socket when it lives
+    /// on a [`Net`] (so that cutting its link cuts the peers, not the test's own sessions).
+    pub fn client_conninfo(&self) -> String {
+        match self.netns {
+            Some(_) => format!(
+                "host={} port={} dbname=postgres user=postgres",
+                self.socket_dir().display(),
+                self.port
+            ),
+            None => self.conninfo(),
+        }
     }
 
     fn initdb(&self) {
@@ -243,7 +276,7 @@ impl Node {
     fn write_conf(&self, extra: &[String]) {
         let conf = format!(
             "# written by pg_test\n\
-             listen_addresses = '127.0.0.1'\n\
+             listen_addresses = '{host}'\n\
              port = {port}\n\
              unix_socket_directories = '{sock}'\n\
              wal_level = logical\n\
@@ -257,10 +290,18 @@ impl Node {
              log_line_prefix = '%m [%p] %q%a '\n\
              wal_retrieve_retry_interval = '1s'\n\
              federation.database = 'postgres'\n\
-             federation.node_conninfo = 'host=127.0.0.1 port={port} dbname=postgres user=postgres'\n\
+             federation.node_conninfo = 'host={host} port={port} dbname=postgres user=postgres'\n\
+             {net}\n\
              include = '{identity}'\n\
              {extra}\n",
             port = self.port,
+            host = self.host,
+            // On a Net a cut link must be noticed: replication's own timeouts, not a minute.
+            net = if self.netns.is_some() {
+                "wal_sender_timeout = '5s'\nwal_receiver_timeout = '5s'"
+            } else {
+                ""
+            },
             sock = self.socket_dir().display(),
             identity = self.root.join("identity.conf").display(),
             extra = extra.join("\n"),
@@ -275,17 +316,30 @@ impl Node {
     }
 
     fn try_start(&self) -> Result<(), String> {
-        let out = run_server_cmd(&[
-            pg_bindir().join("pg_ctl").to_str().unwrap(),
-            "start",
-            "-w",
-            "-t",
-            "60",
-            "-D",
-            self.data_dir().to_str().unwrap(),
-            "-l",
-            self.log_path().to_str().unwrap(),
-        ]);
+        if self.netns.is_some()
+            && !fs::read_to_string(self.data_dir().join("pg_hba.conf"))
+                .unwrap_or_default()
+                .contains("10.77.0.0/16")
+        {
+            // Peers on the Net connect from their own addresses.
+            self.prepend_hba(
+                "host all all 10.77.0.0/16 trust\nhost replication all 10.77.0.0/16 trust",
+            );
+        }
+        let out = run_server_cmd_in(
+            self.netns.as_deref(),
+            &[
+                pg_bindir().join("pg_ctl").to_str().unwrap(),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                self.data_dir().to_str().unwrap(),
+                "-l",
+                self.log_path().to_str().unwrap(),
+            ],
+        );
         if out.status.success() {
             Ok(())
         } else {
@@ -421,8 +475,12 @@ impl Node {
     }
 
     fn connect_once(&self) -> Result<postgres::Client, postgres::Error> {
-        postgres::Config::new()
-            .host("127.0.0.1")
+        let mut config = postgres::Config::new();
+        match self.netns {
+            Some(_) => config.host_path(self.socket_dir()),
+            None => config.host("127.0.0.1"),
+        };
+        config
             .port(self.port)
             .user("postgres")
             .dbname("postgres")
@@ -718,7 +776,17 @@ fn write_file_as_server_user(path: &Path, text: &str) {
 }
 
 fn run_server_cmd(argv: &[&str]) -> Output {
-    let mut cmd = if is_root() {
+    run_server_cmd_in(None, argv)
+}
+
+/// Runs a server command as the server user, inside network namespace `netns` if given.
+fn run_server_cmd_in(netns: Option<&str>, argv: &[&str]) -> Output {
+    let mut cmd = if let Some(ns) = netns {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, "runuser", "-u", "postgres", "--"])
+            .args(argv);
+        c
+    } else if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).args(argv);
         c
@@ -1077,7 +1145,7 @@ impl Writer {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (s, a, conninfo) = (stop.clone(), acked.clone(), node.conninfo());
+        let (s, a, conninfo) = (stop.clone(), acked.clone(), node.client_conninfo());
         let sql = format!("INSERT INTO {table} (value) VALUES ($1::int8)");
         let handle = std::thread::spawn(move || {
             let mut done = vec![];
@@ -1155,4 +1223,120 @@ pub fn assert_all_present(node: &Node, partition: &str, acked: &[i64]) {
         "{partition} on {}: acknowledged writes missing",
         node.name
     );
+}
+
+/// A private network for nodes that must be cut off from each other: a bridge in this
+/// process's namespace (10.77.K.254/24) and, per node, a network namespace joined to it by a
+/// veth pair (10.77.K.N). Only addresses it creates are used; dropped (after the nodes, so
+/// declare it first), it deletes them. Needs root and iproute2.
+pub struct Net {
+    k: u8,
+    links: RefCell<Vec<(String, String, String)>>, // (node, netns, root-side veth)
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Net {
+    pub fn new() -> Net {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        for _ in 0..240 {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let k = ((std::process::id() * 7 + n) % 240 + 1) as u8;
+            let bridge = format!("fedbr{k}");
+            if ip(&["link", "add", &bridge, "type", "bridge"]).is_err() {
+                continue; // taken by a concurrent test: another subnet
+            }
+            ip(&["addr", "add", &format!("10.77.{k}.254/24"), "dev", &bridge])
+                .expect("bridge address");
+            ip(&["link", "set", &bridge, "up"]).expect("bridge up");
+            return Net {
+                k,
+                links: RefCell::new(vec![]),
+            };
+        }
+        panic!("no free 10.77.K.0/24 subnet for a test network");
+    }
+
+    /// Places a node on this network: its own namespace and address.
+    pub fn place(&self, mut spec: NodeSpec) -> NodeSpec {
+        let i = self.links.borrow().len() + 1;
+        let (k, ns, veth) = (
+            self.k,
+            format!("fedns{}x{i}", self.k),
+            format!("fedv{}x{i}", self.k),
+        );
+        let host = format!("10.77.{k}.{i}");
+        ip(&["netns", "add", &ns]).expect("netns add");
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])
+        .expect("veth");
+        ip(&["link", "set", &veth, "master", &format!("fedbr{k}")]).expect("veth to bridge");
+        ip(&["link", "set", &veth, "up"]).expect("veth up");
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{host}/24"),
+            "dev",
+            "eth0",
+        ])
+        .expect("address");
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]).expect("eth0 up");
+        ip(&["-n", &ns, "link", "set", "lo", "up"]).expect("lo up");
+        self.links
+            .borrow_mut()
+            .push((spec.name.clone(), ns.clone(), veth));
+        spec.place = Some(NetPlace { netns: ns, host });
+        spec
+    }
+
+    fn veth(&self, node: &Node) -> String {
+        self.links
+            .borrow()
+            .iter()
+            .find(|l| l.0 == node.name)
+            .map(|l| l.2.clone())
+            .expect("node on this Net")
+    }
+
+    /// Cuts `node` off from every other node (its link to the bridge goes down).
+    pub fn cut(&self, node: &Node) {
+        ip(&["link", "set", &self.veth(node), "down"]).expect("cut");
+    }
+
+    /// Restores `node`'s link.
+    pub fn restore(&self, node: &Node) {
+        ip(&["link", "set", &self.veth(node), "up"]).expect("restore");
+    }
+}
+
+impl Default for Net {
+    fn default() -> Self {
+        Net::new()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, ns, _) in self.links.borrow().iter() {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = ip(&["link", "del", &format!("fedbr{}", self.k)]);
+    }
 }

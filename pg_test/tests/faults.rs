@@ -188,3 +188,47 @@ fn the_joining_node_and_then_a_peer_restarted_mid_copy_still_complete_the_join()
         );
     }
 }
+
+#[test]
+fn a_cut_link_during_writes_on_both_sides_heals_by_itself() {
+    let net = pg_test::Net::new(); // declared first: dropped after the servers
+    let c =
+        Cluster::start(&["east", "central", "west"].map(|n| net.place(pg_test::NodeSpec::guc(n))));
+    let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
+    for n in c.all() {
+        n.execute(pg_test::scenario::HIPPOS);
+    }
+    join(central, east);
+    join(west, east);
+    let writers: Vec<Writer> = [east, central, west]
+        .iter()
+        .map(|n| Writer::start(n, "hippos"))
+        .collect();
+    for w in &writers {
+        w.wait_for_more(200, &c.all());
+    }
+    let t = Instant::now();
+    net.cut(west);
+    // Both sides of the cut keep accepting writes.
+    writers[2].wait_for_more(1000, &[west]);
+    writers[0].wait_for_more(1000, &[east]);
+    wait_until(
+        "east to see west disconnected",
+        Duration::from_secs(60),
+        &[east],
+        || {
+            let r = east.query("SELECT state, health FROM federation.status WHERE peer = 'west' AND direction = 'out'");
+            Ok(r[0][0].as_deref() == Some("disconnected") && r[0][1].as_deref() == Some("WARNING"))
+        },
+    );
+    let cut_for = t.elapsed();
+    net.restore(west);
+    for w in &writers {
+        w.wait_for_more(200, &c.all());
+    }
+    let acked = settle(&c, writers);
+    eprintln!(
+        "link to west cut for {:.1} s: acknowledged writes {acked:?}, all present on every node",
+        cut_for.as_secs_f64()
+    );
+}

@@ -17,6 +17,7 @@ fn three_nodes_each_report_their_own_name() {
             identity: Identity::Unconfigured,
             conf: vec![],
             create_extension: true,
+            place: None,
         },
     ]);
     let west = cluster.node("west");
@@ -107,6 +108,7 @@ fn unconfigured_and_misconfigured_nodes_are_refused() {
         identity: Identity::Unconfigured,
         conf: vec![],
         create_extension: true,
+        place: None,
     }]);
     let n = cluster.node("nameless");
     let e = n.expect_error("SELECT federation.node_name()");
