@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The soak (not part of scripts/test.sh): three nodes, steady writes on all three, then proof
+# of convergence. Prints lag per minute and memory at start and end.
+#   scripts/soak.sh [minutes]     (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+install_flags=()
+[ "$(id -u)" = 0 ] || install_flags=(--sudo)
+cargo pgrx install --release --pg-config "$PG_CONFIG" "${install_flags[@]}" >/dev/null
+say "soak: ${1:-10} minutes"
+cargo run --release -q -p pg_test --example soak -- "${1:-10}"
