@@ -12,6 +12,15 @@ use pgrx::prelude::*;
 /// Runs `f` with the extension owner's privileges (like a SECURITY DEFINER function), then
 /// restores the caller's. An ERROR in `f` aborts the transaction, which restores the user
 /// id by itself.
+/// Whether pg_federation is installed in this database (the worker checks before each pass).
+pub fn extension_installed() -> FedResult<bool> {
+    Ok(sql::one::<bool>(
+        "SELECT true FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
 pub fn as_extension_owner<T>(f: impl FnOnce() -> FedResult<T>) -> FedResult<T> {
     let owner = sql::one::<pg_sys::Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",

@@ -399,19 +399,7 @@ fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
             "ALTER TABLE {my_part_sql} ALTER COLUMN {} DROP IDENTITY",
             quote_ident(&id.column)
         ))?;
-        let seq = sql::one::<String>(
-            "SELECT pg_catalog.pg_get_serial_sequence($1, $2)",
-            &[table_sql.as_str().into(), id.column.as_str().into()],
-        )?
-        .ok_or_else(|| FedError::internal("identity sequence missing on the new parent"))?;
-        sql::exec_args(
-            "SELECT pg_catalog.setval($1::regclass, $2, $3)",
-            &[
-                seq.as_str().into(),
-                id.last_value.into(),
-                id.is_called.into(),
-            ],
-        )?;
+        continue_sequence(&table_sql, id)?;
     }
     sql::exec(&format!(
         "ALTER TABLE {table_sql} ATTACH PARTITION {my_part_sql} FOR VALUES IN ({})",
@@ -825,19 +813,7 @@ pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
             "ALTER TABLE {table_sql} ALTER COLUMN {} ADD GENERATED {how} AS IDENTITY",
             quote_ident(&id.column)
         ))?;
-        let seq = sql::one::<String>(
-            "SELECT pg_catalog.pg_get_serial_sequence($1, $2)",
-            &[table_sql.as_str().into(), id.column.as_str().into()],
-        )?
-        .ok_or_else(|| FedError::internal("identity sequence missing"))?;
-        sql::exec_args(
-            "SELECT pg_catalog.setval($1::regclass, $2, $3)",
-            &[
-                seq.as_str().into(),
-                id.last_value.into(),
-                id.is_called.into(),
-            ],
-        )?;
+        continue_sequence(&table_sql, id)?;
     }
     sql::exec(&format!("REVOKE ALL ON TABLE {table_sql} FROM PUBLIC"))?;
     for g in &grant_sql {
@@ -894,4 +870,26 @@ fn check_no_key_collisions(
         .hint("Delete or renumber the duplicate rows on the nodes that own them, then call disable() again."));
     }
     Ok(())
+}
+
+/// Sets the identity sequence of `id.column` on `table_sql` to where the table's old one was.
+fn continue_sequence(table_sql: &str, id: &Identity) -> FedResult<()> {
+    let seq = sql::one::<String>(
+        "SELECT pg_catalog.pg_get_serial_sequence($1, $2)",
+        &[table_sql.into(), id.column.as_str().into()],
+    )?
+    .ok_or_else(|| {
+        FedError::internal(format!(
+            "identity sequence of {table_sql}.{} missing",
+            id.column
+        ))
+    })?;
+    sql::exec_args(
+        "SELECT pg_catalog.setval($1::regclass, $2, $3)",
+        &[
+            seq.as_str().into(),
+            id.last_value.into(),
+            id.is_called.into(),
+        ],
+    )
 }

@@ -28,12 +28,7 @@ struct Sample {
 /// samples; never raises (a failed probe is itself the finding).
 pub fn probe_members() {
     let loaded = BackgroundWorker::transaction(|| -> FedResult<Option<(String, Vec<Member>)>> {
-        let installed = sql::one::<bool>(
-            "SELECT true FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
-            &[],
-        )?
-        .unwrap_or(false);
-        if !installed {
+        if !catalog::extension_installed()? {
             return Ok(None);
         }
         let Some((me, Some(_))) = catalog::local_node()? else {

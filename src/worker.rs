@@ -109,12 +109,7 @@ fn load_work() -> FedResult<Option<Work>> {
     if unsafe { pg_sys::RecoveryInProgress() } {
         return Ok(None);
     }
-    let installed = sql::one::<bool>(
-        "SELECT true FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
-        &[],
-    )?
-    .unwrap_or(false);
-    if !installed {
+    if !catalog::extension_installed()? {
         return Ok(None);
     }
     let Some((recorded, Some(my_conninfo))) = catalog::local_node()? else {

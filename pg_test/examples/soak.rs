@@ -19,7 +19,11 @@ fn server_rss_kb(n: &Node) -> (u64, u64) {
         for e in entries.flatten() {
             if let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() {
                 let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-                let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|v| v.parse::<u32>().ok());
+                let ppid = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u32>().ok());
                 if ppid == Some(pid) {
                     pids.push(p);
                 }
@@ -31,7 +35,12 @@ fn server_rss_kb(n: &Node) -> (u64, u64) {
     for p in pids {
         let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
         // RssAnon: private memory; shared buffers count in RssShmem and would be counted per process.
-        let kb = status.lines().find(|l| l.starts_with("RssAnon:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let kb = status
+            .lines()
+            .find(|l| l.starts_with("RssAnon:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
         total += kb;
         largest = largest.max(kb);
     }
@@ -67,8 +76,12 @@ fn main() {
         .map(|n| {
             let (stop, conninfo) = (stop.clone(), n.client_conninfo());
             std::thread::spawn(move || {
-                let mut cl = pg_test::postgres::Client::connect(&conninfo, pg_test::postgres::NoTls).unwrap();
-                let st = cl.prepare("INSERT INTO hippos (value) VALUES ($1::int8)").unwrap();
+                let mut cl =
+                    pg_test::postgres::Client::connect(&conninfo, pg_test::postgres::NoTls)
+                        .unwrap();
+                let st = cl
+                    .prepare("INSERT INTO hippos (value) VALUES ($1::int8)")
+                    .unwrap();
                 let (start, mut acked) = (Instant::now(), vec![]);
                 let mut k: i64 = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -95,7 +108,8 @@ fn main() {
     assert_converged(&c, "hippos");
     let converge = t.elapsed();
     for n in c.all() {
-        let bad = n.row_count("SELECT * FROM federation.verify() WHERE status NOT IN ('owner', 'match')");
+        let bad =
+            n.row_count("SELECT * FROM federation.verify() WHERE status NOT IN ('owner', 'match')");
         assert_eq!(bad, 0, "verify on {}", n.name);
         for (owner, values) in ["east", "central", "west"].iter().zip(&acked) {
             assert_all_present(n, &format!("hippos_{owner}"), values);
@@ -114,7 +128,13 @@ fn main() {
                 round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms)::numeric, 2)
          FROM lag_log, t GROUP BY 1 ORDER BY 1",
     ) {
-        println!("| {} | {} | {} | {} |", r[0].as_deref().unwrap_or(""), r[1].as_deref().unwrap_or(""), r[2].as_deref().unwrap_or(""), r[3].as_deref().unwrap_or(""));
+        println!(
+            "| {} | {} | {} | {} |",
+            r[0].as_deref().unwrap_or(""),
+            r[1].as_deref().unwrap_or(""),
+            r[2].as_deref().unwrap_or(""),
+            r[3].as_deref().unwrap_or("")
+        );
     }
     println!("\n| node | server private memory at start, kB (largest process) | at end, kB (largest process) |");
     println!("|---|---:|---:|");

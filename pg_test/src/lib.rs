@@ -622,17 +622,7 @@ impl Drop for Node {
         unregister_for_signals(&self.data_dir());
         self.client.get_mut().take();
         if self.postmaster_pid().is_some() {
-            let out = run_server_cmd(&[
-                pg_bindir().join("pg_ctl").to_str().unwrap(),
-                "stop",
-                "-w",
-                "-t",
-                "30",
-                "-m",
-                "immediate",
-                "-D",
-                self.data_dir().to_str().unwrap(),
-            ]);
+            let out = stop_immediately(&pg_bindir(), &self.data_dir());
             if !out.status.success() {
                 if let Some(pid) = self.postmaster_pid() {
                     let mut victims = children_of(pid);
@@ -800,6 +790,21 @@ fn run_server_cmd_in(netns: Option<&str>, argv: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("could not run {}: {e}", argv[0]))
 }
 
+/// `pg_ctl stop -m immediate` of the server in `data_dir` (this harness's own servers only).
+fn stop_immediately(bindir: &Path, data_dir: &Path) -> Output {
+    run_server_cmd(&[
+        bindir.join("pg_ctl").to_str().unwrap(),
+        "stop",
+        "-w",
+        "-t",
+        "30",
+        "-m",
+        "immediate",
+        "-D",
+        data_dir.to_str().unwrap(),
+    ])
+}
+
 fn run_as_server_user(argv: &[&str], what: &str) {
     let out = run_server_cmd(argv);
     assert!(
@@ -827,17 +832,7 @@ fn register_for_signals(data_dir: &Path) {
             if let Some(sig) = signals.forever().next() {
                 let dirs = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
                 for d in dirs {
-                    let _ = run_server_cmd(&[
-                        pg_bindir_unchecked().join("pg_ctl").to_str().unwrap(),
-                        "stop",
-                        "-w",
-                        "-t",
-                        "30",
-                        "-m",
-                        "immediate",
-                        "-D",
-                        d.to_str().unwrap(),
-                    ]);
+                    let _ = stop_immediately(&pg_bindir_unchecked(), &d);
                 }
                 if let Some(dir) = RUN_ROOT.get() {
                     if std::env::var_os("PG_TEST_KEEP").is_none() {

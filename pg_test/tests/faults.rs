@@ -156,27 +156,18 @@ fn the_joining_node_and_then_a_peer_restarted_mid_copy_still_complete_the_join()
             != Some("0")
     };
 
-    // The joining node restarts while it copies.
-    south.execute(&format!("SELECT federation.join('{}')", east.conninfo()));
-    wait_until(
-        "south to be copying",
-        Duration::from_secs(60),
-        &[south],
-        || Ok(copying(south)),
-    );
-    south.restart();
-    south.execute("SELECT federation.wait_ready('3 min')");
-
-    // A peer restarts while the next node copies from it.
-    north.execute(&format!("SELECT federation.join('{}')", east.conninfo()));
-    wait_until(
-        "north to be copying",
-        Duration::from_secs(60),
-        &[north],
-        || Ok(copying(north)),
-    );
-    east.restart();
-    north.execute("SELECT federation.wait_ready('3 min')");
+    // The joining node restarts while it copies; then a peer restarts while the next copies.
+    for (joiner, restarted) in [(south, south), (north, east)] {
+        joiner.execute(&format!("SELECT federation.join('{}')", east.conninfo()));
+        wait_until(
+            &format!("{} to be copying", joiner.name),
+            Duration::from_secs(60),
+            &[joiner],
+            || Ok(copying(joiner)),
+        );
+        restarted.restart();
+        joiner.execute("SELECT federation.wait_ready('3 min')");
+    }
     assert_converged(&c, "hippos");
     for n in c.all() {
         assert_verified(n);
