@@ -138,6 +138,20 @@ pub fn enable_with(relid: pg_sys::Oid, node_column: &str, propagate: bool) -> Fe
         vec![]
     };
     if !members.is_empty() {
+        let joining = sql::rows(
+            "SELECT node_name FROM federation.node WHERE state = 'joining' ORDER BY 1",
+            &[],
+            |r| Ok(r.get::<String>(1)?.unwrap_or_default()),
+        )?;
+        if !joining.is_empty() {
+            return Err(FedError::prerequisite(format!(
+                "cannot federate {} while node(s) {} are joining",
+                t.display(),
+                joining.join(", ")
+            ))
+            .detail("A join wires the tables federated when it began; a table federated meanwhile would miss partitions or subscriptions on the joining node.")
+            .hint("Wait until the join completes (SELECT federation.wait_ready();), then enable the table."));
+        }
         crate::membership::check_table_on_members(&t, node_column)?;
     }
     match t.kind {

@@ -7,6 +7,7 @@
 use pgrx::prelude::*;
 
 pub mod catalog;
+pub mod discovery;
 pub mod enable;
 pub mod errors;
 pub mod guards;

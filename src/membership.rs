@@ -216,7 +216,7 @@ fn add_member_impl(name: &str, conninfo: &str, your_conninfo: &str) -> FedResult
 }
 
 /// Gives every federated table here a partition for every member that lacks one.
-fn partitions_for_members(me: &str) -> FedResult<()> {
+pub fn partitions_for_members(me: &str) -> FedResult<()> {
     for (oid, col) in federated_tables()? {
         Table::lock_for_new_partitions(oid)?;
         let t = Table::load(oid)?;

@@ -49,6 +49,8 @@ pub fn probe_members() {
     if let Err(e) = r {
         warning!("pg_federation worker: recording the probe: {e}");
     }
+    // Same rhythm, other concern: members this node should know but does not.
+    crate::discovery::discover(&me, &members);
 }
 
 fn sample(me: &str, m: &Member) -> Sample {

@@ -108,6 +108,7 @@ fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
         (loner, format!("SELECT federation.join('{}')", loner.conninfo()), "22023", "this node itself"),
         (loner, format!("SET ROLE app; SELECT federation.join('{e}')"), "42501", "permission denied"),
         (east, format!("SELECT federation.join('{}')", loner.conninfo()), "55000", "already"),
+        (loner, format!("BEGIN; SELECT federation.join('{e}'); SELECT federation.enable('plain')"), "55000", "joining"),
         // leave
         (west, "BEGIN; SELECT federation.leave()".into(), "25001", "transaction block"),
         (loner, "SELECT federation.leave()".into(), "55000", "not in a federation"),

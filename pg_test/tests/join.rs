@@ -529,3 +529,59 @@ fn a_member_unreachable_during_the_join_is_refused_cleanly() {
     join(west, east);
     assert_converged(&c, "hippos");
 }
+
+#[test]
+fn two_nodes_joining_at_once_still_form_a_full_mesh() {
+    let c = nodes(&["east", "west", "north", "south"]);
+    let (east, west, north, south) = (
+        c.node("east"),
+        c.node("west"),
+        c.node("north"),
+        c.node("south"),
+    );
+    join(west, east);
+    // Both join before either's join is known to anyone: each learns {east, west} only.
+    let mut a = north.connect().unwrap();
+    let mut b = south.connect().unwrap();
+    a.batch_execute(&format!(
+        "BEGIN; SELECT federation.join('{}')",
+        east.conninfo()
+    ))
+    .unwrap();
+    b.batch_execute(&format!(
+        "BEGIN; SELECT federation.join('{}')",
+        west.conninfo()
+    ))
+    .unwrap();
+    a.batch_execute("COMMIT").unwrap();
+    b.batch_execute("COMMIT").unwrap();
+    // The workers find the missing pair and wire it: every node ends with three ready members.
+    wait_until(
+        "every node to know three ready members",
+        Duration::from_secs(120),
+        &c.all(),
+        || {
+            for n in c.all() {
+                let ready = n.scalar("SELECT count(*) FROM federation.node WHERE state = 'ready'");
+                if ready.as_deref() != Some("3") {
+                    return Err(format!("{} knows {:?} ready members", n.name, ready));
+                }
+            }
+            Ok(true)
+        },
+    );
+    for n in [east, west, north, south] {
+        n.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 25) g");
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM pg_subscription").as_deref(),
+            Some("3"),
+            "on {}",
+            n.name
+        );
+    }
+    assert_converged(&c, "hippos");
+    assert_eq!(
+        north.scalar("SELECT count(*) FROM hippos_south").as_deref(),
+        Some("25")
+    );
+}

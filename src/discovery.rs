@@ -1,0 +1,101 @@
+//! Members that joined at the same time through other nodes. Two joins at once each learn
+//! the federation as it was before the other: afterwards, each new node is a member of every
+//! old one but not of the other new one. The worker closes such gaps: every few seconds it
+//! asks each ready member for its ready members, and records any it does not know as
+//! joining, so the usual join steps wire the pair.
+//!
+//! Exactly one side of a pair must wire it. A node that is wiring a pair knows the other side
+//! with `wired_here = true`, so before recording a discovered node the worker asks it how it
+//! knows this node: wiring it (skip: its add_member() call will register the pair here),
+//! waiting for this node to wire it (record, and wire), or not at all (record; the node whose
+//! name sorts first wires).
+
+use crate::catalog::{self, Member};
+use crate::errors::FedResult;
+use crate::membership;
+use crate::remote::Remote;
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+
+/// Finds and records members this node does not know; never raises (a member it cannot
+/// reach is asked again at the next round).
+pub fn discover(me: &str, members: &[Member]) {
+    let mut found: Vec<(String, String, bool)> = vec![]; // (name, conninfo, wired_here)
+    let known = |name: &str, found: &[(String, String, bool)]| {
+        name == me || members.iter().any(|m| m.name == name) || found.iter().any(|f| f.0 == name)
+    };
+    for m in members.iter().filter(|m| m.state == "ready") {
+        let Ok(mut r) = Remote::connect(
+            &format!("connect_timeout=3 {}", m.conninfo),
+            &format!("member \"{}\"", m.name),
+        ) else {
+            continue;
+        };
+        let Ok(rows) = r.query(
+            "SELECT node_name, conninfo FROM federation.node WHERE state = 'ready' ORDER BY 1",
+            &[],
+        ) else {
+            continue;
+        };
+        for row in rows {
+            let (Some(name), Some(conninfo)) = (row[0].clone(), row[1].clone()) else {
+                continue;
+            };
+            if known(&name, &found) {
+                continue;
+            }
+            match how_it_knows_me(&conninfo, &name, me) {
+                Ok(Some(true)) => {} // it wires the pair and will register it here
+                Ok(Some(false)) => found.push((name, conninfo, true)),
+                Ok(None) => {
+                    let first = me < name.as_str();
+                    found.push((name, conninfo, first));
+                }
+                Err(_) => {} // unreachable, or it has left: next round
+            }
+        }
+    }
+    if found.is_empty() {
+        return;
+    }
+    let me2 = me.to_string();
+    let recorded = found.clone();
+    let r = BackgroundWorker::transaction(move || -> FedResult<()> {
+        for (name, conninfo, wired_here) in &recorded {
+            catalog::upsert_member(name, conninfo, "joining", *wired_here)?;
+        }
+        membership::partitions_for_members(&me2)
+    });
+    match r {
+        Ok(()) => {
+            for (name, _, wired_here) in found {
+                log!(
+                    "pg_federation: discovered node \"{name}\" through another member; {} wires the pair",
+                    if wired_here { "this node" } else { "that node" }
+                );
+            }
+        }
+        Err(e) => warning!("pg_federation worker: recording discovered members: {e}"),
+    }
+}
+
+/// How `name` (at `conninfo`) knows this node: Ok(Some(wired_here there)), Ok(None) when it
+/// does not, Err when it cannot be asked or is in no federation (it has left, or is leaving).
+fn how_it_knows_me(conninfo: &str, name: &str, me: &str) -> FedResult<Option<bool>> {
+    let mut r = Remote::connect(
+        &format!("connect_timeout=3 {conninfo}"),
+        &format!("node \"{name}\""),
+    )?;
+    let row = r.query(
+        "SELECT (SELECT wired_here::text FROM federation.node WHERE node_name = $1),
+                (SELECT count(*) FROM federation.node WHERE state = 'ready')::text",
+        &[Some(me)],
+    )?;
+    let row = row.into_iter().next().unwrap_or_default();
+    if row.get(1).cloned().flatten().as_deref() == Some("0") {
+        return Err(crate::errors::FedError::prerequisite(format!(
+            "node \"{name}\" is in no federation"
+        )));
+    }
+    Ok(row.first().cloned().flatten().map(|v| v == "true"))
+}
