@@ -20,7 +20,8 @@ AS $$ SELECT federation.disable_table(tbl::oid) $$;
 
 COMMENT ON FUNCTION federation.disable(regclass) IS
   'Turns a federated table back into an ordinary table holding every row present on this '
-  'node, and removes it from this node''s publication.';
+  'node, and removes it from this node''s publication. On a node of a federation it does '
+  'so on every member (outside a transaction block).';
 
 CREATE FUNCTION federation.join(peer_conninfo text, node_conninfo text DEFAULT NULL)
 RETURNS void LANGUAGE sql VOLATILE
@@ -66,5 +67,6 @@ REVOKE EXECUTE ON FUNCTION
     federation.drop_node(text, boolean), federation.drop_federation_node(text, boolean),
     federation.peer_info(), federation.check_reachable(text), federation.add_member(text, text, text),
     federation.set_member_ready(text), federation.remove_member(text, boolean),
-    federation.table_shape(text, text), federation.enable_here(text, text)
+    federation.table_shape(text, text), federation.enable_here(text, text),
+    federation.unpublish_here(text), federation.disable_here(text)
 FROM PUBLIC;

@@ -728,30 +728,35 @@ pub fn ensure_member_partitions(t: &Table, col: &str, me: &str) -> FedResult<Vec
 }
 
 pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
+    // On a joined node the members replicate into this table's partitions here, and this
+    // node into theirs: the table is disabled on every member at once (crate::unfederate),
+    // each node through its own session, so this one takes no lock on it.
+    let joined = catalog::local_node()?.and_then(|(_, c)| c).is_some();
+    if joined && !catalog::other_members()?.is_empty() {
+        let t = Table::load(relid)?;
+        check_owner(&t, "disable")?;
+        if catalog::node_column(relid)?.is_none() {
+            return Err(not_federated(&t));
+        }
+        return crate::unfederate::disable_everywhere(&t);
+    }
+    disable_here(relid)
+}
+
+fn not_federated(t: &Table) -> FedError {
+    FedError::prerequisite(format!("table {} is not federated", t.display()))
+        .hint("federation.tables lists the federated tables on this node.")
+}
+
+/// Turns the table back into an ordinary one on this node only (see [`disable`]).
+pub fn disable_here(relid: pg_sys::Oid) -> FedResult<()> {
     let me = identity::current_name()?;
     Table::lock_exclusive(relid)?;
     let t = Table::load(relid)?;
     check_owner(&t, "disable")?;
     let Some(col) = catalog::node_column(relid)? else {
-        return Err(
-            FedError::prerequisite(format!("table {} is not federated", t.display()))
-                .hint("federation.tables lists the federated tables on this node."),
-        );
+        return Err(not_federated(&t));
     };
-    // On a joined node the members keep replicating into this table's partitions here; taking
-    // them away would stop this node's subscriptions (all their tables) with apply errors.
-    let joined = catalog::local_node()?.and_then(|(_, c)| c).is_some();
-    let members = catalog::other_members()?;
-    if joined && !members.is_empty() {
-        return Err(FedError::prerequisite(format!(
-            "cannot disable {}: this node replicates it with {} other member(s) ({})",
-            t.display(),
-            members.len(),
-            members.join(", ")
-        ))
-        .detail("The members keep sending their rows into this table's partitions here; removing the partitions would stop replication from them.")
-        .hint("Take this node out first (SELECT federation.leave();), then disable the table. Disabling a table on every node at once is not supported yet."));
-    }
     let parts = catalog::partitions(relid)?;
     let Some((_, local)) = parts
         .iter()

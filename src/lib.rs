@@ -23,6 +23,7 @@ pub mod remote;
 pub mod resync;
 pub mod sql;
 pub mod table;
+pub mod unfederate;
 pub mod verify;
 pub mod worker;
 
@@ -48,6 +49,8 @@ pgrx::extension_sql_file!(
         membership::remove_member,
         membership::table_shape,
         membership::enable_here,
+        unfederate::unpublish_here,
+        unfederate::disable_here,
         ready::wait_ready_ms
     ]
 );

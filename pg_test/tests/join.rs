@@ -289,17 +289,11 @@ fn leave_and_drop_node() {
     }
     assert_converged(&c, "hippos");
 
-    // disable() on a joined node would stop replication from the members: refused, unchanged.
+    // disable() on a federation changes every member: not inside a transaction block.
     let before = snapshot(west, "public");
-    let e = west.expect_error("SELECT federation.disable('hippos')");
-    assert_eq!(e.code, "55000", "{e}");
-    assert!(
-        e.hint
-            .as_deref()
-            .unwrap_or("")
-            .contains("federation.leave()"),
-        "{e}"
-    );
+    let e = west.expect_error("BEGIN; SELECT federation.disable('hippos')");
+    west.execute("ROLLBACK");
+    assert_eq!(e.code, "25001", "{e}");
     assert_eq!(snapshot(west, "public"), before);
 
     // west leaves: everywhere its subscriptions, slots and catalog rows go; its rows stay.
@@ -583,5 +577,93 @@ fn two_nodes_joining_at_once_still_form_a_full_mesh() {
     assert_eq!(
         north.scalar("SELECT count(*) FROM hippos_south").as_deref(),
         Some("25")
+    );
+}
+
+#[test]
+fn disable_on_a_federation_turns_the_table_back_on_every_member() {
+    let c = Cluster::start(&[
+        NodeSpec::guc("east"),
+        NodeSpec::guc("central"),
+        NodeSpec::guc("west"),
+    ]);
+    for n in c.all() {
+        n.execute(HIPPOS);
+        n.execute("CREATE TABLE pens (id bigint PRIMARY KEY, name text); SELECT federation.enable('pens')");
+    }
+    let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
+    join(central, east);
+    join(west, east);
+    for (i, n) in c.all().into_iter().enumerate() {
+        n.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 10) g");
+        n.execute(&format!(
+            "INSERT INTO pens SELECT g, 'p' FROM generate_series({0} * 100 + 1, {0} * 100 + 5) g",
+            i
+        ));
+    }
+    assert_converged(&c, "hippos");
+    west.execute("SELECT federation.disable('hippos')");
+    for n in c.all() {
+        assert_eq!(
+            n.scalar("SELECT relkind::text FROM pg_class WHERE relname = 'hippos'")
+                .as_deref(),
+            Some("r"),
+            "on {}",
+            n.name
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM hippos").as_deref(),
+            Some("30"),
+            "every row kept on {}",
+            n.name
+        );
+        assert_eq!(n.scalar("SELECT count(*) FROM pg_class WHERE relname LIKE 'hippos\\_%' AND relkind IN ('r', 'p')").as_deref(), Some("0"), "on {}", n.name);
+        assert_eq!(
+            n.scalar("SELECT string_agg(relid::text, ',') FROM federation.federated_table")
+                .as_deref(),
+            Some("pens")
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM pg_publication_tables WHERE tablename LIKE 'hippos%'")
+                .as_deref(),
+            Some("0")
+        );
+        assert_eq!(n.scalar("SELECT count(*) FROM pg_subscription_rel WHERE srrelid::regclass::text LIKE 'hippos%'").as_deref(), Some("0"));
+    }
+    // The other table keeps replicating, and every pair stays healthy.
+    east.execute("INSERT INTO pens VALUES (1000, 'after')");
+    wait_until(
+        "pens to keep replicating",
+        Duration::from_secs(60),
+        &c.all(),
+        || {
+            Ok(c.all().iter().all(|n| {
+                n.scalar("SELECT count(*) FROM pens WHERE id = 1000")
+                    .as_deref()
+                    == Some("1")
+            }))
+        },
+    );
+    for n in c.all() {
+        wait_until(
+            &format!("{} to report OK", n.name),
+            Duration::from_secs(60),
+            &c.all(),
+            || {
+                let r = n.query("SELECT health, reason FROM federation.health()");
+                if r[0][0].as_deref() == Some("OK") {
+                    Ok(true)
+                } else {
+                    Err(format!("{:?}", r[0]))
+                }
+            },
+        );
+    }
+    // Disabling again: the table is no longer federated anywhere.
+    assert_eq!(
+        central
+            .expect_error("SELECT federation.disable('hippos')")
+            .code,
+        "55000"
     );
 }
