@@ -137,6 +137,13 @@ for n in east central west south; do
 done
 on east "SELECT node_name, state FROM federation.nodes;"
 
+say "6. is it healthy? status per member and direction, one-line health, and every copy verified"
+on east "SELECT peer, direction, state, health, reason FROM federation.status;"
+for n in east central west south; do
+    on $n "SELECT * FROM federation.health();"
+done
+on east "SELECT partition, node, rows, status FROM federation.verify();"
+
 cat <<MSG
 
 The federation is running. Connect with:
@@ -145,6 +152,7 @@ The federation is running. Connect with:
   psql -h 127.0.0.1 -p 5443 -U postgres    # west
   psql -h 127.0.0.1 -p 5444 -U postgres    # south
 Try: INSERT INTO hippos (value) VALUES (1);  then SELECT * FROM hippos; on another node.
+docs/runbook.md says what to do when federation.health() is not OK.
 Stop them all (and remove their data) with:
   scripts/demo.sh stop
 MSG
