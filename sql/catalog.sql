@@ -76,6 +76,7 @@ CREATE UNLOGGED TABLE federation.peer_probe (
     slot_wal_status     text,
     slot_confirmed_lsn  pg_lsn,
     slot_retained_bytes numeric,
+    row_estimates       jsonb,         -- live rows of the member's own partitions (its statistics)
     apply_errors        bigint NOT NULL DEFAULT 0,
     sync_errors         bigint NOT NULL DEFAULT 0,
     errors_seen_at      timestamptz,   -- when the worker last saw an error counter grow

@@ -24,6 +24,7 @@ RETURNS TABLE (
     wal_status         text,
     tables_syncing     bigint,
     rows_copied        bigint,
+    rows_to_copy       bigint,
     apply_errors       bigint,
     sync_errors        bigint,
     last_error_at      timestamptz,
@@ -54,6 +55,10 @@ inbound AS (
            (SELECT count(*) FROM pg_subscription_rel r WHERE r.srsubid = s.oid AND r.srsubstate <> 'r') AS syncing,
            (SELECT sum(c.tuples_processed) FROM pg_stat_subscription w JOIN pg_stat_progress_copy c ON c.pid = w.pid
              WHERE w.subid = s.oid AND w.relid IS NOT NULL)::bigint AS copied,
+           -- Rows the copies still running or waiting to run have to bring, from the member's
+           -- statistics (n_live_tup of its partitions, sampled by the probe).
+           (SELECT sum((pr.row_estimates ->> r.srrelid::regclass::text)::bigint) FROM pg_subscription_rel r
+             WHERE r.srsubid = s.oid AND r.srsubstate IN ('i', 'd'))::bigint AS to_copy,
            pr.reachable, pr.probe_error, pr.unreachable_since, pr.slot_found, pr.slot_wal_status,
            pr.peer_lsn - pr.slot_confirmed_lsn AS lag_bytes, pr.slot_retained_bytes,
            pr.apply_errors, pr.sync_errors, pr.errors_seen_at, pr.error_streak, pr.probed_at,
@@ -193,7 +198,8 @@ SELECT i.peer, 'in', CASE
            WHEN i.syncing > 0 THEN 'copying'
            ELSE 'streaming' END,
        i.health, i.reason, i.lag_bytes, NULL::interval, i.slot_retained_bytes, i.slot_wal_status,
-       i.syncing, i.copied, i.apply_errors, i.sync_errors, i.errors_seen_at,
+       i.syncing, i.copied, CASE WHEN i.syncing > 0 THEN greatest(coalesce(i.to_copy, 0) - coalesce(i.copied, 0), 0) END,
+       i.apply_errors, i.sync_errors, i.errors_seen_at,
        CASE WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' OR (i.subid IS NULL AND i.member_state = 'ready')
             THEN i.parts END,
        CASE WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' OR (i.subid IS NULL AND i.member_state = 'ready')
@@ -211,14 +217,14 @@ SELECT o.peer, 'out', CASE
            ELSE coalesce(o.sender_state, 'connected') END,
        o.health, o.reason, o.lag_bytes,
        CASE WHEN o.active THEN coalesce(o.replay_lag, interval '0') END,
-       o.retained, o.slot_wal_status, NULL, NULL, NULL, NULL, NULL,
+       o.retained, o.slot_wal_status, NULL, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN (o.slot_name IS NULL OR o.slot_wal_status = 'lost') AND o.member_state = 'ready' THEN o.parts END,
        CASE WHEN (o.slot_name IS NULL OR o.slot_wal_status = 'lost') AND o.member_state = 'ready'
             THEN format('on %s: SELECT federation.resync(%L);', o.peer, (SELECT node_name FROM me)) END,
        now()
 FROM outbound_judged o
 UNION ALL
-SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.health <> 'OK' THEN 'raise the settings named in reason (docs/operations.md, "Settings")' END, now()
 FROM settings s
 ORDER BY 1 NULLS FIRST, 2

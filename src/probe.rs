@@ -22,10 +22,11 @@ struct Sample {
     wal_status: Option<String>,
     confirmed: Option<String>,
     retained: Option<String>,
+    estimates: Option<String>,
 }
 
-/// Probes every member that is not joining (the join steps report those) and records the
-/// samples; never raises (a failed probe is itself the finding).
+/// Probes every member and records the samples; never raises (a failed probe is itself the
+/// finding).
 pub fn probe_members() {
     let loaded = BackgroundWorker::transaction(|| -> FedResult<Option<(String, Vec<Member>)>> {
         if !catalog::extension_installed()? {
@@ -39,11 +40,7 @@ pub fn probe_members() {
     let Ok(Some((me, members))) = loaded else {
         return;
     };
-    let samples: Vec<Sample> = members
-        .iter()
-        .filter(|m| m.state != "joining")
-        .map(|m| sample(&me, m))
-        .collect();
+    let samples: Vec<Sample> = members.iter().map(|m| sample(&me, m)).collect();
     let me2 = me.clone();
     let r = BackgroundWorker::transaction(move || record(&me2, &samples));
     if let Err(e) = r {
@@ -63,6 +60,7 @@ fn sample(me: &str, m: &Member) -> Sample {
         wal_status: None,
         confirmed: None,
         retained: None,
+        estimates: None,
     };
     // A short connect timeout: a member behind a cut link must not hold up the worker.
     let probe = (|| -> FedResult<Vec<Option<String>>> {
@@ -76,10 +74,20 @@ fn sample(me: &str, m: &Member) -> Sample {
              FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1",
             &[Some(&subscription_name(&m.name, me))],
         )?;
-        Ok(rows.into_iter().next().unwrap_or_default())
+        let mut row = rows.into_iter().next().unwrap_or_default();
+        // How many rows the member's own partitions hold, by name, for the progress of copies.
+        row.push(r.scalar(
+            "SELECT coalesce(pg_catalog.jsonb_object_agg(pg_catalog.format('%I.%I', n.nspname, c.relname), s.n_live_tup), '{}')::text
+             FROM federation.partition p JOIN pg_catalog.pg_class c ON c.oid = p.partition
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace JOIN pg_catalog.pg_stat_user_tables s ON s.relid = c.oid
+             WHERE p.node_name = $1",
+            &[Some(&m.name)],
+        )?);
+        Ok(row)
     })();
     match probe {
-        Ok(row) if row.len() == 5 => {
+        Ok(row) if row.len() == 6 => {
+            s.estimates = row[5].clone();
             s.reachable = true;
             s.peer_lsn = row[0].clone();
             s.slot_found = Some(row[1].as_deref() == Some("t"));
@@ -104,14 +112,16 @@ fn record(me: &str, samples: &[Sample]) -> FedResult<()> {
                  SELECT coalesce(max(apply_error_count), 0) AS apply_errors, coalesce(max(sync_error_count), 0) AS sync_errors
                  FROM pg_catalog.pg_stat_subscription_stats WHERE subname = $9)
              INSERT INTO federation.peer_probe AS p (node_name, probed_at, reachable, probe_error, unreachable_since, peer_lsn,
-                     slot_found, slot_wal_status, slot_confirmed_lsn, slot_retained_bytes, apply_errors, sync_errors, errors_seen_at)
+                     slot_found, slot_wal_status, slot_confirmed_lsn, slot_retained_bytes, apply_errors, sync_errors, errors_seen_at,
+                     row_estimates)
              SELECT $1, pg_catalog.clock_timestamp(), $2, $3, CASE WHEN $2 THEN NULL ELSE pg_catalog.clock_timestamp() END,
-                    $4::pg_lsn, $5, $6, $7::pg_lsn, $8::numeric, st.apply_errors, st.sync_errors, NULL FROM st
+                    $4::pg_lsn, $5, $6, $7::pg_lsn, $8::numeric, st.apply_errors, st.sync_errors, NULL,
+                    $10::jsonb FROM st
              ON CONFLICT (node_name) DO UPDATE SET probed_at = EXCLUDED.probed_at, reachable = EXCLUDED.reachable,
                  probe_error = EXCLUDED.probe_error,
                  unreachable_since = CASE WHEN EXCLUDED.reachable THEN NULL ELSE coalesce(p.unreachable_since, EXCLUDED.probed_at) END, peer_lsn = EXCLUDED.peer_lsn, slot_found = EXCLUDED.slot_found,
                  slot_wal_status = EXCLUDED.slot_wal_status, slot_confirmed_lsn = EXCLUDED.slot_confirmed_lsn,
-                 slot_retained_bytes = EXCLUDED.slot_retained_bytes,
+                 slot_retained_bytes = EXCLUDED.slot_retained_bytes, row_estimates = EXCLUDED.row_estimates,
                  error_streak = CASE WHEN EXCLUDED.apply_errors + EXCLUDED.sync_errors > p.apply_errors + p.sync_errors
                                      THEN p.error_streak + 1 ELSE 0 END,
                  errors_seen_at = CASE WHEN EXCLUDED.apply_errors + EXCLUDED.sync_errors > p.apply_errors + p.sync_errors
@@ -127,6 +137,7 @@ fn record(me: &str, samples: &[Sample]) -> FedResult<()> {
                 s.confirmed.clone().into(),
                 s.retained.clone().into(),
                 subscription_name(&s.name, me).into(),
+                s.estimates.clone().into(),
             ],
         )?;
     }

@@ -364,3 +364,44 @@ fn verify_and_resync_refuse_bad_input_and_change_nothing() {
         "55000"
     );
 }
+
+#[test]
+fn status_shows_the_progress_of_an_initial_copy() {
+    // Hold the copy back: with no table-sync workers allowed on west, its copy waits.
+    let c = Cluster::start(&[
+        NodeSpec::guc("east"),
+        NodeSpec::guc("west").with_conf("max_sync_workers_per_subscription = 0"),
+    ]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in [east, west] {
+        n.execute(HIPPOS);
+    }
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 20000) g");
+    west.execute(&format!("SELECT federation.join('{}')", east.conninfo()));
+    wait_until(
+        "west's status to show the copy still to do",
+        Duration::from_secs(90),
+        &[west],
+        || {
+            let r = west.query("SELECT state, health, tables_syncing, rows_to_copy FROM federation.status WHERE peer = 'east' AND direction = 'in'");
+            if r[0]
+                == vec![
+                    Some("joining".into()),
+                    Some("OK".into()),
+                    Some("1".into()),
+                    Some("20000".into()),
+                ]
+            {
+                Ok(true)
+            } else {
+                Err(format!("{:?}", r[0]))
+            }
+        },
+    );
+    west.execute("ALTER SYSTEM SET max_sync_workers_per_subscription = 2");
+    west.reload();
+    west.execute("SELECT federation.wait_ready('90 s')");
+    assert_converged(&c, "hippos");
+    let r = west.query("SELECT state, tables_syncing, rows_to_copy FROM federation.status WHERE peer = 'east' AND direction = 'in'");
+    assert_eq!(r[0], vec![Some("streaming".into()), Some("0".into()), None]);
+}
