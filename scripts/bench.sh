@@ -6,9 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-install_flags=()
-[ "$(id -u)" = 0 ] || install_flags=(--sudo)
-cargo pgrx install --release --pg-config "$PG_CONFIG" "${install_flags[@]}" >/dev/null
+install_extension --release >/dev/null
 for b in "${@:-node_name insert join operations}"; do
     for name in $b; do
         say "benchmark: $name"

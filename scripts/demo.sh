@@ -38,9 +38,7 @@ fi
 
 source scripts/setup.sh
 say "building and installing pg_federation (release)"
-install_flags=()
-[ "$(id -u)" = 0 ] || install_flags=(--sudo)
-cargo pgrx install --release --pg-config "$PG_CONFIG" "${install_flags[@]}"
+install_extension --release
 
 stop_all >/dev/null
 mkdir -p "$DEMO_DIR"

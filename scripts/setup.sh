@@ -41,3 +41,11 @@ if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.t
     say "cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
     cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG"
 fi
+
+# install_extension [--release]: builds pg_federation and installs it into the system
+# PostgreSQL (with sudo when not root).
+install_extension() {
+    local flags=("$@")
+    [ "$(id -u)" = 0 ] || flags+=(--sudo)
+    cargo pgrx install --pg-config "$PG_CONFIG" "${flags[@]}"
+}

@@ -5,8 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-install_flags=()
-[ "$(id -u)" = 0 ] || install_flags=(--sudo)
-cargo pgrx install --release --pg-config "$PG_CONFIG" "${install_flags[@]}" >/dev/null
+install_extension --release >/dev/null
 say "soak: ${1:-10} minutes"
 cargo run --release -q -p pg_test --example soak -- "${1:-10}"

@@ -18,9 +18,7 @@ cargo pgrx test "pg$PG_MAJOR" "${runas[@]}"
 as_root rm -rf "$pgrx_data"
 
 say "installing pg_federation into $(dirname "$PG_CONFIG")"
-install_flags=()
-[ "$(id -u)" = 0 ] || install_flags=(--sudo)
-cargo pgrx install --pg-config "$PG_CONFIG" "${install_flags[@]}"
+install_extension
 
 say "multi-node scenario tests: cargo test -p pg_test"
 cargo test -p pg_test -- --test-threads="${PG_TEST_THREADS:-2}" "$@"

@@ -1,7 +1,7 @@
 //! Members that joined at the same time through other nodes. Two joins at once each learn
 //! the federation as it was before the other: afterwards, each new node is a member of every
-//! old one but not of the other new one. The worker closes such gaps: every few seconds it
-//! asks each ready member for its ready members, and records any it does not know as
+//! old one but not of the other new one. The worker closes such gaps: every few seconds its probe
+//! (crate::probe) asks each ready member for its ready members, and records any it does not know as
 //! joining, so the usual join steps wire the pair.
 //!
 //! Exactly one side of a pair must wire it. A node that is wiring a pair knows the other side
@@ -17,42 +17,23 @@ use crate::remote::Remote;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
-/// Finds and records members this node does not know; never raises (a member it cannot
-/// reach is asked again at the next round).
-pub fn discover(me: &str, members: &[Member]) {
+/// Records the nodes in `seen` (the ready members' ready members, as the probe found them)
+/// that this node does not know; never raises (a node it cannot ask is asked again at the
+/// next round).
+pub fn discover(me: &str, members: &[Member], seen: &[(String, String)]) {
     let mut found: Vec<(String, String, bool)> = vec![]; // (name, conninfo, wired_here)
     let known = |name: &str, found: &[(String, String, bool)]| {
         name == me || members.iter().any(|m| m.name == name) || found.iter().any(|f| f.0 == name)
     };
-    for m in members.iter().filter(|m| m.state == "ready") {
-        let Ok(mut r) = Remote::connect(
-            &format!("connect_timeout=3 {}", m.conninfo),
-            &format!("member \"{}\"", m.name),
-        ) else {
+    for (name, conninfo) in seen {
+        if known(name, &found) {
             continue;
-        };
-        let Ok(rows) = r.query(
-            "SELECT node_name, conninfo FROM federation.node WHERE state = 'ready' ORDER BY 1",
-            &[],
-        ) else {
-            continue;
-        };
-        for row in rows {
-            let (Some(name), Some(conninfo)) = (row[0].clone(), row[1].clone()) else {
-                continue;
-            };
-            if known(&name, &found) {
-                continue;
-            }
-            match how_it_knows_me(&conninfo, &name, me) {
-                Ok(Some(true)) => {} // it wires the pair and will register it here
-                Ok(Some(false)) => found.push((name, conninfo, true)),
-                Ok(None) => {
-                    let first = me < name.as_str();
-                    found.push((name, conninfo, first));
-                }
-                Err(_) => {} // unreachable, or it has left: next round
-            }
+        }
+        match how_it_knows_me(conninfo, name, me) {
+            Ok(Some(true)) => {} // it wires the pair and will register it here
+            Ok(Some(false)) => found.push((name.clone(), conninfo.clone(), true)),
+            Ok(None) => found.push((name.clone(), conninfo.clone(), me < name.as_str())),
+            Err(_) => {} // unreachable, or it has left: next round
         }
     }
     if found.is_empty() {

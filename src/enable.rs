@@ -360,27 +360,13 @@ fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
                 "ALTER TABLE {table_sql} ADD COLUMN {qcol} text NOT NULL DEFAULT {}",
                 quote_literal(me)
             ))?;
+            claim_node_column(&table_sql, &qcol, me, false, false)?;
         }
         NodeColumn::Present {
             not_null,
             has_nulls,
-        } => {
-            if has_nulls {
-                sql::exec_args(
-                    &format!("UPDATE {table_sql} SET {qcol} = $1 WHERE {qcol} IS NULL"),
-                    &[me.into()],
-                )?;
-            }
-            if !not_null {
-                sql::exec(&format!(
-                    "ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET NOT NULL"
-                ))?;
-            }
-        }
+        } => claim_node_column(&table_sql, &qcol, me, has_nulls, !not_null)?,
     }
-    sql::exec(&format!(
-        "ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET DEFAULT federation.node_name()"
-    ))?;
 
     // 2. The table becomes this node's partition; a new parent takes its name.
     sql::exec(&format!(
@@ -643,16 +629,7 @@ fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
         local_sql = Some(part_sql);
     }
     let local_sql = local_sql.unwrap();
-    sql::exec_args(
-        &format!("UPDATE {table_sql} SET {qcol} = $1 WHERE {qcol} IS NULL"),
-        &[me.into()],
-    )?;
-    sql::exec(&format!(
-        "ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET NOT NULL"
-    ))?;
-    sql::exec(&format!(
-        "ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET DEFAULT federation.node_name()"
-    ))?;
+    claim_node_column(&table_sql, &qcol, me, true, true)?;
 
     for (node, oid, psql) in &owned {
         if node.as_deref() != Some(me) {
@@ -911,4 +888,29 @@ fn continue_sequence(table_sql: &str, id: &Identity) -> FedResult<()> {
             id.is_called.into(),
         ],
     )
+}
+
+/// The node column of an enrolled table: rows without a node become this node's (`fill`),
+/// the column NOT NULL (`set_not_null`), and its default `federation.node_name()`.
+fn claim_node_column(
+    table_sql: &str,
+    qcol: &str,
+    me: &str,
+    fill: bool,
+    set_not_null: bool,
+) -> FedResult<()> {
+    if fill {
+        sql::exec_args(
+            &format!("UPDATE {table_sql} SET {qcol} = $1 WHERE {qcol} IS NULL"),
+            &[me.into()],
+        )?;
+    }
+    if set_not_null {
+        sql::exec(&format!(
+            "ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET NOT NULL"
+        ))?;
+    }
+    sql::exec(&format!(
+        "ALTER TABLE {table_sql} ALTER COLUMN {qcol} SET DEFAULT federation.node_name()"
+    ))
 }

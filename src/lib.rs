@@ -17,6 +17,7 @@ pub mod labels;
 pub mod membership;
 pub mod naming;
 pub mod probe;
+pub mod progress;
 pub mod publication;
 pub mod ready;
 pub mod remote;

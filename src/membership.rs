@@ -288,13 +288,10 @@ pub fn require_superuser_for(what: &str, why: &str) -> FedResult<()> {
 }
 
 pub fn require_superuser(what: &str) -> FedResult<()> {
-    // SAFETY: reads this backend's user id.
-    if unsafe { pg_sys::superuser() } {
-        return Ok(());
-    }
-    Err(FedError::privilege(format!("permission denied for {what}"))
-        .detail("Joining, leaving and dropping nodes create and drop subscriptions, which PostgreSQL 15 allows only to superusers.")
-        .hint("Run it as a superuser."))
+    require_superuser_for(
+        what,
+        "Joining, leaving and dropping nodes create and drop subscriptions, which PostgreSQL 15 allows only to superusers.",
+    )
 }
 
 fn in_transaction_block() -> bool {

@@ -23,6 +23,8 @@ struct Sample {
     confirmed: Option<String>,
     retained: Option<String>,
     estimates: Option<String>,
+    /// The member's ready members (name, conninfo).
+    their_members: Vec<(String, String)>,
 }
 
 /// Probes every member and records the samples; never raises (a failed probe is itself the
@@ -40,14 +42,21 @@ pub fn probe_members() {
     let Ok(Some((me, members))) = loaded else {
         return;
     };
-    let samples: Vec<Sample> = members.iter().map(|m| sample(&me, m)).collect();
+    let mut samples: Vec<Sample> = members.iter().map(|m| sample(&me, m)).collect();
+    // Same rhythm and connections, other concern: members this node should know but does
+    // not, as the ready members see them.
+    let seen: Vec<(String, String)> = members
+        .iter()
+        .zip(samples.iter_mut())
+        .filter(|(m, _)| m.state == "ready")
+        .flat_map(|(_, s)| std::mem::take(&mut s.their_members))
+        .collect();
     let me2 = me.clone();
     let r = BackgroundWorker::transaction(move || record(&me2, &samples));
     if let Err(e) = r {
         warning!("pg_federation worker: recording the probe: {e}");
     }
-    // Same rhythm, other concern: members this node should know but does not.
-    crate::discovery::discover(&me, &members);
+    crate::discovery::discover(&me, &members, &seen);
 }
 
 fn sample(me: &str, m: &Member) -> Sample {
@@ -61,9 +70,10 @@ fn sample(me: &str, m: &Member) -> Sample {
         confirmed: None,
         retained: None,
         estimates: None,
+        their_members: vec![],
     };
     // A short connect timeout: a member behind a cut link must not hold up the worker.
-    let probe = (|| -> FedResult<Vec<Option<String>>> {
+    let probe = (|| -> FedResult<()> {
         let mut r = Remote::connect(
             &format!("connect_timeout=3 {}", m.conninfo),
             &format!("member \"{}\"", m.name),
@@ -74,29 +84,35 @@ fn sample(me: &str, m: &Member) -> Sample {
              FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1",
             &[Some(&subscription_name(&m.name, me))],
         )?;
-        let mut row = rows.into_iter().next().unwrap_or_default();
+        let row = rows.into_iter().next().unwrap_or_default();
+        let get = |i: usize| row.get(i).cloned().flatten();
+        s.peer_lsn = get(0);
+        s.slot_found = Some(get(1).as_deref() == Some("t"));
+        s.wal_status = get(2);
+        s.confirmed = get(3);
+        s.retained = get(4);
         // How many rows the member's own partitions hold, by name, for the progress of copies.
-        row.push(r.scalar(
+        s.estimates = r.scalar(
             "SELECT coalesce(pg_catalog.jsonb_object_agg(pg_catalog.format('%I.%I', n.nspname, c.relname), s.n_live_tup), '{}')::text
              FROM federation.partition p JOIN pg_catalog.pg_class c ON c.oid = p.partition
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace JOIN pg_catalog.pg_stat_user_tables s ON s.relid = c.oid
              WHERE p.node_name = $1",
             &[Some(&m.name)],
-        )?);
-        Ok(row)
+        )?;
+        // The members it knows as ready, for crate::discovery.
+        s.their_members = r
+            .query(
+                "SELECT node_name, conninfo FROM federation.node WHERE state = 'ready' ORDER BY 1",
+                &[],
+            )?
+            .into_iter()
+            .filter_map(|row| Some((row[0].clone()?, row[1].clone()?)))
+            .collect();
+        s.reachable = true;
+        Ok(())
     })();
-    match probe {
-        Ok(row) if row.len() == 6 => {
-            s.estimates = row[5].clone();
-            s.reachable = true;
-            s.peer_lsn = row[0].clone();
-            s.slot_found = Some(row[1].as_deref() == Some("t"));
-            s.wal_status = row[2].clone();
-            s.confirmed = row[3].clone();
-            s.retained = row[4].clone();
-        }
-        Ok(_) => s.error = Some("unexpected answer".into()),
-        Err(e) => s.error = Some(e.to_string()),
+    if let Err(e) = probe {
+        s.error = Some(e.to_string());
     }
     s
 }

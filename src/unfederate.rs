@@ -17,8 +17,8 @@ use crate::catalog;
 use crate::errors::{FedError, FedResult, OrRaise};
 use crate::identity;
 use crate::membership::{must_run_alone, require_superuser, subscription_name};
+use crate::progress;
 use crate::publication;
-use crate::ready::nap;
 use crate::remote::Remote;
 use crate::sql;
 use crate::table::Table;
@@ -73,30 +73,15 @@ pub fn disable_everywhere(t: &Table) -> FedResult<()> {
         positions.push((name.clone(), lsn));
     }
     // 2. Every subscriber has applied everything each publisher sent before that.
-    let started = Instant::now();
+    let deadline = Instant::now() + CONFIRM_WITHIN;
     for (i, (publisher, lsn)) in positions.iter().enumerate() {
         for (subscriber, _) in positions.iter().filter(|(n, _)| n != publisher) {
             let slot = subscription_name(publisher, subscriber);
-            loop {
-                let r = &mut nodes[i].1;
-                let done = r.scalar(
-                    "SELECT coalesce(bool_and(confirmed_flush_lsn >= $2::pg_lsn), true) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-                    &[Some(&slot), Some(lsn)],
-                )?;
-                if done.as_deref() == Some("t") {
-                    break;
-                }
-                if started.elapsed() > CONFIRM_WITHIN {
-                    return Err(FedError::new(PgSqlErrorCode::ERRCODE_QUERY_CANCELED, format!("timed out waiting for \"{subscriber}\" to confirm \"{publisher}\"'s changes of {table}"))
+            // No slot: no subscriber there to wait for.
+            if progress::wait_confirmed(&mut nodes[i].1, &slot, lsn, deadline)? == Some(false) {
+                return Err(FedError::new(PgSqlErrorCode::ERRCODE_QUERY_CANCELED, format!("timed out waiting for \"{subscriber}\" to confirm \"{publisher}\"'s changes of {table}"))
                         .detail("No node publishes the table any more; no node has disabled it yet.")
                         .hint(format!("See federation.status on \"{subscriber}\"; once it replicates, run federation.disable('{table}') again to finish.")));
-                }
-                // An idle walsender sends nothing: give it a record, so the subscriber confirms.
-                r.query(
-                    "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_federation', 'disable')",
-                    &[],
-                )?;
-                nap(100);
             }
         }
     }

@@ -9,7 +9,7 @@
 use crate::catalog::{self, Member};
 use crate::errors::{FedError, FedResult, OrRaise};
 use crate::membership::{require_superuser_for, subscription_name};
-use crate::ready::nap;
+use crate::progress;
 use crate::remote::Remote;
 use crate::sql;
 use pgrx::prelude::*;
@@ -96,26 +96,7 @@ fn digest(
 /// or when its slot is missing or lost.
 fn caught_up(owner_conn: &mut Remote, owner: &str, replica: &str, lsn: &str) -> FedResult<bool> {
     let slot = subscription_name(owner, replica);
-    let deadline = Instant::now() + CATCH_UP;
-    loop {
-        let ok = owner_conn.scalar(
-            "SELECT coalesce(bool_and(confirmed_flush_lsn >= $2::pg_lsn AND wal_status IS DISTINCT FROM 'lost'), false)
-             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[Some(&slot), Some(lsn)],
-        )?;
-        if ok.as_deref() == Some("t") {
-            return Ok(true);
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        // Gives an idle walsender something to send, so the replica confirms its position.
-        owner_conn.query(
-            "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_federation', 'verify')",
-            &[],
-        )?;
-        nap(100);
-    }
+    Ok(progress::wait_confirmed(owner_conn, &slot, lsn, Instant::now() + CATCH_UP)? == Some(true))
 }
 
 pub fn verify(tbl: Option<pg_sys::Oid>) -> FedResult<Vec<Row>> {

@@ -278,9 +278,7 @@ pub fn sync_state(r: &mut Remote, name: &str) -> FedResult<Option<(i64, i64)>> {
 /// exist. A table whose copy is done ('s', SYNCDONE) becomes ready only when the apply worker
 /// has received WAL past the copy's end; on an idle publisher that can take a while (the
 /// walsender sends nothing until there is WAL or a keepalive is due), so a copy that is done
-/// gets a WAL nudge on the publisher: a transactional logical message (its commit flushes
-/// the WAL; PostgreSQL 15 does not flush a non-transactional one), which the walsender reads,
-/// skips and answers with a keepalive carrying its position.
+/// gets a WAL nudge on the publisher ([`crate::progress::nudge`]).
 pub fn copies_pending(
     subscriber: &mut Remote,
     publisher: &mut Remote,
@@ -289,10 +287,7 @@ pub fn copies_pending(
     let state = sync_state(subscriber, name)?;
     if let Some((_, done_copying)) = state {
         if done_copying > 0 {
-            publisher.query(
-                "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_federation', 'copy done')",
-                &[],
-            )?;
+            crate::progress::nudge(publisher)?;
         }
     }
     Ok(state.map(|(pending, _)| pending))
@@ -477,7 +472,8 @@ fn record_failures(joining: &[Member], failures: &[(String, String)]) {
     }
 }
 
-/// Phase one for member `m`: registers this node there and makes the slot of this node's
+/// Phase one for member `m`, until this node's subscription to it exists: registers this
+/// node there and makes the slot of this node's
 /// subscription to it (slots first: a CREATE SUBSCRIPTION that made its own slot would hold a
 /// transaction on one node while slot creation on the other waits for running transactions,
 /// and the two directions could wait on each other). Returns the connection to the member
@@ -489,13 +485,16 @@ fn prepare(
     m: &Member,
 ) -> FedResult<(Remote, bool)> {
     let mut there = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?;
-    there.query(
-        "SELECT federation.add_member($1, $2, $3)",
-        &[Some(me), Some(my_conninfo), Some(&m.conninfo)],
-    )?;
     let inbound = subscription_name(&m.name, me); // on this node, from m
     let need_in = !subscription_exists(here, &inbound)?;
     if need_in {
+        // Once per pair, not every pass: add_member() locks the member's federated tables
+        // (SHARE UPDATE EXCLUSIVE) to give them partitions for this node. The subscription
+        // is created only after it succeeded, so its existence says it was done.
+        there.query(
+            "SELECT federation.add_member($1, $2, $3)",
+            &[Some(me), Some(my_conninfo), Some(&m.conninfo)],
+        )?;
         fresh_slot(&mut there, &inbound)?;
     }
     Ok((there, need_in))

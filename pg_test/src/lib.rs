@@ -1064,6 +1064,15 @@ pub mod scenario {
         c
     }
 
+    /// [`nodes`], then every node after the first joins the first's federation, in order.
+    pub fn joined(names: &[&str]) -> Cluster {
+        let c = nodes(names);
+        for n in &c.nodes[1..] {
+            join(n, &c.nodes[0]);
+        }
+        c
+    }
+
     /// Joins `node` to the federation of `peer` and waits until it is ready.
     pub fn join(node: &Node, peer: &Node) {
         node.execute(&format!("SELECT federation.join('{}')", peer.conninfo()));

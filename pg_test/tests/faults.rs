@@ -2,7 +2,7 @@
 //! every node holding the same rows, verify() reporting match, and every acknowledged write
 //! present on every node.
 
-use pg_test::scenario::{assert_converged, assert_converged_among, join, nodes};
+use pg_test::scenario::{assert_converged, assert_converged_among, join, joined, nodes};
 use pg_test::{assert_all_present, wait_until, Cluster, Node, Writer};
 use std::time::{Duration, Instant};
 
@@ -52,10 +52,8 @@ fn settle(c: &Cluster, writers: Vec<Writer>) -> Vec<(String, usize)> {
 
 #[test]
 fn a_node_killed_during_writes_on_every_node_restarts_and_converges() {
-    let c = nodes(&["east", "central", "west"]);
+    let c = joined(&["east", "central", "west"]);
     let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
-    join(central, east);
-    join(west, east);
     let writers: Vec<Writer> = [east, central, west]
         .iter()
         .map(|n| Writer::start(n, "hippos"))
@@ -75,10 +73,8 @@ fn a_node_killed_during_writes_on_every_node_restarts_and_converges() {
 
 #[test]
 fn an_apply_error_shows_in_status_stops_no_other_pair_and_clears_when_fixed() {
-    let c = nodes(&["east", "central", "west"]);
+    let c = joined(&["east", "central", "west"]);
     let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
-    join(central, east);
-    join(west, east);
     // A constraint added on west's copy only: east's big value cannot be applied there.
     west.execute("ALTER TABLE hippos_east ADD CONSTRAINT local_only CHECK (value < 1000)");
     east.execute("INSERT INTO hippos (value) VALUES (5000)");

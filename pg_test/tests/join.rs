@@ -1,7 +1,7 @@
 //! federation.join(), wait_ready(), leave() and drop_node() across real servers.
 
 use pg_test::checks::snapshot;
-use pg_test::scenario::{assert_converged, join, nodes, HIPPOS};
+use pg_test::scenario::{assert_converged, join, joined, nodes, HIPPOS};
 use pg_test::{wait_until, Cluster, NodeSpec};
 use std::time::Duration;
 
@@ -280,10 +280,8 @@ fn duplicate_node_names_are_refused() {
 
 #[test]
 fn leave_and_drop_node() {
-    let c = nodes(&["east", "central", "west"]);
+    let c = joined(&["east", "central", "west"]);
     let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
-    join(central, east);
-    join(west, east);
     for n in [east, central, west] {
         n.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 10) g");
     }
@@ -445,10 +443,8 @@ fn a_restart_while_a_join_completes_does_not_stop_it() {
 
 #[test]
 fn a_table_enabled_later_joins_the_mesh() {
-    let c = nodes(&["east", "central", "west"]);
+    let c = joined(&["east", "central", "west"]);
     let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
-    join(central, east);
-    join(west, east);
     for n in [east, central, west] {
         n.execute("CREATE TABLE later (id bigint PRIMARY KEY, note text)");
     }

@@ -1,7 +1,7 @@
 //! Operations: federation.status(), health(), verify() and resync() across real servers.
 
 use pg_test::checks::{digest, snapshot};
-use pg_test::scenario::{assert_converged, join, nodes, HIPPOS};
+use pg_test::scenario::{assert_converged, join, joined, nodes, HIPPOS};
 use pg_test::{wait_until, Cluster, Node, NodeSpec};
 use std::time::Duration;
 
@@ -64,10 +64,8 @@ fn assert_verified(node: &Node) -> usize {
 
 #[test]
 fn status_follows_a_stopped_node_and_verify_matches_after_it_returns() {
-    let c = nodes(&["east", "central", "west"]);
+    let c = joined(&["east", "central", "west"]);
     let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
-    join(central, east);
-    join(west, east);
     for n in [east, central, west] {
         n.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 200) g");
     }
