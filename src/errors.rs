@@ -115,6 +115,24 @@ pub fn required<T>(value: Option<T>, what: &str, example: &str) -> T {
     }
 }
 
+/// Tells the caller something at NOTICE level (SQLSTATE 00000).
+pub fn notice(message: impl Into<String>) {
+    FedError::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message)
+        .report(PgLogLevel::NOTICE);
+}
+
+/// A timeout argument in milliseconds: NULL is refused with 22004, a negative one with 22023,
+/// each with an example call.
+pub fn timeout_arg(timeout_ms: Option<i64>, example: &str) -> std::time::Duration {
+    let ms = required(timeout_ms, "the timeout", example);
+    if ms < 0 {
+        FedError::invalid_value(format!("the timeout must not be negative ({ms} ms)"))
+            .hint(format!("For example: {example}"))
+            .raise()
+    }
+    std::time::Duration::from_millis(ms as u64)
+}
+
 impl fmt::Display for FedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.message)?;

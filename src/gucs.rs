@@ -1,32 +1,35 @@
-//! Every setting of pg_federation, registered in one place from `_PG_init`.
+//! Every setting of pg_federation, registered in one place from `_PG_init`, read through
+//! the typed getters at the end of this file. Each default is written once, here.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::{CStr, CString};
 
 /// `federation.node_name`: this server's node name. Highest-priority source of identity.
-pub static NODE_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static NODE_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// `federation.labels_path`: the Kubernetes downward-API labels file.
-pub static LABELS_PATH: GucSetting<Option<CString>> =
+static LABELS_PATH: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"/etc/podinfo/labels"));
 
 /// `federation.node_label`: which label of that file holds the node name.
-pub static NODE_LABEL: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"pg-cluster"));
+static NODE_LABEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(DEFAULT_NODE_LABEL));
+const DEFAULT_NODE_LABEL: &CStr = c"pg-cluster";
 
 /// `federation.node_conninfo`: how the other members reach this node.
-pub static NODE_CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static NODE_CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// `federation.database`: the database pg_federation's background worker connects to.
-pub static DATABASE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(DEFAULT_DATABASE));
+const DEFAULT_DATABASE: &CStr = c"postgres";
 
 /// Health thresholds of federation.status(): replication lag as time (seconds) and WAL kept
 /// for a peer or not yet confirmed by it (megabytes).
-pub static LAG_WARNING: GucSetting<i32> = GucSetting::<i32>::new(60);
-pub static LAG_CRITICAL: GucSetting<i32> = GucSetting::<i32>::new(600);
-pub static WAL_WARNING: GucSetting<i32> = GucSetting::<i32>::new(1024);
-pub static WAL_CRITICAL: GucSetting<i32> = GucSetting::<i32>::new(8192);
+static LAG_WARNING: GucSetting<i32> = GucSetting::<i32>::new(60);
+static LAG_CRITICAL: GucSetting<i32> = GucSetting::<i32>::new(600);
+static WAL_WARNING: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static WAL_CRITICAL: GucSetting<i32> = GucSetting::<i32>::new(8192);
 
 pub fn init() {
     thresholds();
@@ -128,9 +131,38 @@ fn reserve_prefix(prefix: &CStr) {
 }
 
 /// A string setting's value, `None` when unset or empty.
-pub fn get_str(setting: &GucSetting<Option<CString>>) -> Option<String> {
+fn get_str(setting: &GucSetting<Option<CString>>) -> Option<String> {
     setting
         .get()
         .map(|c| c.to_string_lossy().trim().to_string())
         .filter(|s| !s.is_empty())
+}
+
+fn or_default(value: Option<String>, default: &CStr) -> String {
+    value.unwrap_or_else(|| default.to_string_lossy().into_owned())
+}
+
+/// `federation.node_name`, when set.
+pub fn node_name() -> Option<String> {
+    get_str(&NODE_NAME)
+}
+
+/// `federation.labels_path`, when set.
+pub fn labels_path() -> Option<String> {
+    get_str(&LABELS_PATH)
+}
+
+/// `federation.node_label` (an empty setting means the default).
+pub fn node_label() -> String {
+    or_default(get_str(&NODE_LABEL), DEFAULT_NODE_LABEL)
+}
+
+/// `federation.node_conninfo`, when set.
+pub fn node_conninfo() -> Option<String> {
+    get_str(&NODE_CONNINFO)
+}
+
+/// `federation.database` (an empty setting means the default).
+pub fn database() -> String {
+    or_default(get_str(&DATABASE), DEFAULT_DATABASE)
 }

@@ -2,32 +2,38 @@
 //!
 //! Every node writes only its own LIST partition of each federated table, publishes it, and
 //! subscribes to every other node's: every node reads all rows, and no two nodes write the
-//! same rows. See README.md for the SQL API and docs/ for how it works.
+//! same rows. See README.md for the SQL API and docs/internals.md for how the code is laid
+//! out; in short, imports flow one way:
+//!
+//! - the DBA verbs and the worker: `enable`, `disable`, `membership`, `ops`, `worker`;
+//! - tables, replication and peers: `table`, `replication`, `remote`;
+//! - catalog, identity, naming, SPI helpers, errors, settings: `catalog`, `identity`,
+//!   `naming`, `spi`, `errors`, `gucs`, `preconditions`, `wait`.
 
 use pgrx::prelude::*;
 
-pub mod catalog;
-pub mod discovery;
-pub mod enable;
-pub mod errors;
-pub mod guards;
-pub mod gucs;
-pub mod identity;
-pub mod labels;
-pub mod membership;
-pub mod naming;
-pub mod probe;
-pub mod progress;
-pub mod publication;
-pub mod ready;
-pub mod remote;
-pub mod resync;
-pub mod sql;
-pub mod table;
-pub mod unfederate;
-pub mod verify;
-pub mod worker;
+// The DBA verbs and the worker.
+mod disable;
+mod enable;
+mod membership;
+mod ops;
+mod worker;
+// Tables, replication and peers.
+mod remote;
+mod replication;
+mod table;
+// Catalog, identity, naming, SPI helpers, errors, settings.
+mod catalog;
+mod errors;
+mod gucs;
+mod identity;
+mod naming;
+mod preconditions;
+mod spi;
+mod wait;
 
+// The SQL files, in the order they must run. Internal functions (the ones nodes call on each
+// other) are defined by pgrx from the Rust code; sql/api.sql wraps and revokes them.
 pgrx::extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
 pgrx::extension_sql_file!(
     "../sql/guards.sql",
@@ -39,26 +45,26 @@ pgrx::extension_sql_file!(
     name = "api",
     requires = [
         enable::enable_table,
-        enable::disable_table,
-        membership::join_federation,
-        membership::leave_federation,
-        membership::drop_federation_node,
-        membership::peer_info,
-        membership::check_reachable,
-        membership::add_member,
-        membership::set_member_ready,
-        membership::remove_member,
-        membership::table_shape,
-        membership::enable_here,
-        unfederate::unpublish_here,
-        unfederate::disable_here,
-        ready::wait_ready_ms
+        disable::disable_table,
+        membership::join::join_federation,
+        membership::leave::leave_federation,
+        membership::leave::drop_federation_node,
+        membership::rpc::peer_info,
+        membership::rpc::check_reachable,
+        membership::rpc::add_member,
+        membership::rpc::set_member_ready,
+        membership::rpc::remove_member,
+        membership::rpc::table_shape,
+        membership::rpc::enable_here,
+        membership::rpc::unpublish_here,
+        membership::rpc::disable_here,
+        membership::ready::wait_ready_ms
     ]
 );
 pgrx::extension_sql_file!(
     "../sql/views.sql",
     name = "views",
-    requires = ["catalog", identity::node_name, ready::mask_conninfo]
+    requires = ["catalog", identity::node_name, remote::conn::mask_conninfo]
 );
 
 pgrx::extension_sql_file!(
@@ -66,9 +72,9 @@ pgrx::extension_sql_file!(
     name = "status",
     requires = [
         "catalog",
-        membership::subscription_name_sql,
-        verify::verify_tables,
-        resync::resync_node
+        naming::subscription_name_sql,
+        ops::verify::verify_tables,
+        ops::resync::resync_node
     ]
 );
 

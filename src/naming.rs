@@ -3,6 +3,7 @@
 //! partition into the partition of the same name on the subscriber).
 
 use crate::identity::MAX_NODE_NAME_LEN;
+use pgrx::prelude::*;
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
 pub const MAX_IDENT: usize = 63;
@@ -30,6 +31,26 @@ pub fn partition_name(table: &str, node: Option<&str>) -> String {
 /// This node's publication: every partition this node owns, of every federated table.
 pub fn publication_name(node: &str) -> String {
     format!("federation_{node}")
+}
+
+/// Node names must stay distinct once '-' becomes '_' (replication slot names allow no '-').
+pub fn canonical(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// The subscription on `subscriber` to `publisher`'s publication, and its slot on `publisher`.
+pub fn subscription_name(publisher: &str, subscriber: &str) -> String {
+    format!(
+        "federation_{}_{}",
+        canonical(publisher),
+        canonical(subscriber)
+    )
+}
+
+/// SQL face of [`subscription_name`], for federation.status().
+#[pg_extern(immutable, strict, parallel_safe, name = "subscription_name")]
+fn subscription_name_sql(publisher: &str, subscriber: &str) -> String {
+    subscription_name(publisher, subscriber)
 }
 
 /// FNV-1a, 32 bits: small, stable across versions and platforms (unlike std's hasher).

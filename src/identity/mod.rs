@@ -11,11 +11,13 @@
 //! stamps every reload in `PgReloadTime`, which every backend updates when it processes
 //! SIGHUP). A cached call is one integer comparison and one string copy.
 
+use crate::catalog;
 use crate::errors::{FedError, FedResult, OrRaise};
 use crate::gucs;
-use crate::labels;
 use pgrx::prelude::*;
 use std::cell::RefCell;
+
+mod labels;
 
 /// Longest node name, in bytes. Derived names ("federation_<a>_<b>" for subscriptions and
 /// slots) must fit in PostgreSQL's 63-byte identifiers: 11 + 24 + 1 + 24 = 60.
@@ -92,9 +94,9 @@ pub struct Sources {
 impl Sources {
     pub fn from_gucs() -> Sources {
         Sources {
-            guc: gucs::get_str(&gucs::NODE_NAME),
-            labels_path: gucs::get_str(&gucs::LABELS_PATH),
-            label: gucs::get_str(&gucs::NODE_LABEL).unwrap_or_else(|| "pg-cluster".to_string()),
+            guc: gucs::node_name(),
+            labels_path: gucs::labels_path(),
+            label: gucs::node_label(),
             try_pgnodemx: true,
         }
     }
@@ -202,7 +204,7 @@ fn from_pgnodemx(label: &str) -> FedResult<Option<Resolved>> {
     };
     let query = format!(
         "SELECT key::text, val::text FROM {}.kdapi_setof_kv('labels')",
-        spi::quote_identifier(&schema)
+        crate::spi::quote_ident(&schema)
     );
     let pairs: Vec<(String, String)> = Spi::connect(|client| {
         client
@@ -233,31 +235,6 @@ fn reload_stamp() -> pg_sys::TimestampTz {
     unsafe { pg_sys::PgReloadTime }
 }
 
-/// The error for a node whose name changed after it federated tables or joined.
-pub fn renamed_error(recorded: &str, now: &str) -> FedError {
-    FedError::prerequisite(format!("this node's name changed from \"{recorded}\" to \"{now}\"; writes to federated tables are refused"))
-        .detail(format!("Its partitions, publication and replication slots were made for \"{recorded}\"; rows written now would go to another node's partition."))
-        .hint(format!("Restore the name (ALTER SYSTEM SET federation.node_name = '{recorded}'; SELECT pg_reload_conf();). To rename a node: federation.leave(), change the name, federation.join()."))
-}
-
-/// The name this node recorded when it first federated a table or joined, if it did.
-fn recorded_name() -> FedResult<Option<String>> {
-    // Read-only SPI: pgrx's Spi::get_one would assign a transaction id (and fail on a standby).
-    let exists = crate::sql::one::<bool>(
-        "SELECT pg_catalog.to_regclass('federation.local_node') IS NOT NULL",
-        &[],
-    )?
-    .unwrap_or(false);
-    if !exists {
-        return Ok(None);
-    }
-    Ok(crate::sql::one::<String>(
-        "SELECT node_name FROM federation.local_node",
-        &[],
-    )?)
-}
-
-/// This node's identity, resolved at most once per configuration reload.
 /// Reads the cached identity through `f`, if it was resolved since the last reload.
 fn cached<T>(f: impl FnOnce(&Resolved) -> T) -> Option<T> {
     let stamp = reload_stamp();
@@ -269,15 +246,16 @@ fn cached<T>(f: impl FnOnce(&Resolved) -> T) -> Option<T> {
     })
 }
 
+/// This node's identity, resolved at most once per configuration reload.
 pub fn current() -> FedResult<Resolved> {
     if let Some(r) = cached(Resolved::clone) {
         return Ok(r);
     }
     let stamp = reload_stamp();
     let resolved = resolve(&Sources::from_gucs())?;
-    if let Some(recorded) = recorded_name()? {
+    if let Some(recorded) = catalog::recorded_name()? {
         if recorded != resolved.name {
-            return Err(renamed_error(&recorded, &resolved.name));
+            return Err(catalog::renamed_error(&recorded, &resolved.name));
         }
     }
     CACHE.with(|c| {

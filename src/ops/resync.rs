@@ -12,54 +12,35 @@
 //!   is dropped (detached from its slot), a fresh slot made, and the subscription created
 //!   again with an initial copy of every partition of the owner, as join() does.
 
-use crate::catalog;
-use crate::errors::{FedError, FedResult, OrRaise};
-use crate::membership::{must_run_alone, require_superuser_for, subscription_name};
-use crate::ready::nap;
+use crate::catalog::{self, MemberState};
+use crate::errors::{required, timeout_arg, FedError, FedResult, OrRaise};
+use crate::naming::subscription_name;
+use crate::preconditions::{must_run_alone, require_superuser_for};
 use crate::remote::Remote;
-use crate::sql::{self, quote_ident, quote_literal};
-use crate::worker;
+use crate::replication::{self, NewSubscription};
+use crate::spi::{self, quote_ident, quote_literal};
+use crate::wait::poll_until;
+
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::time::{Duration, Instant};
 
+/// What a resync that ran out of time leaves behind.
+const STILL_RUNNING: &str = "The resync goes on in the background: federation.status() shows its progress (tables_syncing, rows_copied).";
+
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn resync_node(node: Option<&str>, tbl: Option<pg_sys::Oid>, timeout_ms: Option<i64>) {
-    let node = crate::errors::required(
+    let node = required(
         node,
         "the node to resync from",
         "SELECT federation.resync('east');",
     );
-    let ms = crate::errors::required(
+    let timeout = timeout_arg(
         timeout_ms,
-        "the timeout",
         "SELECT federation.resync('east', timeout => '30 min');",
     );
-    if ms < 0 {
-        FedError::invalid_value(format!("the timeout must not be negative ({ms} ms)"))
-            .hint("For example: SELECT federation.resync('east', timeout => '30 min');")
-            .raise()
-    }
-    let timeout = Duration::from_millis(ms as u64);
     resync(node, tbl, timeout).or_raise()
-}
-
-/// Polls `cond` every 100 ms until it holds or `timeout` passes.
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut cond: impl FnMut() -> FedResult<bool>,
-) -> FedResult<()> {
-    let deadline = Instant::now() + timeout;
-    while !cond()? {
-        if Instant::now() >= deadline {
-            return Err(FedError::new(PgSqlErrorCode::ERRCODE_QUERY_CANCELED, format!("timed out after {timeout:?} waiting for {what}"))
-                .hint("The resync goes on in the background: federation.status() shows its progress (tables_syncing, rows_copied)."));
-        }
-        nap(100);
-    }
-    Ok(())
 }
 
 pub fn resync(node: &str, tbl: Option<pg_sys::Oid>, timeout: Duration) -> FedResult<()> {
@@ -88,21 +69,18 @@ pub fn resync(node: &str, tbl: Option<pg_sys::Oid>, timeout: Duration) -> FedRes
             }
         )));
     };
-    if member.state != "ready" {
+    if member.state != MemberState::Ready {
         return Err(FedError::prerequisite(format!("node \"{node}\" is {}, not ready", member.state))
             .hint("Wait for the join to complete (federation.wait_ready()); a join copies everything anyway."));
     }
     // This node's copies of the owner's partitions to rebuild.
-    let copies = sql::rows(
-        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM federation.partition p
-         JOIN pg_catalog.pg_class c ON c.oid = p.partition JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-         WHERE p.node_name = $1 AND ($2 IS NULL OR p.relid = $2) ORDER BY 1",
-        &[node.into(), tbl.into()],
-        |r| Ok(r.get::<String>(1)?.unwrap_or_default()),
-    )?;
+    let copies: Vec<String> = catalog::partitions_of_node(node, tbl)?
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
     if let (Some(oid), true) = (tbl, copies.is_empty()) {
         let name =
-            sql::one::<String>("SELECT $1::regclass::text", &[oid.into()])?.unwrap_or_default();
+            spi::one::<String>("SELECT $1::regclass::text", &[oid.into()])?.unwrap_or_default();
         return Err(FedError::invalid_value(format!("table \"{name}\" is not federated (it has no partition of node \"{node}\" here)"))
             .hint("federation.tables lists the federated tables; resync() with no table rebuilds them all."));
     }
@@ -114,12 +92,8 @@ pub fn resync(node: &str, tbl: Option<pg_sys::Oid>, timeout: Duration) -> FedRes
             ))
         })?;
     let sub = subscription_name(node, &me);
-    let slot = there.query(
-        "SELECT wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-        &[Some(&sub)],
-    )?;
-    let slot_usable = matches!(slot.first(), Some(r) if r[0].as_deref() != Some("lost"));
-    let sub_exists = worker::sync_state(&mut here, &sub)?.is_some();
+    let slot_usable = matches!(replication::slot_wal_status(&mut there, &sub)?, Some(status) if status.as_deref() != Some("lost"));
+    let sub_exists = replication::subscription_exists(&mut here, &sub)?;
     let started = Instant::now();
     if tbl.is_some() && slot_usable && sub_exists {
         resync_tables(&mut here, &sub, &copies, timeout)?;
@@ -137,10 +111,11 @@ pub fn resync(node: &str, tbl: Option<pg_sys::Oid>, timeout: Duration) -> FedRes
             timeout,
         )?;
     }
-    wait_for(
+    poll_until(
         &format!("the copies of \"{node}\"'s partitions"),
         timeout.saturating_sub(started.elapsed()),
-        || Ok(worker::copies_pending(&mut here, &mut there, &sub)? == Some(0)),
+        STILL_RUNNING,
+        || Ok(replication::copies_pending(&mut here, &mut there, &sub)? == Some(0)),
     )?;
     notice!(
         "pg_federation: rebuilt this node's copy of \"{node}\"'s partitions ({}) in {:.1} s",
@@ -158,18 +133,11 @@ fn resync_tables(
     timeout: Duration,
 ) -> FedResult<()> {
     here.exec(&format!("ALTER SUBSCRIPTION {} DISABLE", quote_ident(sub)))?;
-    let paused = wait_for(
+    let paused = poll_until(
         "the subscription's workers to stop",
         timeout.min(Duration::from_secs(60)),
-        || {
-            Ok(here.scalar(
-            "SELECT count(*) FROM pg_catalog.pg_stat_subscription w JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
-             WHERE s.subname = $1 AND w.pid IS NOT NULL",
-            &[Some(sub)],
-        )?
-        .as_deref()
-            == Some("0"))
-        },
+        STILL_RUNNING,
+        || Ok(replication::subscription_workers(here, sub)? == 0),
     );
     if let Err(e) = paused {
         here.exec(&format!("ALTER SUBSCRIPTION {} ENABLE", quote_ident(sub)))?;
@@ -206,29 +174,24 @@ fn rebuild_subscription(
     timeout: Duration,
 ) -> FedResult<()> {
     if sub_exists {
-        let s = quote_ident(sub);
-        here.exec(&format!("ALTER SUBSCRIPTION {s} DISABLE"))?;
-        here.exec(&format!("ALTER SUBSCRIPTION {s} SET (slot_name = NONE)"))?;
-        here.exec(&format!("DROP SUBSCRIPTION {s}"))?;
+        replication::drop_subscription_keep_slot(here, sub)?;
     }
     // The old slot's walsender ends once the subscription's worker has.
-    wait_for(
+    poll_until(
         &format!("the old replication slot on \"{node}\" to be released"),
         timeout.min(Duration::from_secs(60)),
-        || {
-            Ok(there.scalar("SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active", &[Some(sub)])?.as_deref()
-            == Some("0"))
-        },
+        STILL_RUNNING,
+        || Ok(!replication::slot_active(there, sub)?),
     )?;
-    worker::fresh_slot(there, sub)?;
-    let copies = worker::copies_of(here, node)?;
-    worker::create_subscriptions(
+    replication::fresh_slot(there, sub)?;
+    let copies = here.copies_of(node)?;
+    replication::create_subscriptions(
         here,
-        &[(
-            sub.to_string(),
-            node.to_string(),
-            conninfo.to_string(),
+        &[NewSubscription {
+            name: sub.to_string(),
+            publisher: node.to_string(),
+            publisher_conninfo: conninfo.to_string(),
             copies,
-        )],
+        }],
     )
 }

@@ -1,7 +1,9 @@
 //! `federation.wait_ready()`: blocks until every member is wired both ways and every initial
 //! copy is done, or raises a clear error on a failed step or on timeout.
 
-use crate::errors::{FedError, FedResult, OrRaise};
+use crate::catalog::{self, MemberState};
+use crate::errors::{timeout_arg, FedError, FedResult, OrRaise};
+use crate::wait::nap;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::time::{Duration, Instant};
@@ -10,58 +12,25 @@ use std::time::{Duration, Instant};
 /// retrying: a peer that restarts mid-join recovers by itself).
 const FAILED_AFTER: i32 = 12;
 
-struct State {
-    name: String,
-    state: String,
-    attempts: i32,
-    last_error: Option<String>,
-}
-
-/// Reads with a fresh snapshot each call, so a loop sees the worker's commits.
-fn states() -> FedResult<Vec<State>> {
-    Ok(crate::sql::rows_fresh(
-        "SELECT node_name, state, attempts, last_error FROM federation.node ORDER BY node_name",
-    )?
-    .into_iter()
-    .map(|r| State {
-        name: r[0].clone().unwrap_or_default(),
-        state: r[1].clone().unwrap_or_default(),
-        attempts: r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
-        last_error: r[3].clone(),
-    })
-    .collect())
-}
-
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn wait_ready_ms(timeout_ms: Option<i64>) {
-    let ms = crate::errors::required(
+    wait_ready(timeout_arg(
         timeout_ms,
-        "the timeout",
         "SELECT federation.wait_ready('5 min');",
-    );
-    if ms < 0 {
-        FedError::invalid_value(format!("the timeout must not be negative ({ms} ms)"))
-            .hint("For example: SELECT federation.wait_ready('5 min');")
-            .raise()
-    }
-    wait_ready(Duration::from_millis(ms as u64)).or_raise()
+    ))
+    .or_raise()
 }
 
 pub fn wait_ready(timeout: Duration) -> FedResult<()> {
-    let uncommitted = crate::sql::one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM federation.node WHERE xmin::text = pg_catalog.txid_current_if_assigned()::text)",
-        &[],
-    )?
-    .unwrap_or(false);
-    if uncommitted {
+    if catalog::members_written_by_this_transaction()? {
         return Err(FedError::prerequisite(
             "federation.wait_ready() cannot wait for a join made in the same transaction",
         )
         .detail("The join completes after COMMIT, in pg_federation's background worker.")
         .hint("COMMIT, then call federation.wait_ready()."));
     }
-    let has_xid = crate::sql::one::<bool>(
+    let has_xid = crate::spi::one::<bool>(
         "SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL",
         &[],
     )?
@@ -76,14 +45,9 @@ pub fn wait_ready(timeout: Duration) -> FedResult<()> {
     }
     let deadline = Instant::now() + timeout;
     loop {
-        let s = states()?;
-        let tables_pending = crate::sql::rows_fresh(
-            "SELECT count(*) FROM federation.federated_table WHERE mesh_state = 'pending'",
-        )?
-        .first()
-        .and_then(|r| r[0].as_deref().and_then(|v| v.parse::<i64>().ok()))
-        .unwrap_or(0);
-        if s.iter().all(|m| m.state == "ready") && tables_pending == 0 {
+        let s = catalog::members_progress_fresh()?;
+        let tables_pending = catalog::pending_tables_fresh()?;
+        if s.iter().all(|m| m.state == MemberState::Ready) && tables_pending == 0 {
             return Ok(());
         }
         if let Some(f) = s
@@ -97,7 +61,7 @@ pub fn wait_ready(timeout: Duration) -> FedResult<()> {
         if Instant::now() >= deadline {
             let pending: Vec<String> = s
                 .iter()
-                .filter(|m| m.state != "ready")
+                .filter(|m| m.state != MemberState::Ready)
                 .map(|m| {
                     format!(
                         "{} ({}{})",
@@ -119,25 +83,4 @@ pub fn wait_ready(timeout: Duration) -> FedResult<()> {
         }
         nap(100);
     }
-}
-
-/// Waits `ms` milliseconds on this backend's latch; a cancel or terminate request interrupts it.
-pub fn nap(ms: i64) {
-    // SAFETY: waiting on our own latch, with a timeout.
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            ms,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
-    pgrx::check_for_interrupts!();
-}
-
-/// A connection string without its password, for views.
-#[pg_extern(immutable, strict, parallel_safe)]
-fn mask_conninfo(conninfo: &str) -> String {
-    crate::remote::mask(conninfo)
 }

@@ -7,7 +7,7 @@
 //! before the user's own BEFORE triggers (triggers fire in name order).
 
 use crate::errors::FedResult;
-use crate::sql::{self, quote_literal};
+use crate::spi::{self, quote_literal};
 
 pub const ROW_GUARD: &str = "_federation_guard";
 pub const TRUNCATE_GUARD: &str = "_federation_guard_truncate";
@@ -24,7 +24,7 @@ pub fn install(
         Some(node) => format!(
             "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE ON {partition_sql} FOR EACH ROW \
              EXECUTE FUNCTION federation.guard_foreign_row({}, {}, {})",
-            sql::quote_ident(ROW_GUARD),
+            spi::quote_ident(ROW_GUARD),
             quote_literal(node),
             quote_literal(table_display),
             quote_literal(node_column)
@@ -32,16 +32,16 @@ pub fn install(
         None => format!(
             "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE ON {partition_sql} FOR EACH ROW \
              EXECUTE FUNCTION federation.guard_default_row({}, {})",
-            sql::quote_ident(ROW_GUARD),
+            spi::quote_ident(ROW_GUARD),
             quote_literal(table_display),
             quote_literal(node_column)
         ),
     };
-    sql::exec(&row)?;
-    sql::exec(&format!(
+    spi::exec(&row)?;
+    spi::exec(&format!(
         "CREATE TRIGGER {} BEFORE TRUNCATE ON {partition_sql} FOR EACH STATEMENT \
          EXECUTE FUNCTION federation.guard_truncate({}, {}, {})",
-        sql::quote_ident(TRUNCATE_GUARD),
+        spi::quote_ident(TRUNCATE_GUARD),
         quote_literal(owner.unwrap_or("")),
         quote_literal(table_display),
         quote_literal(local_partition_sql)
@@ -51,9 +51,9 @@ pub fn install(
 /// Removes the guards from a partition (disable(), or a partition that becomes local).
 pub fn remove(partition_sql: &str) -> FedResult<()> {
     for name in [ROW_GUARD, TRUNCATE_GUARD] {
-        sql::exec(&format!(
+        spi::exec(&format!(
             "DROP TRIGGER IF EXISTS {} ON {partition_sql}",
-            sql::quote_ident(name)
+            spi::quote_ident(name)
         ))?;
     }
     Ok(())

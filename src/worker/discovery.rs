@@ -10,12 +10,16 @@
 //! waiting for this node to wire it (record, and wire), or not at all (record; the node whose
 //! name sorts first wires).
 
-use crate::catalog::{self, Member};
-use crate::errors::FedResult;
-use crate::membership;
+use crate::catalog::{self, Member, MemberState};
+use crate::errors::{FedError, FedResult};
 use crate::remote::Remote;
+use crate::table::partitions;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
+use std::time::Duration;
+
+/// As the probe's: a node behind a cut link must not hold up the worker.
+const ASK_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Records the nodes in `seen` (the ready members' ready members, as the probe found them)
 /// that this node does not know; never raises (a node it cannot ask is asked again at the
@@ -43,9 +47,9 @@ pub fn discover(me: &str, members: &[Member], seen: &[(String, String)]) {
     let recorded = found.clone();
     let r = BackgroundWorker::transaction(move || -> FedResult<()> {
         for (name, conninfo, wired_here) in &recorded {
-            catalog::upsert_member(name, conninfo, "joining", *wired_here)?;
+            catalog::upsert_member(name, conninfo, MemberState::Joining, *wired_here)?;
         }
-        membership::partitions_for_members(&me2)
+        partitions::partitions_for_members(&me2)
     });
     match r {
         Ok(()) => {
@@ -63,20 +67,12 @@ pub fn discover(me: &str, members: &[Member], seen: &[(String, String)]) {
 /// How `name` (at `conninfo`) knows this node: Ok(Some(wired_here there)), Ok(None) when it
 /// does not, Err when it cannot be asked or is in no federation (it has left, or is leaving).
 fn how_it_knows_me(conninfo: &str, name: &str, me: &str) -> FedResult<Option<bool>> {
-    let mut r = Remote::connect(
-        &format!("connect_timeout=3 {conninfo}"),
-        &format!("node \"{name}\""),
-    )?;
-    let row = r.query(
-        "SELECT (SELECT wired_here::text FROM federation.node WHERE node_name = $1),
-                (SELECT count(*) FROM federation.node WHERE state = 'ready')::text",
-        &[Some(me)],
-    )?;
-    let row = row.into_iter().next().unwrap_or_default();
-    if row.get(1).cloned().flatten().as_deref() == Some("0") {
-        return Err(crate::errors::FedError::prerequisite(format!(
+    let mut r = Remote::connect_within(conninfo, &format!("node \"{name}\""), ASK_CONNECT_TIMEOUT)?;
+    let (wired_here, ready_members) = r.knows(me)?;
+    if ready_members == 0 {
+        return Err(FedError::prerequisite(format!(
             "node \"{name}\" is in no federation"
         )));
     }
-    Ok(row.first().cloned().flatten().map(|v| v == "true"))
+    Ok(wired_here)
 }

@@ -148,6 +148,16 @@ impl Remote {
     /// Connects, waiting at most connect_timeout (default 10 s). `what` names the other end
     /// in errors ("peer", "member west", ...).
     pub fn connect(conninfo: &str, what: &str) -> FedResult<Remote> {
+        Self::connect_within(conninfo, what, CONNECT_TIMEOUT)
+    }
+
+    /// Connects, waiting at most the conninfo's connect_timeout, else `default_timeout` (the
+    /// worker's probes use a short one: a member behind a cut link must not hold it up).
+    pub fn connect_within(
+        conninfo: &str,
+        what: &str,
+        default_timeout: Duration,
+    ) -> FedResult<Remote> {
         let target = mask(conninfo);
         let opts = parse(conninfo)?;
         let timeout = opts
@@ -156,7 +166,7 @@ impl Remote {
             .and_then(|(_, v)| v.parse::<u64>().ok())
             .filter(|s| *s > 0)
             .map(Duration::from_secs)
-            .unwrap_or(CONNECT_TIMEOUT);
+            .unwrap_or(default_timeout);
         // SAFETY: accounting for the descriptor libpq will open.
         if !unsafe { pg_sys::AcquireExternalFD() } {
             return Err(FedError::new(
@@ -339,6 +349,29 @@ impl Remote {
             .and_then(|r| r.into_iter().next().flatten()))
     }
 
+    /// The first column of the first row as a number (a count); 0 when there is no row.
+    pub fn count(&mut self, sql: &str, params: &[Option<&str>]) -> FedResult<i64> {
+        let v = self.scalar(sql, params)?;
+        match v {
+            None => Ok(0),
+            Some(v) => v.parse().map_err(|_| {
+                FedError::internal(format!(
+                    "{} answered \"{v}\" where a number was expected",
+                    self.target
+                ))
+            }),
+        }
+    }
+
+    /// The first column of every row (NULLs skipped).
+    pub fn column(&mut self, sql: &str, params: &[Option<&str>]) -> FedResult<Vec<String>> {
+        Ok(self
+            .query(sql, params)?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect())
+    }
+
     fn lost(&self, why: String) -> FedError {
         FedError::new(
             PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
@@ -379,4 +412,10 @@ pub fn sqlstate(s: &str) -> PgSqlErrorCode {
     let six = |c: u8| ((c.wrapping_sub(b'0')) & 0x3F) as i32;
     let code = six(b[0]) | six(b[1]) << 6 | six(b[2]) << 12 | six(b[3]) << 18 | six(b[4]) << 24;
     PgSqlErrorCode::from(code)
+}
+
+/// A connection string without its password, for views.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn mask_conninfo(conninfo: &str) -> String {
+    mask(conninfo)
 }

@@ -1,5 +1,6 @@
-//! `federation.disable(table)` on a node of a federation: the table stops being federated on
-//! every member at once, and each member keeps an ordinary table with every row it holds.
+//! `federation.disable(table)`: on a node alone, the table becomes ordinary here
+//! (table::disable). On a node of a federation, it stops being federated on every member at
+//! once, and each member keeps an ordinary table with every row it holds.
 //!
 //! Order matters, because a member's subscription fails (all its tables) if a change arrives
 //! for a partition that is gone:
@@ -13,26 +14,51 @@
 //! `federation.node_conninfo`), so it cannot run inside a transaction block. Rows written
 //! while it runs stay on the node that wrote them.
 
-use crate::catalog;
-use crate::errors::{FedError, FedResult, OrRaise};
-use crate::identity;
-use crate::membership::{must_run_alone, require_superuser, subscription_name};
-use crate::progress;
-use crate::publication;
+use crate::catalog::{self, MemberState};
+use crate::errors::{required, FedError, FedResult, OrRaise};
+use crate::naming::subscription_name;
+use crate::preconditions::must_run_alone;
 use crate::remote::Remote;
-use crate::sql;
-use crate::table::Table;
+use crate::replication;
+use crate::table::{self, inspect, Table};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::time::{Duration, Instant};
 
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn disable_table(relid: Option<pg_sys::Oid>) {
+    let relid = required(
+        relid,
+        "the table to disable",
+        "SELECT federation.disable('public.hippos');",
+    );
+    disable(relid).or_raise()
+}
+
+pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
+    // On a joined node the members replicate into this table's partitions here, and this
+    // node into theirs: the table is disabled on every member at once (disable_everywhere),
+    // each node through its own session, so this one takes no lock on it.
+    let joined = catalog::joined_conninfo()?.is_some();
+    if joined && !catalog::other_members()?.is_empty() {
+        let t = Table::load(relid)?;
+        inspect::check_owner(&t, "disable")?;
+        if catalog::node_column(relid)?.is_none() {
+            return Err(table::disable::not_federated(&t));
+        }
+        return disable_everywhere(&t);
+    }
+    table::disable::to_ordinary(relid)
+}
+
 /// How long subscribers may take to confirm the publishers' positions.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(120);
 
-pub fn disable_everywhere(t: &Table) -> FedResult<()> {
+fn disable_everywhere(t: &Table) -> FedResult<()> {
     must_run_alone(&format!(
         "federation.disable({}) on a federation",
-        t.display()
+        t.qualified()
     ))?;
     let table = t.qualified();
     let Some((me, Some(my_conninfo))) = catalog::local_node()? else {
@@ -41,7 +67,7 @@ pub fn disable_everywhere(t: &Table) -> FedResult<()> {
         ));
     };
     let members = catalog::as_extension_owner(catalog::members)?;
-    if let Some(j) = members.iter().find(|m| m.state != "ready") {
+    if let Some(j) = members.iter().find(|m| m.state != MemberState::Ready) {
         return Err(FedError::prerequisite(format!("cannot disable {table} on the federation while node \"{}\" is {}", j.name, j.state))
             .hint("Wait until the membership settles (SELECT federation.wait_ready();), then disable again."));
     }
@@ -53,8 +79,7 @@ pub fn disable_everywhere(t: &Table) -> FedResult<()> {
         nodes.push((m.name.clone(), r));
     }
     for (name, r) in nodes.iter_mut() {
-        let federated = r.scalar("SELECT count(*) FROM federation.federated_table WHERE relid = pg_catalog.to_regclass($1)", &[Some(&table)])?;
-        if federated.as_deref() != Some("1") {
+        if !r.is_federated(&table)? {
             return Err(FedError::prerequisite(format!("table {table} is not federated on member \"{name}\""))
                 .hint("The members disagree about this table: see federation.tables on each. disable() changes nothing until they agree."));
         }
@@ -67,10 +92,7 @@ pub fn disable_everywhere(t: &Table) -> FedResult<()> {
     // 1. No node publishes the table any more; each reports where its WAL stands.
     let mut positions = vec![];
     for (name, r) in nodes.iter_mut() {
-        let lsn = r
-            .scalar("SELECT federation.unpublish_here($1)", &[Some(&table)])?
-            .unwrap_or_default();
-        positions.push((name.clone(), lsn));
+        positions.push((name.clone(), r.unpublish_here(&table)?));
     }
     // 2. Every subscriber has applied everything each publisher sent before that.
     let deadline = Instant::now() + CONFIRM_WITHIN;
@@ -78,7 +100,7 @@ pub fn disable_everywhere(t: &Table) -> FedResult<()> {
         for (subscriber, _) in positions.iter().filter(|(n, _)| n != publisher) {
             let slot = subscription_name(publisher, subscriber);
             // No slot: no subscriber there to wait for.
-            if progress::wait_confirmed(&mut nodes[i].1, &slot, lsn, deadline)? == Some(false) {
+            if replication::wait_confirmed(&mut nodes[i].1, &slot, lsn, deadline)? == Some(false) {
                 return Err(FedError::new(PgSqlErrorCode::ERRCODE_QUERY_CANCELED, format!("timed out waiting for \"{subscriber}\" to confirm \"{publisher}\"'s changes of {table}"))
                         .detail("No node publishes the table any more; no node has disabled it yet.")
                         .hint(format!("See federation.status on \"{subscriber}\"; once it replicates, run federation.disable('{table}') again to finish.")));
@@ -87,45 +109,8 @@ pub fn disable_everywhere(t: &Table) -> FedResult<()> {
     }
     // 3. Every node turns it back into an ordinary table; this node last.
     for (_, r) in nodes.iter_mut() {
-        r.query("SELECT federation.disable_here($1)", &[Some(&table)])?;
+        r.disable_here(&table)?;
     }
     notice!("pg_federation: {table} is an ordinary table again on {} node(s); each keeps every row it held", nodes.len());
     Ok(())
-}
-
-/// For disable on a federation: takes this node's partition of `tbl` out of its publication
-/// and returns this node's WAL position after that. No-op (position only) when not federated.
-#[pg_extern(volatile)]
-#[search_path(pg_catalog, pg_temp)]
-fn unpublish_here(tbl: &str) -> String {
-    require_superuser("federation.unpublish_here()").or_raise();
-    (|| -> FedResult<String> {
-        let me = identity::current_name()?;
-        let local = sql::one::<pg_sys::Oid>(
-            "SELECT p.partition::oid FROM federation.partition p WHERE p.relid = pg_catalog.to_regclass($1) AND p.node_name = $2",
-            &[tbl.into(), me.as_str().into()],
-        )?;
-        if let Some(local) = local {
-            let local_sql = sql::one::<String>("SELECT $1::regclass::text", &[local.into()])?.unwrap_or_default();
-            publication::remove(&me, local, &local_sql)?;
-        }
-        sql::one::<String>("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])?.ok_or_else(|| FedError::internal("no WAL position"))
-    })()
-    .or_raise()
-}
-
-/// For disable on a federation: turns `tbl` back into an ordinary table on this node (no-op
-/// when it is not federated here).
-#[pg_extern(volatile)]
-#[search_path(pg_catalog, pg_temp)]
-fn disable_here(tbl: &str) {
-    require_superuser("federation.disable_here()").or_raise();
-    let oid = sql::one::<pg_sys::Oid>(
-        "SELECT t.relid::oid FROM federation.federated_table t WHERE t.relid = pg_catalog.to_regclass($1)",
-        &[tbl.into()],
-    )
-    .or_raise();
-    if let Some(oid) = oid {
-        crate::enable::disable_here(oid).or_raise();
-    }
 }

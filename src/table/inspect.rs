@@ -1,115 +1,64 @@
-//! What pg_federation needs to know about a table before it enrolls it, and the checks that
-//! refuse what it cannot enroll. Every check runs before anything is changed.
+//! What pg_federation checks about a table before it enrolls it, and the checks that refuse
+//! what it cannot enroll. Every check runs before anything is changed.
 
+use super::Table;
 use crate::errors::{FedError, FedResult};
-use crate::sql;
+use crate::naming::MAX_IDENT;
+use crate::spi::{self, qualified};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-#[derive(Debug, Clone)]
-pub struct Table {
-    pub oid: pg_sys::Oid,
-    pub schema: String,
-    pub name: String,
-    /// pg_class.relkind: 'r' ordinary, 'p' partitioned, 'v' view, ...
-    pub kind: char,
-    /// pg_class.relpersistence: 'p' permanent, 'u' unlogged, 't' temporary.
-    pub persistence: char,
-    /// pg_class.relreplident: 'd' default (primary key), 'f' full, 'i' index, 'n' nothing.
-    pub replident: char,
-    pub is_partition: bool,
-    pub has_primary_key: bool,
-    pub row_security: bool,
-    pub owner: String,
+pub fn check_owner(t: &Table, verb: &str) -> FedResult<()> {
+    let ok = spi::one::<bool>(
+        "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[t.oid.into()],
+    )?
+    .unwrap_or(false);
+    if !ok {
+        return Err(FedError::privilege(format!(
+            "must be owner of table {} to {verb} it",
+            t.qualified()
+        ))
+        .hint(format!(
+            "Run this as the table's owner ({}) or a superuser.",
+            t.owner
+        )));
+    }
+    Ok(())
 }
 
-impl Table {
-    pub fn load(oid: pg_sys::Oid) -> FedResult<Table> {
-        let rows = sql::rows(
-            "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text,
-                    c.relreplident::text, c.relispartition, c.relrowsecurity,
-                    EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-                    pg_catalog.pg_get_userbyid(c.relowner)::text
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid = $1",
-            &[oid.into()],
-            |r| {
-                let ch = |i: usize| -> Result<char, pgrx::spi::Error> {
-                    Ok(r.get::<String>(i)?.and_then(|s| s.chars().next()).unwrap_or('?'))
-                };
-                Ok(Table {
-                    oid,
-                    schema: r.get::<String>(1)?.unwrap_or_default(),
-                    name: r.get::<String>(2)?.unwrap_or_default(),
-                    kind: ch(3)?,
-                    persistence: ch(4)?,
-                    replident: ch(5)?,
-                    is_partition: r.get::<bool>(6)?.unwrap_or(false),
-                    row_security: r.get::<bool>(7)?.unwrap_or(false),
-                    has_primary_key: r.get::<bool>(8)?.unwrap_or(false),
-                    owner: r.get::<String>(9)?.unwrap_or_default(),
-                })
-            },
-        )?;
-        rows.into_iter().next().ok_or_else(|| {
-            FedError::new(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                format!("relation with OID {oid:?} does not exist"),
-            )
-            .hint("It was dropped while the call was running; check the name and try again.")
-        })
+pub fn check_node_column_name(col: &str) -> FedResult<()> {
+    if col.is_empty() || col.len() > MAX_IDENT {
+        return Err(
+            FedError::invalid_value(format!("node column name \"{col}\" is not valid")).hint(
+                "Give a column name of 1 to 63 bytes, for example node_column => 'node_name'.",
+            ),
+        );
     }
+    Ok(())
+}
 
-    /// `"schema"."name"`, for SQL.
-    pub fn qualified(&self) -> String {
-        sql::qualified(&self.schema, &self.name)
+/// Refuses when a partition name is taken by a relation that is not already ours.
+pub fn check_name_free(schema: &str, name: &str, for_table: &Table) -> FedResult<()> {
+    let taken = spi::one::<String>(
+        "SELECT c.relkind::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = $2",
+        &[schema.into(), name.into()],
+    )?;
+    if taken.is_some() {
+        let q = qualified(schema, name);
+        return Err(FedError::new(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE,
+            format!(
+                "cannot federate {}: partition name {q} is already taken by another relation",
+                for_table.qualified()
+            ),
+        )
+        .hint(format!(
+            "Rename or drop {q}; pg_federation names partitions <table>_<node>."
+        )));
     }
-
-    /// `schema.name` as PostgreSQL would print it, for messages.
-    pub fn display(&self) -> String {
-        self.qualified()
-    }
-
-    /// Takes ACCESS EXCLUSIVE on the table: nothing reads or writes it until the caller's
-    /// transaction ends. The first lock enable() and disable() take (see docs/enable.md).
-    pub fn lock_exclusive(oid: pg_sys::Oid) -> FedResult<()> {
-        Self::lock(oid, "ACCESS EXCLUSIVE", false)
-    }
-
-    /// Takes SHARE UPDATE EXCLUSIVE on a federated table's parent only: enough to add
-    /// partitions one at a time (it conflicts with itself), and compatible with the locks
-    /// logical-replication apply takes (a partition, then its parent for the partition
-    /// constraint), so adding a member never deadlocks with replication.
-    pub fn lock_for_new_partitions(oid: pg_sys::Oid) -> FedResult<()> {
-        Self::lock(oid, "SHARE UPDATE EXCLUSIVE", true)
-    }
-
-    fn lock(oid: pg_sys::Oid, mode: &str, only: bool) -> FedResult<()> {
-        // Lock by OID first, then read the name: the name cannot change under the lock.
-        let name = sql::one::<String>(
-            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
-            &[oid.into()],
-        )?
-        .ok_or_else(|| {
-            FedError::new(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                format!("relation with OID {oid:?} does not exist"),
-            )
-        })?;
-        // Only tables can be locked (and federated); other kinds are refused by the checks.
-        let kind = sql::one::<String>(
-            "SELECT relkind::text FROM pg_catalog.pg_class WHERE oid = $1",
-            &[oid.into()],
-        )?;
-        if !matches!(kind.as_deref(), Some("r") | Some("p")) {
-            return Ok(());
-        }
-        sql::exec(&format!(
-            "LOCK TABLE {}{name} IN {mode} MODE",
-            if only { "ONLY " } else { "" }
-        ))
-    }
+    Ok(())
 }
 
 fn kind_name(kind: char) -> &'static str {
@@ -127,7 +76,7 @@ fn kind_name(kind: char) -> &'static str {
 
 /// The checks that apply to every table, ordinary or partitioned.
 pub fn check_enrollable(t: &Table) -> FedResult<()> {
-    let name = t.display();
+    let name = t.qualified();
     if t.schema == "pg_catalog"
         || t.schema == "information_schema"
         || t.schema.starts_with("pg_toast")
@@ -164,7 +113,7 @@ pub fn check_enrollable(t: &Table) -> FedResult<()> {
         )));
     }
     if t.is_partition {
-        let parent = sql::one::<String>(
+        let parent = spi::one::<String>(
             "SELECT inhparent::regclass::text FROM pg_catalog.pg_inherits WHERE inhrelid = $1",
             &[t.oid.into()],
         )?
@@ -177,7 +126,7 @@ pub fn check_enrollable(t: &Table) -> FedResult<()> {
         )));
     }
     if t.kind == 'r' {
-        let inh = sql::one::<String>(
+        let inh = spi::one::<String>(
             "SELECT string_agg(inhparent::regclass::text, ', ') FROM pg_catalog.pg_inherits WHERE inhrelid = $1",
             &[t.oid.into()],
         )?;
@@ -189,7 +138,7 @@ pub fn check_enrollable(t: &Table) -> FedResult<()> {
                 "Remove the inheritance first: ALTER TABLE {name} NO INHERIT {parents};"
             )));
         }
-        let kids = sql::one::<String>(
+        let kids = spi::one::<String>(
             "SELECT string_agg(inhrelid::regclass::text, ', ') FROM pg_catalog.pg_inherits WHERE inhparent = $1",
             &[t.oid.into()],
         )?;
@@ -211,7 +160,7 @@ pub fn check_enrollable(t: &Table) -> FedResult<()> {
 /// A foreign key that references the table cannot follow it into a partitioned table whose
 /// primary key lives on each partition.
 fn check_not_referenced(t: &Table) -> FedResult<()> {
-    let refs = sql::rows(
+    let refs = spi::rows(
         "SELECT conname::text, conrelid::regclass::text FROM pg_catalog.pg_constraint
          WHERE contype = 'f' AND confrelid = $1 AND conparentid = 0 ORDER BY 1",
         &[t.oid.into()],
@@ -225,7 +174,7 @@ fn check_not_referenced(t: &Table) -> FedResult<()> {
     if let Some((con, from)) = refs.first() {
         return Err(FedError::unsupported(format!(
             "cannot federate {}: foreign key \"{con}\" of table {from} references it",
-            t.display()
+            t.qualified()
         ))
         .detail(format!(
             "A federated table's primary key is unique per node partition, so a foreign key cannot reference the table ({} foreign key(s) do).",
@@ -233,7 +182,7 @@ fn check_not_referenced(t: &Table) -> FedResult<()> {
         ))
         .hint(format!(
             "Drop the foreign key (ALTER TABLE {from} DROP CONSTRAINT {};), enable the table, and check the reference in the application or with a trigger.",
-            sql::quote_ident(con)
+            spi::quote_ident(con)
         )));
     }
     Ok(())
@@ -242,7 +191,7 @@ fn check_not_referenced(t: &Table) -> FedResult<()> {
 /// Views, materialized views and rules name the table by OID: after enable() they would read
 /// only this node's partition.
 fn check_no_dependent_views(t: &Table) -> FedResult<()> {
-    let deps = sql::rows(
+    let deps = spi::rows(
         "SELECT DISTINCT r.ev_class::regclass::text, r.rulename = '_RETURN'
          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
          WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
@@ -258,7 +207,7 @@ fn check_no_dependent_views(t: &Table) -> FedResult<()> {
         return Ok(());
     }
     let list: Vec<&str> = deps.iter().map(|(n, _)| n.as_str()).collect();
-    Err(FedError::unsupported(format!("cannot federate {}: views or rules depend on it: {}", t.display(), list.join(", ")))
+    Err(FedError::unsupported(format!("cannot federate {}: views or rules depend on it: {}", t.qualified(), list.join(", ")))
         .detail("Views and rules refer to the table itself; after enable() the table is a new partitioned table of the same name, and they would keep reading only this node's rows.")
         .hint("Drop the views or rules, enable the table, then create them again: the table keeps its name."))
 }
@@ -274,9 +223,9 @@ pub fn check_replica_identity(t: &Table, what: &str) -> FedResult<()> {
     if ok {
         return Ok(());
     }
-    Err(FedError::prerequisite(format!("cannot federate {}: {what} has no primary key", t.display()))
+    Err(FedError::prerequisite(format!("cannot federate {}: {what} has no primary key", t.qualified()))
         .detail("Logical replication needs a primary key (or another replica identity) to replicate UPDATE and DELETE.")
-        .hint(format!("Add one: ALTER TABLE {} ADD PRIMARY KEY (...); or, if no column is unique, ALTER TABLE {} REPLICA IDENTITY FULL;", t.display(), t.display())))
+        .hint(format!("Add one: ALTER TABLE {} ADD PRIMARY KEY (...); or, if no column is unique, ALTER TABLE {} REPLICA IDENTITY FULL;", t.qualified(), t.qualified())))
 }
 
 /// The node column of an ordinary table: absent, or text holding only this node's name (or NULL).
@@ -287,7 +236,7 @@ pub enum NodeColumn {
 }
 
 pub fn check_node_column(t: &Table, column: &str, me: &str) -> FedResult<NodeColumn> {
-    let col = sql::rows(
+    let col = spi::rows(
         "SELECT pg_catalog.format_type(atttypid, atttypmod), attnotnull, attgenerated::text, attidentity::text
          FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped AND attnum > 0",
         &[t.oid.into(), column.into()],
@@ -303,16 +252,16 @@ pub fn check_node_column(t: &Table, column: &str, me: &str) -> FedResult<NodeCol
     let Some((ty, not_null, generated, identity)) = col.into_iter().next() else {
         return Ok(NodeColumn::Absent);
     };
-    let qcol = sql::quote_ident(column);
+    let qcol = spi::quote_ident(column);
     if ty != "text" {
         return Err(FedError::new(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!("cannot federate {}: column {qcol} is of type {ty}, not text", t.display()),
+            format!("cannot federate {}: column {qcol} is of type {ty}, not text", t.qualified()),
         )
-        .hint(format!("Change its type (ALTER TABLE {} ALTER COLUMN {qcol} TYPE text;) or name another column with node_column => '...'.", t.display())));
+        .hint(format!("Change its type (ALTER TABLE {} ALTER COLUMN {qcol} TYPE text;) or name another column with node_column => '...'.", t.qualified())));
     }
     if !generated.is_empty() || !identity.is_empty() {
-        return Err(FedError::unsupported(format!("cannot federate {}: column {qcol} is a generated or identity column", t.display()))
+        return Err(FedError::unsupported(format!("cannot federate {}: column {qcol} is a generated or identity column", t.qualified()))
             .hint("The node column must be a plain text column; name another one with node_column => '...'."));
     }
     let q = format!(
@@ -321,7 +270,7 @@ pub fn check_node_column(t: &Table, column: &str, me: &str) -> FedResult<NodeCol
          FROM {}",
         t.qualified()
     );
-    let (nulls, others, sample) = sql::rows(&q, &[me.into()], |r| {
+    let (nulls, others, sample) = spi::rows(&q, &[me.into()], |r| {
         Ok((
             r.get::<i64>(1)?.unwrap_or(0),
             r.get::<i64>(2)?.unwrap_or(0),
@@ -334,7 +283,7 @@ pub fn check_node_column(t: &Table, column: &str, me: &str) -> FedResult<NodeCol
     if others > 0 {
         return Err(FedError::invalid_value(format!(
             "cannot federate {}: column {qcol} holds other values than this node's name \"{me}\"",
-            t.display()
+            t.qualified()
         ))
         .detail(format!("{others} row(s) hold another value, for example \"{}\". Rows that exist before enrollment belong to this node.", sample.unwrap_or_default()))
         .hint(format!("Set the column to '{me}' or NULL in every row, or name another node column with node_column => '...'.")));
@@ -343,4 +292,15 @@ pub fn check_node_column(t: &Table, column: &str, me: &str) -> FedResult<NodeCol
         not_null,
         has_nulls: nulls > 0,
     })
+}
+
+/// A table's columns as (name, type), by name, leaving out `except` (the node column, where
+/// one table's shape is compared with another's).
+pub fn columns(oid: pg_sys::Oid, except: Option<&str>) -> FedResult<Vec<(String, String)>> {
+    spi::rows(
+        "SELECT attname::text, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
+         WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND ($2::text IS NULL OR attname <> $2) ORDER BY attname",
+        &[oid.into(), except.into()],
+        |r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default())),
+    )
 }

@@ -3,11 +3,11 @@
 
 use crate::errors::FedResult;
 use crate::naming::publication_name;
-use crate::sql;
+use crate::spi;
 use pgrx::prelude::*;
 
 fn exists(name: &str) -> FedResult<bool> {
-    Ok(sql::one::<bool>(
+    Ok(spi::one::<bool>(
         "SELECT true FROM pg_catalog.pg_publication WHERE pubname = $1",
         &[name.into()],
     )?
@@ -15,7 +15,7 @@ fn exists(name: &str) -> FedResult<bool> {
 }
 
 fn contains(name: &str, rel: pg_sys::Oid) -> FedResult<bool> {
-    Ok(sql::one::<bool>(
+    Ok(spi::one::<bool>(
         "SELECT true FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
          WHERE p.pubname = $1 AND pr.prrelid = $2",
         &[name.into(), rel.into()],
@@ -28,9 +28,9 @@ fn contains(name: &str, rel: pg_sys::Oid) -> FedResult<bool> {
 pub fn ensure_exists(node: &str) -> FedResult<()> {
     let name = publication_name(node);
     if !exists(&name)? {
-        sql::exec(&format!(
+        spi::exec(&format!(
             "CREATE PUBLICATION {} WITH (publish_via_partition_root = false)",
-            sql::quote_ident(&name)
+            spi::quote_ident(&name)
         ))?;
     }
     Ok(())
@@ -42,14 +42,14 @@ pub fn add(node: &str, partition: pg_sys::Oid, partition_sql: &str) -> FedResult
     if !exists(&name)? {
         // Partitions are published as themselves: a subscriber applies them into its
         // partition of the same name.
-        sql::exec(&format!(
+        spi::exec(&format!(
             "CREATE PUBLICATION {} FOR TABLE {partition_sql} WITH (publish_via_partition_root = false)",
-            sql::quote_ident(&name)
+            spi::quote_ident(&name)
         ))
     } else if !contains(&name, partition)? {
-        sql::exec(&format!(
+        spi::exec(&format!(
             "ALTER PUBLICATION {} ADD TABLE {partition_sql}",
-            sql::quote_ident(&name)
+            spi::quote_ident(&name)
         ))
     } else {
         Ok(())
@@ -60,9 +60,9 @@ pub fn add(node: &str, partition: pg_sys::Oid, partition_sql: &str) -> FedResult
 pub fn remove(node: &str, partition: pg_sys::Oid, partition_sql: &str) -> FedResult<()> {
     let name = publication_name(node);
     if exists(&name)? && contains(&name, partition)? {
-        sql::exec(&format!(
+        spi::exec(&format!(
             "ALTER PUBLICATION {} DROP TABLE {partition_sql}",
-            sql::quote_ident(&name)
+            spi::quote_ident(&name)
         ))?;
     }
     Ok(())

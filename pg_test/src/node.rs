@@ -1,0 +1,383 @@
+//! One PostgreSQL server: initdb, configuration, start, stop, restart, reload, kill -9, its
+//! log, and the files it reads. Dropping a [`Node`] stops its server and removes its folder.
+//! (The SQL a test runs on it is in session.rs.)
+
+use crate::process::{
+    children_of, chown_to_server_user, free_port, is_zombie, pg_bindir, reap,
+    register_for_signals, run_as_server_user, run_root, run_server_cmd, run_server_cmd_in,
+    stop_immediately, unique_suffix, unregister_for_signals, write_file_as_server_user,
+};
+use crate::{wait_until, Identity, NodeSpec};
+use std::cell::RefCell;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// One PostgreSQL server.
+pub struct Node {
+    pub name: String,
+    pub port: u16,
+    /// The address peers use: 127.0.0.1, or the node's address on its [`Net`].
+    pub host: String,
+    pub(crate) netns: Option<String>,
+    root: PathBuf,
+    pub(crate) client: RefCell<Option<postgres::Client>>,
+}
+
+impl Node {
+    /// initdb, configure, start, and (unless told not to) create the extension.
+    pub fn start(spec: &NodeSpec) -> Node {
+        let base = run_root();
+        let root = base.join(format!("{}-{}", spec.name, unique_suffix()));
+        fs::create_dir_all(&root).expect("create node directory");
+        chown_to_server_user(&root);
+        let place = spec.place.clone();
+        let mut node = Node {
+            name: spec.name.clone(),
+            port: 0,
+            host: place
+                .as_ref()
+                .map(|p| p.host.clone())
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            netns: place.map(|p| p.netns),
+            root,
+            client: RefCell::new(None),
+        };
+        register_for_signals(&node.data_dir());
+        node.initdb();
+        node.write_identity(&spec.identity);
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            node.port = free_port();
+            node.write_conf(&spec.conf);
+            match node.try_start() {
+                Ok(()) => {
+                    last_err.clear();
+                    break;
+                }
+                Err(e) => last_err = e, // most likely the port was taken meanwhile: try another
+            }
+        }
+        if !last_err.is_empty() {
+            panic!(
+                "could not start node {}: {last_err}\n{}",
+                node.name,
+                node.log_tail(60)
+            );
+        }
+        if spec.create_extension {
+            node.execute("CREATE EXTENSION pg_federation");
+        }
+        node
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("server.log")
+    }
+
+    /// Folder for files the node reads (labels file and the like), owned by the server user.
+    pub fn files_dir(&self) -> PathBuf {
+        self.root.join("files")
+    }
+
+    pub(crate) fn socket_dir(&self) -> PathBuf {
+        self.root.join("sock")
+    }
+
+    /// A libpq connection string for this node, as a peer on this machine would use it.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host={} port={} dbname=postgres user=postgres",
+            self.host, self.port
+        )
+    }
+
+    /// How this test process connects: the node's address, or its Unix socket when it lives
+    /// on a [`Net`] (so that cutting its link cuts the peers, not the test's own sessions).
+    pub fn client_conninfo(&self) -> String {
+        match self.netns {
+            Some(_) => format!(
+                "host={} port={} dbname=postgres user=postgres",
+                self.socket_dir().display(),
+                self.port
+            ),
+            None => self.conninfo(),
+        }
+    }
+
+    fn initdb(&self) {
+        let bindir = pg_bindir();
+        run_as_server_user(
+            &[
+                bindir.join("initdb").to_str().unwrap(),
+                "--no-sync",
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-D",
+                self.data_dir().to_str().unwrap(),
+            ],
+            "initdb",
+        );
+        fs::create_dir_all(self.socket_dir()).unwrap();
+        fs::create_dir_all(self.files_dir()).unwrap();
+        chown_to_server_user(&self.socket_dir());
+        chown_to_server_user(&self.files_dir());
+    }
+
+    fn write_identity(&self, identity: &Identity) {
+        let mut lines = vec![];
+        let labels = self.files_dir().join("labels");
+        match identity {
+            Identity::Guc(name) => {
+                lines.push(format!("federation.node_name = '{name}'"));
+                lines.push(format!("federation.labels_path = '{}'", labels.display()));
+            }
+            Identity::LabelsFile { label, value } => {
+                write_file_as_server_user(
+                    &labels,
+                    &format!("app=\"pg_federation\"\n{label}=\"{value}\"\n"),
+                );
+                lines.push(format!("federation.labels_path = '{}'", labels.display()));
+                lines.push(format!("federation.node_label = '{label}'"));
+            }
+            Identity::Unconfigured => {
+                lines.push(format!("federation.labels_path = '{}'", labels.display()));
+            }
+        }
+        write_file_as_server_user(&self.root.join("identity.conf"), &(lines.join("\n") + "\n"));
+    }
+
+    fn write_conf(&self, extra: &[String]) {
+        let conf = format!(
+            "# written by pg_test\n\
+             listen_addresses = '{host}'\n\
+             port = {port}\n\
+             unix_socket_directories = '{sock}'\n\
+             wal_level = logical\n\
+             max_replication_slots = 20\n\
+             max_wal_senders = 20\n\
+             max_logical_replication_workers = 16\n\
+             max_worker_processes = 32\n\
+             shared_preload_libraries = 'pg_federation'\n\
+             fsync = off\n\
+             full_page_writes = off\n\
+             log_line_prefix = '%m [%p] %q%a '\n\
+             wal_retrieve_retry_interval = '1s'\n\
+             federation.database = 'postgres'\n\
+             federation.node_conninfo = 'host={host} port={port} dbname=postgres user=postgres'\n\
+             {net}\n\
+             include = '{identity}'\n\
+             {extra}\n",
+            port = self.port,
+            host = self.host,
+            // On a Net a cut link must be noticed: replication's own timeouts, not a minute.
+            net = if self.netns.is_some() {
+                "wal_sender_timeout = '5s'\nwal_receiver_timeout = '5s'"
+            } else {
+                ""
+            },
+            sock = self.socket_dir().display(),
+            identity = self.root.join("identity.conf").display(),
+            extra = extra.join("\n"),
+        );
+        write_file_as_server_user(&self.data_dir().join("postgresql.auto.conf"), "");
+        write_file_as_server_user(&self.data_dir().join("pg_federation_test.conf"), &conf);
+        let main = self.data_dir().join("postgresql.conf");
+        let text = fs::read_to_string(&main).unwrap();
+        if !text.contains("include = 'pg_federation_test.conf'") {
+            write_file_as_server_user(&main, &(text + "\ninclude = 'pg_federation_test.conf'\n"));
+        }
+    }
+
+    fn try_start(&self) -> Result<(), String> {
+        if self.netns.is_some()
+            && !fs::read_to_string(self.data_dir().join("pg_hba.conf"))
+                .unwrap_or_default()
+                .contains("10.77.0.0/16")
+        {
+            // Peers on the Net connect from their own addresses.
+            self.prepend_hba(
+                "host all all 10.77.0.0/16 trust\nhost replication all 10.77.0.0/16 trust",
+            );
+        }
+        let out = run_server_cmd_in(
+            self.netns.as_deref(),
+            &[
+                pg_bindir().join("pg_ctl").to_str().unwrap(),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                self.data_dir().to_str().unwrap(),
+                "-l",
+                self.log_path().to_str().unwrap(),
+            ],
+        );
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl start failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// Starts a stopped node (same port, same data).
+    pub fn start_again(&self) {
+        if let Err(e) = self.try_start() {
+            panic!(
+                "could not restart node {}: {e}\n{}",
+                self.name,
+                self.log_tail(60)
+            );
+        }
+    }
+
+    /// Clean shutdown (`pg_ctl stop -m fast`).
+    pub fn stop(&self) {
+        self.client.borrow_mut().take();
+        let out = run_server_cmd(&[
+            pg_bindir().join("pg_ctl").to_str().unwrap(),
+            "stop",
+            "-w",
+            "-t",
+            "60",
+            "-m",
+            "fast",
+            "-D",
+            self.data_dir().to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop of {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// `SELECT pg_reload_conf()`, then waits until this session has processed the reload.
+    pub fn reload(&self) {
+        let before = self.scalar("SELECT pg_conf_load_time()::text");
+        self.execute("SELECT pg_reload_conf()");
+        wait_until(
+            &format!("node {} to reload its configuration", self.name),
+            Duration::from_secs(30),
+            &[self],
+            || Ok(self.scalar("SELECT pg_conf_load_time()::text") != before),
+        );
+    }
+
+    /// Kills the postmaster and every process it started with SIGKILL, as an OOM kill or a
+    /// lost pod would, and waits until they are gone.
+    pub fn kill9(&self) {
+        self.client.borrow_mut().take();
+        let Some(pid) = self.postmaster_pid() else {
+            panic!("node {} is not running", self.name)
+        };
+        let mut victims = children_of(pid);
+        victims.push(pid);
+        for p in &victims {
+            let _ = Command::new("kill").args(["-9", &p.to_string()]).output();
+        }
+        wait_until(
+            &format!("node {}'s processes to die", self.name),
+            Duration::from_secs(30),
+            &[],
+            || {
+                // Gone for good: a zombie still holds its pid, and a new postmaster refuses to
+                // start while the old pid in postmaster.pid exists.
+                reap(&victims);
+                Ok(victims
+                    .iter()
+                    .all(|p| !Path::new(&format!("/proc/{p}")).exists()))
+            },
+        );
+    }
+
+    /// The postmaster's pid while it runs.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+        // A killed postmaster may linger as a zombie where nothing reaps orphans.
+        (Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)).then_some(pid)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.postmaster_pid().is_some()
+    }
+
+    /// The last `lines` lines of the server log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no log: {e})"));
+        let all: Vec<&str> = text.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        format!(
+            "---- log of node {} ({}) ----\n{}\n",
+            self.name,
+            self.log_path().display(),
+            all[from..].join("\n")
+        )
+    }
+
+    /// Replaces this node's labels file (for identity tests).
+    pub fn write_labels(&self, text: &str) {
+        write_file_as_server_user(&self.files_dir().join("labels"), text);
+    }
+
+    /// Puts a line at the top of pg_hba.conf (so it wins over the trust lines initdb wrote);
+    /// takes effect on reload.
+    pub fn prepend_hba(&self, line: &str) {
+        let path = self.data_dir().join("pg_hba.conf");
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        write_file_as_server_user(&path, &format!("{line}\n{text}"));
+    }
+
+    /// Appends a line to the node's configuration; takes effect on reload (or restart).
+    pub fn append_conf(&self, line: &str) {
+        let path = self.data_dir().join("pg_federation_test.conf");
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        write_file_as_server_user(&path, &format!("{text}{line}\n"));
+    }
+
+    /// Replaces this node's identity settings; takes effect on reload.
+    pub fn set_identity(&self, identity: &Identity) {
+        self.write_identity(identity);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        unregister_for_signals(&self.data_dir());
+        self.client.get_mut().take();
+        if self.postmaster_pid().is_some() {
+            let out = stop_immediately(&pg_bindir(), &self.data_dir());
+            if !out.status.success() {
+                if let Some(pid) = self.postmaster_pid() {
+                    let mut victims = children_of(pid);
+                    victims.push(pid);
+                    for p in victims {
+                        let _ = Command::new("kill").args(["-9", &p.to_string()]).output();
+                    }
+                }
+            }
+        }
+        if std::env::var_os("PG_TEST_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Reading and writing pg_federation's catalog (sql/catalog.sql). Every query of the
+//! federation.* tables that runs on this node goes through here.
+//!
+//! The catalog and this node's publication belong to the extension's owner. A table owner
+//! who is not a superuser may still enable() and disable() their tables: the catalog and
+//! publication steps (and only those) run as the extension's owner through
+//! [`as_extension_owner`]; the table's own DDL runs as the caller.
+
+mod member;
+mod probe;
+
+pub use member::*;
+pub use probe::*;
+
+use crate::errors::{FedError, FedResult};
+use crate::spi;
+use pgrx::prelude::*;
+
+/// Whether pg_federation is installed in this database (the worker checks before each pass).
+pub fn extension_installed() -> FedResult<bool> {
+    Ok(spi::one::<bool>(
+        "SELECT true FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
+/// Runs `f` with the extension owner's privileges (like a SECURITY DEFINER function), then
+/// restores the caller's. An ERROR in `f` aborts the transaction, which restores the user
+/// id by itself.
+pub fn as_extension_owner<T>(f: impl FnOnce() -> FedResult<T>) -> FedResult<T> {
+    let owner = spi::one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
+        &[],
+    )?
+    .ok_or_else(|| {
+        crate::errors::FedError::internal("pg_federation is not installed in this database")
+    })?;
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_ctx: i32 = 0;
+    // SAFETY: the standard save/switch/restore of PostgreSQL's security-restricted operations.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_ctx);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let r = f();
+    // SAFETY: restores what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_ctx) };
+    r
+}
+
+/// The node column of a federated table, or None when the table is not federated.
+pub fn node_column(relid: pg_sys::Oid) -> FedResult<Option<String>> {
+    spi::one::<String>(
+        "SELECT node_column::text FROM federation.federated_table WHERE relid = $1",
+        &[relid.into()],
+    )
+}
+
+pub fn insert_table(relid: pg_sys::Oid, node_column: &str, adopted: bool) -> FedResult<()> {
+    spi::exec_args(
+        "INSERT INTO federation.federated_table (relid, node_column, adopted) VALUES ($1::oid::regclass, $2, $3)",
+        &[relid.into(), node_column.into(), adopted.into()],
+    )
+}
+
+pub fn insert_partition(
+    relid: pg_sys::Oid,
+    node: Option<&str>,
+    partition: pg_sys::Oid,
+) -> FedResult<()> {
+    spi::exec_args(
+        "INSERT INTO federation.partition (relid, node_name, partition) VALUES ($1::oid::regclass, $2, $3::oid::regclass)",
+        &[relid.into(), node.into(), partition.into()],
+    )
+}
+
+/// A federated table's partitions: (owning node or None for DEFAULT, partition oid).
+pub fn partitions(relid: pg_sys::Oid) -> FedResult<Vec<(Option<String>, pg_sys::Oid)>> {
+    spi::rows(
+        "SELECT node_name, partition::oid FROM federation.partition WHERE relid = $1 ORDER BY node_name NULLS LAST",
+        &[relid.into()],
+        |r| Ok((r.get::<String>(1)?, r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid))),
+    )
+}
+
+/// Forgets a federated table (its partitions go with it, ON DELETE CASCADE).
+pub fn delete_table(relid: pg_sys::Oid) -> FedResult<()> {
+    spi::exec_args(
+        "DELETE FROM federation.federated_table WHERE relid = $1",
+        &[relid.into()],
+    )
+}
+
+/// This node's recorded name and address, once it has federated a table or joined.
+/// (Readable by everyone as "joined or not": conninfo IS NOT NULL hides the string itself.)
+pub fn local_node() -> FedResult<Option<(String, Option<String>)>> {
+    // SAFETY: reads this backend's user id.
+    let q = if unsafe { pg_sys::superuser() } {
+        "SELECT node_name, conninfo FROM federation.local_node"
+    } else {
+        "SELECT node_name, CASE WHEN federation.local_node_joined() THEN '(hidden)' END FROM federation.local_node"
+    };
+    Ok(spi::rows(q, &[], |r| {
+        Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?))
+    })?
+    .into_iter()
+    .next())
+}
+
+/// Records this node's name the first time it matters (enable or join). A different name
+/// recorded earlier means the node was renamed under its partitions and slots: refused.
+pub fn claim_local_name(me: &str) -> FedResult<()> {
+    match local_node()? {
+        Some((recorded, _)) if recorded != me => Err(renamed_error(&recorded, me)),
+        Some(_) => Ok(()),
+        None => spi::exec_args(
+            "INSERT INTO federation.local_node (node_name) VALUES ($1)",
+            &[me.into()],
+        ),
+    }
+}
+
+pub fn set_local_conninfo(conninfo: &str) -> FedResult<()> {
+    spi::exec_args(
+        "UPDATE federation.local_node SET conninfo = $1",
+        &[conninfo.into()],
+    )
+}
+
+/// This node's address once it has joined a federation (None: standalone).
+pub fn joined_conninfo() -> FedResult<Option<String>> {
+    Ok(local_node()?.and_then(|(_, c)| c))
+}
+
+/// Forgets this node's address (it has left its federation).
+pub fn clear_local_conninfo() -> FedResult<()> {
+    spi::exec("UPDATE federation.local_node SET conninfo = NULL")
+}
+
+/// Every federated table: (oid, node column).
+pub fn federated_tables() -> FedResult<Vec<(pg_sys::Oid, String)>> {
+    spi::rows(
+        "SELECT relid::oid, node_column::text FROM federation.federated_table ORDER BY relid::text",
+        &[],
+        |r| {
+            Ok((
+                r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ))
+        },
+    )
+}
+
+/// Every federated table: (oid, qualified name, node column), by name.
+pub fn federated_tables_named() -> FedResult<Vec<(pg_sys::Oid, String, String)>> {
+    spi::rows(
+        "SELECT t.relid::oid, pg_catalog.format('%I.%I', n.nspname, c.relname), t.node_column::text
+         FROM federation.federated_table t JOIN pg_catalog.pg_class c ON c.oid = t.relid
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ORDER BY 2",
+        &[],
+        |r| {
+            Ok((
+                r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+            ))
+        },
+    )
+}
+
+/// Whether a federated table is federated on every member yet (`Ready`), or waits for the
+/// worker to federate it there (`Pending`: enabled here on a running federation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeshState {
+    Pending,
+    Ready,
+}
+
+impl MeshState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeshState::Pending => "pending",
+            MeshState::Ready => "ready",
+        }
+    }
+}
+
+/// Sets the mesh state of the federated table named `table` (by name: after enable() of an
+/// ordinary table, its old OID belongs to this node's partition).
+pub fn set_mesh_state(table: &str, state: MeshState) -> FedResult<()> {
+    spi::exec_args(
+        "UPDATE federation.federated_table SET mesh_state = $2 WHERE relid = pg_catalog.to_regclass($1)",
+        &[table.into(), state.as_str().into()],
+    )
+}
+
+/// Tables enabled here on a running federation, still to federate on the members:
+/// (qualified name, node column).
+pub fn pending_tables() -> FedResult<Vec<(String, String)>> {
+    spi::rows(
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), t.node_column::text
+         FROM federation.federated_table t JOIN pg_catalog.pg_class c ON c.oid = t.relid
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE t.mesh_state = $1",
+        &[MeshState::Pending.as_str().into()],
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ))
+        },
+    )
+}
+
+/// How many tables are pending, under a fresh snapshot (for a waiting loop).
+pub fn pending_tables_fresh() -> FedResult<i64> {
+    Ok(spi::rows_fresh(
+        "SELECT count(*) FROM federation.federated_table WHERE mesh_state = 'pending'",
+    )?
+    .first()
+    .and_then(|r| r[0].as_deref().and_then(|v| v.parse::<i64>().ok()))
+    .unwrap_or(0))
+}
+
+/// The partitions `node` owns, of federated table `of_table` or of every one: (oid,
+/// qualified name), by name.
+pub fn partitions_of_node(
+    node: &str,
+    of_table: Option<pg_sys::Oid>,
+) -> FedResult<Vec<(pg_sys::Oid, String)>> {
+    spi::rows(
+        "SELECT partition::oid, pg_catalog.format('%I.%I', n.nspname, c.relname) FROM federation.partition p
+         JOIN pg_catalog.pg_class c ON c.oid = p.partition JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE p.node_name = $1 AND ($2::oid IS NULL OR p.relid = $2) ORDER BY 2",
+        &[node.into(), of_table.into()],
+        |r| Ok((r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid), r.get::<String>(2)?.unwrap_or_default())),
+    )
+}
+
+/// `node`'s partition of the federated table named `table` (None: not federated here).
+pub fn partition_of(table: &str, node: &str) -> FedResult<Option<pg_sys::Oid>> {
+    spi::one::<pg_sys::Oid>(
+        "SELECT p.partition::oid FROM federation.partition p WHERE p.relid = pg_catalog.to_regclass($1) AND p.node_name = $2",
+        &[table.into(), node.into()],
+    )
+}
+
+/// Forgets one partition (it is about to be dropped).
+pub fn delete_partition(partition: pg_sys::Oid) -> FedResult<()> {
+    spi::exec_args(
+        "DELETE FROM federation.partition WHERE partition = $1",
+        &[partition.into()],
+    )
+}
+
+/// The federated table named `table` (None: not federated here).
+pub fn federated_table_named(table: &str) -> FedResult<Option<pg_sys::Oid>> {
+    spi::one::<pg_sys::Oid>(
+        "SELECT t.relid::oid FROM federation.federated_table t WHERE t.relid = pg_catalog.to_regclass($1)",
+        &[table.into()],
+    )
+}
+
+/// The name this node recorded when it first federated a table or joined, if it did.
+pub fn recorded_name() -> FedResult<Option<String>> {
+    // Read-only SPI: pgrx's Spi::get_one would assign a transaction id (and fail on a standby).
+    let exists = spi::one::<bool>(
+        "SELECT pg_catalog.to_regclass('federation.local_node') IS NOT NULL",
+        &[],
+    )?
+    .unwrap_or(false);
+    if !exists {
+        return Ok(None);
+    }
+    Ok(spi::one::<String>(
+        "SELECT node_name FROM federation.local_node",
+        &[],
+    )?)
+}
+
+/// The error for a node whose name changed after it federated tables or joined.
+pub fn renamed_error(recorded: &str, now: &str) -> FedError {
+    FedError::prerequisite(format!("this node's name changed from \"{recorded}\" to \"{now}\"; writes to federated tables are refused"))
+        .detail(format!("Its partitions, publication and replication slots were made for \"{recorded}\"; rows written now would go to another node's partition."))
+        .hint(format!("Restore the name (ALTER SYSTEM SET federation.node_name = '{recorded}'; SELECT pg_reload_conf();). To rename a node: federation.leave(), change the name, federation.join()."))
+}

@@ -1,0 +1,65 @@
+//! What the worker's probe last saw of each member (table federation.peer_probe), which
+//! federation.status() reads.
+
+use crate::errors::FedResult;
+use crate::spi;
+
+/// One member as the probe saw it.
+pub struct ProbeSample {
+    pub name: String,
+    /// This node's subscription to the member (its error counters are recorded).
+    pub subscription: String,
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub peer_lsn: Option<String>,
+    pub slot_found: Option<bool>,
+    pub wal_status: Option<String>,
+    pub confirmed: Option<String>,
+    pub retained: Option<String>,
+    pub estimates: Option<String>,
+}
+
+/// Records the samples (and forgets members that are gone), with this node's error counters
+/// of its subscription to each member.
+pub fn record_probe(samples: &[ProbeSample]) -> FedResult<()> {
+    spi::exec_args(
+        "DELETE FROM federation.peer_probe p WHERE NOT EXISTS (SELECT 1 FROM federation.node n WHERE n.node_name = p.node_name)",
+        &[],
+    )?;
+    for s in samples {
+        spi::exec_args(
+            "WITH st AS (
+                 SELECT coalesce(max(apply_error_count), 0) AS apply_errors, coalesce(max(sync_error_count), 0) AS sync_errors
+                 FROM pg_catalog.pg_stat_subscription_stats WHERE subname = $9)
+             INSERT INTO federation.peer_probe AS p (node_name, probed_at, reachable, probe_error, unreachable_since, peer_lsn,
+                     slot_found, slot_wal_status, slot_confirmed_lsn, slot_retained_bytes, apply_errors, sync_errors, errors_seen_at,
+                     row_estimates)
+             SELECT $1, pg_catalog.clock_timestamp(), $2, $3, CASE WHEN $2 THEN NULL ELSE pg_catalog.clock_timestamp() END,
+                    $4::pg_lsn, $5, $6, $7::pg_lsn, $8::numeric, st.apply_errors, st.sync_errors, NULL,
+                    $10::jsonb FROM st
+             ON CONFLICT (node_name) DO UPDATE SET probed_at = EXCLUDED.probed_at, reachable = EXCLUDED.reachable,
+                 probe_error = EXCLUDED.probe_error,
+                 unreachable_since = CASE WHEN EXCLUDED.reachable THEN NULL ELSE coalesce(p.unreachable_since, EXCLUDED.probed_at) END, peer_lsn = EXCLUDED.peer_lsn, slot_found = EXCLUDED.slot_found,
+                 slot_wal_status = EXCLUDED.slot_wal_status, slot_confirmed_lsn = EXCLUDED.slot_confirmed_lsn,
+                 slot_retained_bytes = EXCLUDED.slot_retained_bytes, row_estimates = EXCLUDED.row_estimates,
+                 error_streak = CASE WHEN EXCLUDED.apply_errors + EXCLUDED.sync_errors > p.apply_errors + p.sync_errors
+                                     THEN p.error_streak + 1 ELSE 0 END,
+                 errors_seen_at = CASE WHEN EXCLUDED.apply_errors + EXCLUDED.sync_errors > p.apply_errors + p.sync_errors
+                                       THEN EXCLUDED.probed_at ELSE p.errors_seen_at END,
+                 apply_errors = EXCLUDED.apply_errors, sync_errors = EXCLUDED.sync_errors",
+            &[
+                s.name.as_str().into(),
+                s.reachable.into(),
+                s.error.clone().into(),
+                s.peer_lsn.clone().into(),
+                s.slot_found.into(),
+                s.wal_status.clone().into(),
+                s.confirmed.clone().into(),
+                s.retained.clone().into(),
+                s.subscription.as_str().into(),
+                s.estimates.clone().into(),
+            ],
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! `federation.join()`, in the caller's transaction.
+//!
+//! It connects to the peer and to every member the peer knows, checks everything it can
+//! (extension and version, names, settings, privileges, tables, reachability of this node
+//! from the peer), then records the members in this node's catalog and creates their
+//! partitions here. Nothing is created on another node and no slot or subscription exists
+//! until the transaction commits: then this node's background worker (src/worker/) registers
+//! it with every member and creates the subscriptions both ways. A ROLLBACK therefore leaves
+//! no trace anywhere.
+
+use super::rpc::local_info;
+use crate::catalog::{self, MemberState};
+use crate::errors::{required, FedError, FedResult, OrRaise};
+use crate::gucs;
+use crate::identity;
+use crate::naming::canonical;
+use crate::preconditions::require_superuser;
+use crate::remote::{self, mask, PeerInfo, Remote, TableShape};
+use crate::spi;
+use crate::table::{partitions, publication};
+use crate::worker;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+/// The federation.join() SQL function: see sql/api.sql for the signature.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn join_federation(peer_conninfo: Option<&str>, node_conninfo: Option<&str>) {
+    let peer = required(
+        peer_conninfo,
+        "the peer's connection string",
+        "SELECT federation.join('host=east.example port=5432 dbname=app user=federation');",
+    );
+    join(peer, node_conninfo).or_raise()
+}
+
+pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
+    require_superuser("federation.join()")?;
+    let me = identity::current_name()?;
+    let my_conninfo = node_conninfo.map(str::to_string).filter(|s| !s.trim().is_empty()).or_else(gucs::node_conninfo).ok_or_else(|| {
+        FedError::prerequisite(format!("this node (\"{me}\") has no address for its peers"))
+            .detail("The other members connect back to this node to replicate its rows; they need its address as they see it (on Kubernetes, a Service name, not localhost).")
+            .hint("Set it and reload: ALTER SYSTEM SET federation.node_conninfo = 'host=east.example port=5432 dbname=app user=federation'; SELECT pg_reload_conf(); or pass it: federation.join(peer, node_conninfo => '...').")
+    })?;
+    if peer_conninfo.trim().is_empty() {
+        return Err(FedError::invalid_value("the peer's connection string is empty")
+            .hint("Give the address of any member of the federation to join, for example 'host=east.example port=5432 dbname=app user=federation'."));
+    }
+    remote::parse(&my_conninfo)?;
+    remote::parse(peer_conninfo)?;
+    let mine = local_info()?;
+    if mine.wal_level != "logical" {
+        return Err(FedError::prerequisite(format!(
+            "wal_level is {} on this node, not logical",
+            mine.wal_level
+        ))
+        .hint("Set wal_level = logical in postgresql.conf and restart the server."));
+    }
+    if !mine.worker_running {
+        return Err(FedError::prerequisite("pg_federation's background worker is not running on this node")
+            .detail("It completes a join after COMMIT; it starts when pg_federation is in shared_preload_libraries and federation.database names this database.")
+            .hint(format!("Set shared_preload_libraries = 'pg_federation' and federation.database = '{}' in postgresql.conf, and restart.", current_database()?)));
+    }
+
+    // The peer, and through it every member of its federation.
+    let mut peer = Remote::connect(peer_conninfo, "the peer")?;
+    if peer.server_identity()? == spi::one::<String>(remote::WHOAMI, &[])? {
+        return Err(FedError::invalid_value(format!("the peer's connection string ({}) leads to this node itself", mask(peer_conninfo)))
+            .hint("Give the address of another node: the member of the federation to join, or the node to form one with."));
+    }
+    let pinfo = peer.peer_info("the peer")?;
+    let known: Vec<String> = catalog::members()?.into_iter().map(|m| m.name).collect();
+    if known.contains(&pinfo.node_name) {
+        FedError::new(
+            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            format!(
+                "this node is already a member of {}'s federation; nothing to do",
+                pinfo.node_name
+            ),
+        )
+        .report(PgLogLevel::NOTICE);
+        return Ok(());
+    }
+    if !known.is_empty() {
+        return Err(FedError::prerequisite(format!("this node already belongs to a federation (with {})", known.join(", ")))
+            .hint("Join the other federation's nodes from a node that is in no federation, or call federation.leave() first."));
+    }
+    let mut infos = vec![(peer_conninfo.to_string(), pinfo.clone())];
+    for m in &pinfo.members {
+        let what = format!("member \"{}\" of the peer's federation", m.node_name);
+        let mut r = Remote::connect(&m.conninfo, &what).map_err(|e| {
+            e.hint(format!("Every member must be reachable from this node during join; bring \"{}\" back, or remove it with federation.drop_node('{}') on the peer.", m.node_name, m.node_name))
+        })?;
+        infos.push((m.conninfo.clone(), r.peer_info(&what)?));
+    }
+    let size = infos.len() as i64 + 1;
+
+    // Names: distinct, also once '-' becomes '_' (slot names).
+    for (_, i) in &infos {
+        if canonical(&i.node_name) == canonical(&me) {
+            return Err(FedError::new(
+                PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                format!("node name \"{me}\" is already taken in the peer's federation (by \"{}\" at {})", i.node_name, mask(&conninfo_of(i, peer_conninfo))),
+            )
+            .hint("Give this node another name (federation.node_name), reload, and join again."));
+        }
+    }
+    // Settings and privileges on every node, for one more member.
+    check_capacity(&me, &mine, size, true)?;
+    for (ci, i) in &infos {
+        if i.wal_level != "logical" {
+            return Err(FedError::prerequisite(format!(
+                "wal_level is {} on node \"{}\", not logical",
+                i.wal_level, i.node_name
+            ))
+            .hint("Set wal_level = logical in its postgresql.conf and restart it."));
+        }
+        if !i.is_superuser {
+            return Err(FedError::privilege(format!("the role in the connection string for node \"{}\" ({}) is not a superuser", i.node_name, mask(ci)))
+                .detail("This node creates a subscription there, which PostgreSQL 15 allows only to superusers; a role without REPLICATION cannot replicate either.")
+                .hint("Connect as a superuser (with a password file rather than a password in the string)."));
+        }
+        if !i.worker_running {
+            return Err(FedError::prerequisite(format!("pg_federation's background worker is not running on node \"{}\"", i.node_name))
+                .hint("Set shared_preload_libraries = 'pg_federation' and federation.database there, and restart it."));
+        }
+        check_capacity(&i.node_name, i, size, false)?;
+    }
+    // The same federated tables with the same columns everywhere.
+    for (_, i) in &infos {
+        compare_tables(&me, &mine.tables, &i.node_name, &i.tables)?;
+    }
+    // The peer can reach this node at the address it will be given.
+    let seen = peer.check_reachable(&my_conninfo).map_err(|e| {
+        let msg = e.message.clone();
+        e.hint("Set federation.node_conninfo to an address the peer can reach (on Kubernetes, this pod's Service name).").detail(format!("The peer tried this node's address and failed: {msg}"))
+    })?;
+    if seen.as_deref() != Some(me.as_str()) {
+        return Err(FedError::invalid_value(format!(
+            "federation.node_conninfo ({}) leads the peer to node \"{}\", not to this node \"{me}\"",
+            mask(&my_conninfo),
+            seen.unwrap_or_default()
+        ))
+        .hint("Fix federation.node_conninfo so that it names this server."));
+    }
+    drop(peer);
+
+    // Everything checked: record the federation here. The worker does the rest after COMMIT.
+    catalog::claim_local_name(&me)?;
+    catalog::set_local_conninfo(&my_conninfo)?;
+    publication::ensure_exists(&me)?;
+    for (ci, i) in &infos {
+        catalog::upsert_member(
+            &i.node_name,
+            &conninfo_of(i, ci),
+            MemberState::Joining,
+            true,
+        )?;
+    }
+    partitions::partitions_for_members(&me)?;
+    worker::wake();
+    Ok(())
+}
+
+/// The address the federation uses for a node: what it advertises, else how we reached it.
+fn conninfo_of(i: &PeerInfo, reached_with: &str) -> String {
+    i.node_conninfo
+        .clone()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| reached_with.to_string())
+}
+
+fn current_database() -> FedResult<String> {
+    Ok(spi::one::<String>("SELECT current_database()::text", &[])?.unwrap_or_default())
+}
+
+fn check_capacity(node: &str, i: &PeerInfo, size: i64, joining: bool) -> FedResult<()> {
+    let peers = size - 1;
+    let need_slots = if joining {
+        i.used_replication_slots + peers
+    } else {
+        i.used_replication_slots + 1
+    };
+    let short = |setting: &str, have: i64, need: i64| {
+        FedError::prerequisite(format!("{setting} is {have} on node \"{node}\"; a federation of {size} nodes needs at least {need}"))
+            .hint(format!("Raise {setting} in that node's postgresql.conf and restart it (see README: settings)."))
+    };
+    if i.max_replication_slots < need_slots {
+        return Err(short(
+            "max_replication_slots",
+            i.max_replication_slots,
+            need_slots,
+        ));
+    }
+    if i.max_wal_senders < peers + 1 {
+        return Err(short("max_wal_senders", i.max_wal_senders, peers + 1));
+    }
+    if i.max_logical_replication_workers < peers + 1 {
+        return Err(short(
+            "max_logical_replication_workers",
+            i.max_logical_replication_workers,
+            peers + 1,
+        ));
+    }
+    Ok(())
+}
+
+fn compare_tables(
+    me: &str,
+    mine: &[TableShape],
+    other: &str,
+    theirs: &[TableShape],
+) -> FedResult<()> {
+    for t in mine {
+        match theirs.iter().find(|x| x.table == t.table) {
+            None => {
+                return Err(FedError::prerequisite(format!("federated table {} is missing on node \"{other}\"", t.table))
+                    .hint(format!("Create the table on \"{other}\" with the same columns and run SELECT federation.enable('{}'); there.", t.table)))
+            }
+            Some(x) if x.columns != t.columns || x.node_column != t.node_column => {
+                let diff: Vec<String> = t
+                    .columns
+                    .iter()
+                    .filter(|c| !x.columns.contains(c))
+                    .map(|(n, ty)| format!("{n} {ty} on \"{me}\""))
+                    .chain(x.columns.iter().filter(|c| !t.columns.contains(c)).map(|(n, ty)| format!("{n} {ty} on \"{other}\"")))
+                    .collect();
+                return Err(FedError::new(
+                    PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                    format!("federated table {} differs between node \"{me}\" and node \"{other}\"", t.table),
+                )
+                .detail(format!("Columns that differ: {}.", diff.join(", ")))
+                .hint("Make the columns the same on every node, then join again."));
+            }
+            _ => {}
+        }
+    }
+    for x in theirs {
+        if !mine.iter().any(|t| t.table == x.table) {
+            return Err(FedError::prerequisite(format!("federated table {} of node \"{other}\" is not federated on this node", x.table))
+                .hint(format!("Create it here with the same columns and run SELECT federation.enable('{}'); then join again.", x.table)));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! The federation functions other nodes call on this node over libpq while they wire the
+//! mesh, enable or disable a table everywhere, or leave (src/remote/peer.rs is the calling
+//! side). Each is superuser-only (sql/api.sql revokes them from PUBLIC), idempotent, and
+//! runs in the caller's remote transaction.
+
+use crate::catalog::{self, MemberState};
+use crate::enable::{self, Spread};
+use crate::errors::{FedError, FedResult, OrRaise};
+use crate::gucs;
+use crate::identity::{self, validate_node_name};
+use crate::preconditions::require_superuser;
+use crate::remote::{mask, MemberInfo, PeerInfo, Remote, TableShape, VERSION};
+use crate::spi;
+use crate::table::{self, inspect, partitions, publication};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+fn setting_i64(name: &str) -> FedResult<i64> {
+    Ok(
+        spi::one::<String>("SELECT pg_catalog.current_setting($1)", &[name.into()])?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+fn local_tables() -> FedResult<Vec<TableShape>> {
+    catalog::federated_tables_named()?
+        .into_iter()
+        .map(|(oid, table, node_column)| {
+            Ok(TableShape {
+                table,
+                node_column,
+                columns: inspect::columns(oid, None)?,
+            })
+        })
+        .collect()
+}
+
+pub fn local_info() -> FedResult<PeerInfo> {
+    let me = identity::current_name()?;
+    let node_conninfo = catalog::joined_conninfo()?.or_else(gucs::node_conninfo);
+    Ok(PeerInfo {
+        node_name: me,
+        version: VERSION.to_string(),
+        node_conninfo,
+        wal_level: spi::one::<String>("SELECT pg_catalog.current_setting('wal_level')", &[])?
+            .unwrap_or_default(),
+        max_replication_slots: setting_i64("max_replication_slots")?,
+        used_replication_slots: spi::one::<i64>(
+            "SELECT count(*) FROM pg_catalog.pg_replication_slots",
+            &[],
+        )?
+        .unwrap_or(0),
+        max_wal_senders: setting_i64("max_wal_senders")?,
+        max_logical_replication_workers: setting_i64("max_logical_replication_workers")?,
+        is_superuser: spi::one::<bool>(
+            "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            &[],
+        )?
+        .unwrap_or(false),
+        worker_running: crate::worker::is_running()?,
+        members: catalog::members()?
+            .into_iter()
+            .map(|m| MemberInfo {
+                node_name: m.name,
+                conninfo: m.conninfo,
+            })
+            .collect(),
+        tables: local_tables()?,
+    })
+}
+
+/// For peers: this node's identity, settings, members (with their connection strings:
+/// superuser only) and federated tables, as JSON.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn peer_info() -> pgrx::JsonB {
+    require_superuser("federation.peer_info()").or_raise();
+    pgrx::JsonB(serde_json::to_value(local_info().or_raise()).unwrap())
+}
+
+/// For peers: connects to `conninfo` from this node and returns the node name found there, so
+/// a joining node proves that its peers can reach it.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn check_reachable(conninfo: &str) -> String {
+    require_superuser("federation.check_reachable()").or_raise();
+    let mut r = Remote::connect(conninfo, "the joining node").or_raise();
+    let (name, superuser) = r.name_and_superuser().or_raise();
+    if !superuser {
+        FedError::privilege(format!("the role in the joining node's connection string ({}) is not a superuser", mask(conninfo)))
+            .hint("PostgreSQL 15 lets only superusers create subscriptions: name a superuser in federation.node_conninfo.")
+            .raise();
+    }
+    name
+}
+
+/// For the joining node's worker: registers `name` as a member of this node's federation and
+/// gives every federated table a partition for it. Idempotent.
+/// `your_conninfo` is how the joining node reaches this node: recorded as this node's own
+/// address when it has none (federation.node_conninfo unset).
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn add_member(name: &str, conninfo: &str, your_conninfo: &str) {
+    require_superuser("federation.add_member()").or_raise();
+    add_member_impl(name, conninfo, your_conninfo).or_raise()
+}
+
+fn add_member_impl(name: &str, conninfo: &str, your_conninfo: &str) -> FedResult<()> {
+    validate_node_name(name, "the joining node")?;
+    let me = identity::current_name()?;
+    catalog::claim_local_name(&me)?;
+    if catalog::joined_conninfo()?.is_none() {
+        let mine = gucs::node_conninfo().unwrap_or_else(|| your_conninfo.to_string());
+        catalog::set_local_conninfo(&mine)?;
+    }
+    publication::ensure_exists(&me)?;
+    catalog::upsert_member(name, conninfo, MemberState::Joining, false)?;
+    partitions::partitions_for_members(&me)?;
+    Ok(())
+}
+
+/// For the joining node's worker: marks a member ready once both directions replicate.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn set_member_ready(name: &str) {
+    require_superuser("federation.set_member_ready()").or_raise();
+    catalog::set_member_state(name, MemberState::Ready).or_raise()
+}
+
+/// For a leaving node or drop_node(): forgets a member. Its partitions stay (with the rows
+/// replicated so far) unless `drop_partitions`.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn remove_member(name: &str, drop_partitions: bool) {
+    require_superuser("federation.remove_member()").or_raise();
+    remove_member_impl(name, drop_partitions).or_raise()
+}
+
+fn remove_member_impl(name: &str, drop_partitions: bool) -> FedResult<()> {
+    catalog::delete_member(name)?;
+    if drop_partitions {
+        for (oid, qname) in catalog::partitions_of_node(name, None)? {
+            catalog::delete_partition(oid)?;
+            spi::exec(&format!("DROP TABLE {qname}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// For a node enabling a table on a running federation: the table's columns here, as
+/// [[name, type], ...] without the node column, or NULL when there is no such table.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn table_shape(tbl: &str, node_column: &str) -> Option<pgrx::JsonB> {
+    require_superuser("federation.table_shape()").or_raise();
+    let oid = spi::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()])
+        .or_raise()?;
+    Some(pgrx::JsonB(
+        serde_json::to_value(inspect::columns(oid, Some(node_column)).or_raise()).unwrap(),
+    ))
+}
+
+/// For the worker of a node that enabled a table on a running federation: federates the
+/// same table here (without propagating further).
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn enable_here(tbl: &str, node_column: &str) {
+    require_superuser("federation.enable_here()").or_raise();
+    let oid = spi::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()])
+        .or_raise()
+        .unwrap_or_else(|| {
+            FedError::new(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("table {tbl} does not exist on this node"),
+            )
+            .hint("Create it with the same columns as on the other members.")
+            .raise()
+        });
+    enable::enable_with(oid, node_column, Spread::HereOnly).or_raise()
+}
+
+/// For disable on a federation: takes this node's partition of `tbl` out of its publication
+/// and returns this node's WAL position after that. No-op (position only) when not federated.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn unpublish_here(tbl: &str) -> String {
+    require_superuser("federation.unpublish_here()").or_raise();
+    (|| -> FedResult<String> {
+        let me = identity::current_name()?;
+        if let Some(local) = catalog::partition_of(tbl, &me)? {
+            let local_sql = table::oid_sql(local)?;
+            publication::remove(&me, local, &local_sql)?;
+        }
+        spi::one::<String>("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])?
+            .ok_or_else(|| FedError::internal("no WAL position"))
+    })()
+    .or_raise()
+}
+
+/// For disable on a federation: turns `tbl` back into an ordinary table on this node (no-op
+/// when it is not federated here).
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn disable_here(tbl: &str) {
+    require_superuser("federation.disable_here()").or_raise();
+    if let Some(oid) = catalog::federated_table_named(tbl).or_raise() {
+        table::disable::to_ordinary(oid).or_raise();
+    }
+}

@@ -1,0 +1,255 @@
+//! PostgreSQL's logical replication, as pg_federation drives it over libpq: slots made
+//! before their subscriptions, subscriptions created in one transaction, their table-sync
+//! state, dropping a subscription without its slot, and how far a subscriber has got (the
+//! WAL nudge an idle publisher needs, waiting for a confirmed position).
+//!
+//! Every function takes the connection to the server it acts on: the join steps, resync()
+//! verify() and disable() on a federation all use these.
+
+use crate::errors::FedResult;
+use crate::naming::publication_name;
+use crate::remote::Remote;
+use crate::spi::{quote_ident, quote_literal};
+use crate::wait::nap;
+use std::time::Instant;
+
+pub fn subscription_exists(r: &mut Remote, name: &str) -> FedResult<bool> {
+    Ok(r.count(
+        "SELECT count(*) FROM pg_catalog.pg_subscription WHERE subname = $1",
+        &[Some(name)],
+    )? == 1)
+}
+
+/// Tables of a subscription not yet ready; None when the subscription does not exist.
+pub fn pending_tables(r: &mut Remote, name: &str) -> FedResult<Option<i64>> {
+    Ok(sync_state(r, name)?.map(|(pending, _)| pending))
+}
+
+/// (tables not yet ready, of which copied and waiting for the apply worker), or None when
+/// the subscription does not exist.
+pub fn sync_state(r: &mut Remote, name: &str) -> FedResult<Option<(i64, i64)>> {
+    let row = r.query(
+        "SELECT count(*) FILTER (WHERE sr.srsubstate <> 'r'), count(*) FILTER (WHERE sr.srsubstate = 's'), bool_or(s.subenabled)
+         FROM pg_catalog.pg_subscription s LEFT JOIN pg_catalog.pg_subscription_rel sr ON sr.srsubid = s.oid
+         WHERE s.subname = $1",
+        &[Some(name)],
+    )?;
+    let Some(row) = row.first() else {
+        return Ok(None);
+    };
+    if row[2].is_none() {
+        return Ok(None);
+    }
+    let n = |i: usize| row[i].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Some((n(0), n(1))))
+}
+
+/// Tables of subscription `name` (on `subscriber`) not yet ready, None when it does not
+/// exist. A table whose copy is done ('s', SYNCDONE) becomes ready only when the apply worker
+/// has received WAL past the copy's end; on an idle publisher that can take a while (the
+/// walsender sends nothing until there is WAL or a keepalive is due), so a copy that is done
+/// gets a WAL nudge on the publisher ([`nudge`]).
+pub fn copies_pending(
+    subscriber: &mut Remote,
+    publisher: &mut Remote,
+    name: &str,
+) -> FedResult<Option<i64>> {
+    let state = sync_state(subscriber, name)?;
+    if let Some((_, done_copying)) = state {
+        if done_copying > 0 {
+            nudge(publisher)?;
+        }
+    }
+    Ok(state.map(|(pending, _)| pending))
+}
+
+/// Runs `sql`, whose only parameter is a slot name, for its effect.
+fn on_slot(on: &mut Remote, sql: &str, slot: &str) -> FedResult<()> {
+    on.query(sql, &[Some(slot)]).map(|_| ())
+}
+
+/// Makes sure the slot `slot` exists on the publisher behind `publisher_conn` for a
+/// subscription that does not exist yet: a slot left behind by an earlier failed attempt is
+/// dropped (when inactive) and made anew. Plain SQL over an autocommit connection: slot
+/// creation waits only for the publisher's running transactions, none of which waits for us.
+pub fn fresh_slot(publisher_conn: &mut Remote, slot: &str) -> FedResult<()> {
+    on_slot(publisher_conn, "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND NOT active", slot)?;
+    on_slot(
+        publisher_conn,
+        "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
+        slot,
+    )
+}
+
+/// The statement that empties a node's copies of an owner's partitions before a new
+/// subscription copies them afresh (rows kept from an earlier membership would collide with
+/// the initial copy). Run in replica mode: guards are ordinary triggers, which it passes.
+fn empty_copies_sql(copies: &[String]) -> String {
+    if copies.is_empty() {
+        String::new()
+    } else {
+        format!("TRUNCATE {};\n", copies.join(", "))
+    }
+}
+
+/// Creates subscription `sub` (on the node behind `on`) to `publisher`'s publication, on the
+/// slot of the same name made beforehand: CREATE SUBSCRIPTION then waits for nothing remote.
+fn create_subscription_sql(sub: &str, publisher: &str, publisher_conninfo: &str) -> String {
+    format!(
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, slot_name = {}, copy_data = true);\n",
+        quote_ident(sub),
+        quote_literal(publisher_conninfo),
+        quote_ident(&publication_name(publisher)),
+        quote_literal(sub)
+    )
+}
+
+/// A subscription to create: its name (also its slot's, made beforehand on the publisher),
+/// the publisher's node name and address, and the subscriber's copies of the publisher's
+/// partitions, emptied first (rows kept from an earlier membership would collide with the
+/// initial copy).
+pub struct NewSubscription {
+    pub name: String,
+    pub publisher: String,
+    pub publisher_conninfo: String,
+    pub copies: Vec<String>,
+}
+
+/// Empties the copies and creates the subscriptions, in one transaction on the node behind
+/// `on` (a multi-statement query is one implicit transaction; CREATE SUBSCRIPTION without
+/// create_slot may run in one). One commit, so PostgreSQL 15's launcher, which starts apply
+/// workers at most once per wal_retrieve_retry_interval, starts them all at once.
+pub fn create_subscriptions(on: &mut Remote, subs: &[NewSubscription]) -> FedResult<()> {
+    let mut sql = String::from("SET session_replication_role = replica;\n");
+    for s in subs {
+        sql.push_str(&empty_copies_sql(&s.copies));
+        sql.push_str(&create_subscription_sql(
+            &s.name,
+            &s.publisher,
+            &s.publisher_conninfo,
+        ));
+    }
+    sql.push_str("RESET session_replication_role;");
+    on.exec(&sql)
+}
+
+/// Drops subscription `sub` on the node behind `on` without touching its slot on the
+/// publisher (which may be unreachable, or whose slot is to be made anew): disable, detach
+/// from the slot, drop. No-op when it does not exist.
+pub fn drop_subscription_keep_slot(on: &mut Remote, sub: &str) -> FedResult<()> {
+    if !subscription_exists(on, sub)? {
+        return Ok(());
+    }
+    let s = quote_ident(sub);
+    on.exec(&format!("ALTER SUBSCRIPTION {s} DISABLE"))?;
+    on.exec(&format!("ALTER SUBSCRIPTION {s} SET (slot_name = NONE)"))?;
+    on.exec(&format!("DROP SUBSCRIPTION {s}"))
+}
+
+/// pg_federation's subscriptions on the server behind `on`.
+pub fn federation_subscriptions(on: &mut Remote) -> FedResult<Vec<String>> {
+    on.column(
+        "SELECT subname::text FROM pg_catalog.pg_subscription WHERE subname LIKE 'federation\\_%'",
+        &[],
+    )
+}
+
+/// Makes subscription `sub` pick up the tables its publication has gained (with their rows).
+pub fn refresh_subscription(on: &mut Remote, sub: &str) -> FedResult<()> {
+    on.exec(&format!(
+        "ALTER SUBSCRIPTION {} REFRESH PUBLICATION",
+        quote_ident(sub)
+    ))
+}
+
+/// Drops subscription `sub` with its slot on the publisher (which must be reachable).
+/// No-op when it does not exist.
+pub fn drop_subscription(on: &mut Remote, sub: &str) -> FedResult<()> {
+    on.exec(&format!("DROP SUBSCRIPTION IF EXISTS {}", quote_ident(sub)))
+}
+
+/// Drops every inactive slot on the server behind `on` whose name starts with `prefix`.
+pub fn drop_idle_slots_with_prefix(on: &mut Remote, prefix: &str) -> FedResult<()> {
+    on.query(
+        "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots
+         WHERE pg_catalog.starts_with(slot_name::text, $1) AND NOT active",
+        &[Some(prefix)],
+    )?;
+    Ok(())
+}
+
+/// Drops the replication slot `slot` on the server behind `on`, ending the walsender that
+/// holds it first. No-op when it does not exist.
+pub fn drop_slot(on: &mut Remote, slot: &str) -> FedResult<()> {
+    on_slot(on, "SELECT pg_catalog.pg_terminate_backend(active_pid) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active", slot)?;
+    on_slot(on, "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", slot)
+}
+
+/// The state of slot `slot` on the server behind `on`: None when it does not exist, else its
+/// wal_status (Some(None) before PostgreSQL knows it).
+pub fn slot_wal_status(on: &mut Remote, slot: &str) -> FedResult<Option<Option<String>>> {
+    let rows = on.query(
+        "SELECT wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+        &[Some(slot)],
+    )?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .map(|r| r.into_iter().next().flatten()))
+}
+
+/// How many workers (apply and table-sync) subscription `sub` has running.
+pub fn subscription_workers(on: &mut Remote, sub: &str) -> FedResult<i64> {
+    on.count(
+        "SELECT count(*) FROM pg_catalog.pg_stat_subscription w JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
+         WHERE s.subname = $1 AND w.pid IS NOT NULL",
+        &[Some(sub)],
+    )
+}
+
+/// Whether a walsender still holds slot `slot`.
+pub fn slot_active(on: &mut Remote, slot: &str) -> FedResult<bool> {
+    Ok(on.count(
+        "SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
+        &[Some(slot)],
+    )? > 0)
+}
+
+/// Writes one WAL record on the publisher: a transactional logical message (its commit
+/// flushes the WAL; PostgreSQL 15 does not flush a non-transactional one). The walsenders
+/// read it, skip it, and answer with a keepalive carrying their position, so an idle
+/// subscriber confirms where it is, and marks a finished table copy ready, at once instead
+/// of at its next wakeup.
+pub fn nudge(publisher: &mut Remote) -> FedResult<()> {
+    publisher.query(
+        "SELECT pg_catalog.pg_logical_emit_message(true, 'pg_federation', 'progress')",
+        &[],
+    )?;
+    Ok(())
+}
+
+/// Waits, until `deadline`, for the subscriber that uses `slot` on `publisher` to confirm
+/// `lsn`, nudging the publisher. Some(true): confirmed; Some(false): not by the deadline (an
+/// invalidated slot never confirms); None: there is no such slot.
+pub fn wait_confirmed(
+    publisher: &mut Remote,
+    slot: &str,
+    lsn: &str,
+    deadline: Instant,
+) -> FedResult<Option<bool>> {
+    loop {
+        let done = publisher.query(
+            "SELECT confirmed_flush_lsn >= $2::pg_lsn AND wal_status IS DISTINCT FROM 'lost'
+             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[Some(slot), Some(lsn)],
+        )?;
+        match done.first().map(|r| r[0].as_deref() == Some("t")) {
+            None => return Ok(None),
+            Some(true) => return Ok(Some(true)),
+            Some(false) if Instant::now() >= deadline => return Ok(Some(false)),
+            Some(false) => {}
+        }
+        nudge(publisher)?;
+        nap(100);
+    }
+}

@@ -1,0 +1,115 @@
+//! enable() of an ordinary table: it becomes this node's partition, with all its rows,
+//! indexes, constraints and foreign keys, under a new LIST-partitioned parent that takes the
+//! table's name, columns, defaults, CHECK constraints, identity, comments, owner, grants and
+//! triggers (no rows are copied; ATTACH validates them with one scan).
+
+use super::dressing::{self, Dressing};
+use super::inspect::{self, NodeColumn};
+use super::partitions::{self, ClaimNodeColumn};
+use super::{publication, Table};
+use crate::catalog;
+use crate::errors::{FedError, FedResult};
+use crate::naming::partition_name;
+use crate::spi::{self, qualified, quote_ident, quote_literal};
+
+pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
+    inspect::check_replica_identity(t, "it")?;
+    let node_col = inspect::check_node_column(t, col, me)?;
+    let others = catalog::other_members()?;
+    let my_part = partition_name(&t.name, Some(me));
+    let default_part = partition_name(&t.name, None);
+    for n in &others {
+        inspect::check_name_free(&t.schema, &partition_name(&t.name, Some(n)), t)?;
+    }
+    inspect::check_name_free(&t.schema, &my_part, t)?;
+    inspect::check_name_free(&t.schema, &default_part, t)?;
+    for (name, _, _) in dressing::user_triggers(t.oid)? {
+        if name.starts_with("_federation_guard") {
+            return Err(FedError::unsupported(format!(
+                "cannot federate {}: trigger {} uses a name reserved by pg_federation",
+                t.qualified(),
+                quote_ident(&name)
+            ))
+            .hint("Rename the trigger (ALTER TRIGGER ... RENAME TO ...)."));
+        }
+    }
+
+    // Everything is checked; from here on, change.
+    let table_sql = t.qualified();
+    let qcol = quote_ident(col);
+    let dressing = Dressing::capture(t.oid, &table_sql)?;
+
+    // 1. The node column: every existing row belongs to this node.
+    dressing.strip_triggers(&table_sql)?;
+    match node_col {
+        NodeColumn::Absent => {
+            // A constant default fills existing rows without rewriting the table.
+            spi::exec(&format!(
+                "ALTER TABLE {table_sql} ADD COLUMN {qcol} text NOT NULL DEFAULT {}",
+                quote_literal(me)
+            ))?;
+            partitions::claim_node_column(
+                &table_sql,
+                &qcol,
+                me,
+                ClaimNodeColumn {
+                    fill_nulls: false,
+                    set_not_null: false,
+                },
+            )?;
+        }
+        NodeColumn::Present {
+            not_null,
+            has_nulls,
+        } => partitions::claim_node_column(
+            &table_sql,
+            &qcol,
+            me,
+            ClaimNodeColumn {
+                fill_nulls: has_nulls,
+                set_not_null: !not_null,
+            },
+        )?,
+    }
+
+    // 2. The table becomes this node's partition; a new parent takes its name.
+    spi::exec(&format!(
+        "ALTER TABLE {table_sql} RENAME TO {}",
+        quote_ident(&my_part)
+    ))?;
+    let my_part_sql = qualified(&t.schema, &my_part);
+    spi::exec(&format!(
+        "CREATE TABLE {table_sql} (LIKE {my_part_sql} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED \
+         INCLUDING IDENTITY INCLUDING COMMENTS INCLUDING STORAGE INCLUDING COMPRESSION) PARTITION BY LIST ({qcol})"
+    ))?;
+    let parent = super::relation_oid(&t.schema, &t.name)?;
+    spi::exec(&format!(
+        "ALTER TABLE {table_sql} OWNER TO {}",
+        quote_ident(&t.owner)
+    ))?;
+    dressing.restore_grants_and_comment(&table_sql)?;
+    // Identity now lives on the parent (rows are inserted through it); it continues where
+    // the table's sequence was.
+    dressing.move_identities(&my_part_sql, &table_sql)?;
+    spi::exec(&format!(
+        "ALTER TABLE {table_sql} ATTACH PARTITION {my_part_sql} FOR VALUES IN ({})",
+        quote_literal(me)
+    ))?;
+
+    // 3. Partitions for the other members, and DEFAULT; guards on all of them.
+    catalog::as_extension_owner(|| {
+        catalog::insert_table(parent, col, false)?;
+        catalog::insert_partition(parent, Some(me), t.oid)
+    })?;
+    let t_parent = Table::load(parent)?;
+    for n in &others {
+        partitions::create_partition(&t_parent, col, Some(n), t.oid, &my_part_sql)?;
+    }
+    partitions::create_partition(&t_parent, col, None, t.oid, &my_part_sql)?;
+
+    // 4. The user's triggers, now on the parent (row triggers are cloned to every partition).
+    dressing.restore_triggers(&table_sql)?;
+
+    // 5. Publish this node's partition.
+    catalog::as_extension_owner(|| publication::add(me, t.oid, &my_part_sql))
+}

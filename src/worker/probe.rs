@@ -1,0 +1,104 @@
+//! What the background worker samples every few seconds for federation.status(): for each
+//! member, this node's slot there (how far this node has confirmed, the WAL the member keeps
+//! for it, whether the slot was lost) and the error counters of this node's subscription to
+//! it. PostgreSQL keeps only counters, so the worker notes when a counter grows: that is the
+//! "when" of the last error; its message is in this server's log.
+
+use crate::catalog::{self, Member, MemberState, ProbeSample};
+use crate::errors::FedResult;
+use crate::naming::subscription_name;
+use crate::remote::Remote;
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use std::time::Duration;
+
+/// A member behind a cut link must not hold up the worker.
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One member's sample, and the members it knows as ready (for discovery).
+struct Sample {
+    recorded: ProbeSample,
+    /// The member's ready members (name, conninfo).
+    their_members: Vec<(String, String)>,
+}
+
+/// Probes every member and records the samples; never raises (a failed probe is itself the
+/// finding).
+pub fn probe_members() {
+    let loaded = BackgroundWorker::transaction(|| -> FedResult<Option<(String, Vec<Member>)>> {
+        if !catalog::extension_installed()? {
+            return Ok(None);
+        }
+        let Some((me, Some(_))) = catalog::local_node()? else {
+            return Ok(None);
+        };
+        Ok(Some((me, catalog::members()?)))
+    });
+    let Ok(Some((me, members))) = loaded else {
+        return;
+    };
+    let mut samples: Vec<Sample> = members.iter().map(|m| sample(&me, m)).collect();
+    // Same rhythm and connections, other concern: members this node should know but does
+    // not, as the ready members see them.
+    let seen: Vec<(String, String)> = members
+        .iter()
+        .zip(samples.iter_mut())
+        .filter(|(m, _)| m.state == MemberState::Ready)
+        .flat_map(|(_, s)| std::mem::take(&mut s.their_members))
+        .collect();
+    let recorded: Vec<ProbeSample> = samples.into_iter().map(|s| s.recorded).collect();
+    let r = BackgroundWorker::transaction(move || catalog::record_probe(&recorded));
+    if let Err(e) = r {
+        warning!("pg_federation worker: recording the probe: {e}");
+    }
+    super::discovery::discover(&me, &members, &seen);
+}
+
+fn sample(me: &str, m: &Member) -> Sample {
+    let mut s = ProbeSample {
+        name: m.name.clone(),
+        subscription: subscription_name(&m.name, me),
+        reachable: false,
+        error: None,
+        peer_lsn: None,
+        slot_found: None,
+        wal_status: None,
+        confirmed: None,
+        retained: None,
+        estimates: None,
+    };
+    let mut their_members = vec![];
+    let probe = (|| -> FedResult<()> {
+        let mut r = Remote::connect_within(
+            &m.conninfo,
+            &format!("member \"{}\"", m.name),
+            PROBE_CONNECT_TIMEOUT,
+        )?;
+        let rows = r.query(
+            "SELECT pg_catalog.pg_current_wal_lsn()::text, s.slot_name IS NOT NULL, s.wal_status, s.confirmed_flush_lsn::text,
+                    (pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::text
+             FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1",
+            &[Some(&subscription_name(&m.name, me))],
+        )?;
+        let row = rows.into_iter().next().unwrap_or_default();
+        let get = |i: usize| row.get(i).cloned().flatten();
+        s.peer_lsn = get(0);
+        s.slot_found = Some(get(1).as_deref() == Some("t"));
+        s.wal_status = get(2);
+        s.confirmed = get(3);
+        s.retained = get(4);
+        // How many rows the member's own partitions hold, by name, for the progress of copies.
+        s.estimates = r.row_estimates(&m.name)?;
+        // The members it knows as ready, for discovery.
+        their_members = r.ready_members()?;
+        s.reachable = true;
+        Ok(())
+    })();
+    if let Err(e) = probe {
+        s.error = Some(e.to_string());
+    }
+    Sample {
+        recorded: s,
+        their_members,
+    }
+}

@@ -1,0 +1,308 @@
+//! One pass of the worker: finishes the joins this node wires, and spreads tables enabled
+//! on a running federation to every member.
+//!
+//! For each member still `joining` that this node wires (it called join(); the members it
+//! joined leave the pair to it), idempotently: registers this node with that member
+//! (federation.add_member there: catalog row and partitions for this node), creates this
+//! node's subscription to the member's publication, then (once every copy into this node is
+//! done) the member's subscription to this node's publication, and once every table of both
+//! subscriptions has finished its initial copy, marks the member ready on both sides. A
+//! failed step is recorded in federation.node (last_error, attempts) and retried on a later
+//! pass; a restart of either server only delays it.
+//!
+//! Slots are made before their subscriptions, on the publishers, with
+//! pg_create_logical_replication_slot() over autocommit connections; then the subscriptions,
+//! with create_slot = false, over libpq connections to the member and back to this node
+//! itself (CREATE SUBSCRIPTION is a top-level statement there). No transaction of this
+//! worker is open while it waits, and no CREATE SUBSCRIPTION waits for a slot, so the two
+//! directions never wait on each other.
+
+use crate::catalog::{self, Member, MemberState, MeshState};
+use crate::errors::FedResult;
+use crate::identity;
+use crate::naming::subscription_name;
+use crate::remote::Remote;
+use crate::replication::{self, NewSubscription};
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use std::time::Duration;
+
+struct Work {
+    me: String,
+    my_conninfo: String,
+    joining: Vec<Member>,
+    ready: Vec<Member>,
+    /// Tables enabled here on a running federation, to federate everywhere: (name, column).
+    pending_tables: Vec<(String, String)>,
+}
+
+fn load_work() -> FedResult<Option<Work>> {
+    // SAFETY: reads shared recovery state.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return Ok(None);
+    }
+    if !catalog::extension_installed()? {
+        return Ok(None);
+    }
+    let Some((recorded, Some(my_conninfo))) = catalog::local_node()? else {
+        return Ok(None);
+    };
+    let me = identity::current_name()?;
+    if me != recorded {
+        return Ok(None); // renamed: identity::current_name() already refuses writes
+    }
+    let (joining, ready): (Vec<Member>, Vec<Member>) = catalog::members()?
+        .into_iter()
+        .partition(|m| m.state == MemberState::Joining);
+    let pending_tables = catalog::pending_tables()?;
+    Ok(Some(Work {
+        me,
+        my_conninfo,
+        joining,
+        ready,
+        pending_tables,
+    }))
+}
+
+/// One pass; true while there is work in progress.
+pub fn reconcile_once() -> bool {
+    let work = BackgroundWorker::transaction(load_work);
+    let work = match work {
+        Ok(Some(w)) => w,
+        Ok(None) => return false,
+        Err(e) => {
+            warning!("pg_federation worker: {e}");
+            return false;
+        }
+    };
+    // Pairs this node wires; the others are wired by the joining member's worker, which
+    // orders the copies (see reconcile_joins) and marks the pair ready here when done.
+    let mine: Vec<Member> = work
+        .joining
+        .iter()
+        .filter(|m| m.wired_here)
+        .cloned()
+        .collect();
+    if !mine.is_empty() {
+        reconcile_joins(&work.me, &work.my_conninfo, &mine);
+    }
+    // Tables enabled on a running federation, once no join is in progress.
+    if work.joining.is_empty() {
+        for (table, col) in &work.pending_tables {
+            match spread_table(&work.my_conninfo, &work.ready, table, col) {
+                Ok(true) => {
+                    let t = table.clone();
+                    let r = BackgroundWorker::transaction(move || {
+                        catalog::set_mesh_state(&t, MeshState::Ready)
+                    });
+                    match r {
+                        Ok(()) => log!("pg_federation: table {table} is federated on every member"),
+                        Err(e) => warning!("pg_federation worker: {e}"),
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => warning!("pg_federation: federating {table} on the members: {e}"),
+            }
+        }
+    }
+    !work.joining.is_empty() || !work.pending_tables.is_empty()
+}
+
+/// Federates `table` on every member (federation.enable_here there) and refreshes every
+/// federation subscription on every node, so each picks up the new partitions (with their
+/// existing rows). Idempotent; true once every subscription has finished its copies.
+fn spread_table(my_conninfo: &str, members: &[Member], table: &str, col: &str) -> FedResult<bool> {
+    let mut conns = vec![Remote::connect(
+        my_conninfo,
+        "this node (federation.node_conninfo)",
+    )?];
+    for m in members {
+        let mut r = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?;
+        r.enable_here(table, col)?;
+        conns.push(r);
+    }
+    let mut all_ready = true;
+    for r in conns.iter_mut() {
+        for sub in replication::federation_subscriptions(r)? {
+            replication::refresh_subscription(r, &sub)?;
+            if replication::pending_tables(r, &sub)? != Some(0) {
+                all_ready = false;
+            }
+        }
+    }
+    Ok(all_ready)
+}
+
+fn retry_due(m: &Member) -> bool {
+    let wait = Duration::from_millis((500 * m.attempts.min(20) as u64).min(10_000));
+    let name = m.name.clone();
+    let ms = wait.as_millis() as i64;
+    BackgroundWorker::transaction(move || catalog::last_error_older_than(&name, ms)).unwrap_or(true)
+}
+
+/// Wires this node with every joining member, both ways, in three phases: per member,
+/// register this node there and make the slot of this node's subscription to it; then all of
+/// this node's new subscriptions in one transaction; then, once every copy *into* this node
+/// is done, per member the slot here and the member's subscription to this node, and once
+/// that copy is done too, mark the member ready on both sides.
+///
+/// Inbound copies first: a slot decodes all of its server's WAL, including the rows an
+/// initial copy writes into other nodes' partitions (only to skip them, after spilling a
+/// large copy to disk). Slots on this node made only after its inbound copies have finished
+/// never read them; on a two-core machine that was a third of a large join's time. A
+/// failure is recorded against the member it concerns, and retried on a later pass.
+fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
+    let mut failures: Vec<(String, String)> = vec![];
+    let mut here = match Remote::connect(my_conninfo, "this node (federation.node_conninfo)") {
+        Ok(h) => h,
+        Err(e) => {
+            joining
+                .iter()
+                .for_each(|m| failures.push((m.name.clone(), e.to_string())));
+            record_failures(joining, &failures);
+            return;
+        }
+    };
+    let mut wired: Vec<(&Member, Remote)> = vec![];
+    let mut inbound: Vec<NewSubscription> = vec![];
+    for m in joining {
+        // A failing member is retried with a growing pause (up to ~10 s between attempts).
+        if m.attempts > 0 && !retry_due(m) {
+            continue;
+        }
+        match prepare(&mut here, me, my_conninfo, m) {
+            Ok((there, need_in)) => {
+                if need_in {
+                    match here.copies_of(&m.name) {
+                        Ok(copies) => inbound.push(NewSubscription {
+                            name: subscription_name(&m.name, me),
+                            publisher: m.name.clone(),
+                            publisher_conninfo: m.conninfo.clone(),
+                            copies,
+                        }),
+                        Err(e) => failures.push((m.name.clone(), e.to_string())),
+                    }
+                }
+                wired.push((m, there));
+            }
+            Err(e) => failures.push((m.name.clone(), e.to_string())),
+        }
+    }
+    if !inbound.is_empty() {
+        if let Err(e) = replication::create_subscriptions(&mut here, &inbound) {
+            for s in &inbound {
+                failures.push((s.publisher.clone(), e.to_string()));
+            }
+        }
+    }
+    wired.retain(|(m, _)| !failures.iter().any(|(n, _)| n == &m.name));
+    let mut inbound_done = true;
+    for (m, there) in wired.iter_mut() {
+        match replication::copies_pending(&mut here, there, &subscription_name(&m.name, me)) {
+            Ok(Some(0)) => {}
+            Ok(_) => inbound_done = false,
+            Err(e) => {
+                inbound_done = false;
+                failures.push((m.name.clone(), e.to_string()));
+            }
+        }
+    }
+    if inbound_done {
+        for (m, mut there) in wired {
+            match complete(&mut here, &mut there, me, my_conninfo, m) {
+                Ok(true) => {
+                    let name = m.name.clone();
+                    match BackgroundWorker::transaction(move || {
+                        catalog::set_member_state(&name, MemberState::Ready)
+                    }) {
+                        Ok(()) => log!(
+                            "pg_federation: node \"{}\" and this node \"{me}\" replicate both ways",
+                            m.name
+                        ),
+                        Err(e) => warning!("pg_federation worker: {e}"),
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => failures.push((m.name.clone(), e.to_string())),
+            }
+        }
+    }
+    record_failures(joining, &failures);
+}
+
+fn record_failures(joining: &[Member], failures: &[(String, String)]) {
+    for (name, msg) in failures {
+        let previous = joining
+            .iter()
+            .find(|m| &m.name == name)
+            .and_then(|m| m.last_error.clone());
+        if previous.as_deref() != Some(msg.as_str()) {
+            warning!("pg_federation: joining node \"{name}\": {msg}");
+        }
+        let (name, msg) = (name.clone(), msg.clone());
+        if let Err(e) =
+            BackgroundWorker::transaction(move || catalog::record_member_error(&name, &msg))
+        {
+            warning!("pg_federation worker: {e}");
+        }
+    }
+}
+
+/// Phase one for member `m`, until this node's subscription to it exists: registers this
+/// node there and makes the slot of this node's
+/// subscription to it (slots first: a CREATE SUBSCRIPTION that made its own slot would hold a
+/// transaction on one node while slot creation on the other waits for running transactions,
+/// and the two directions could wait on each other). Returns the connection to the member
+/// and whether this node still needs its subscription to it.
+fn prepare(
+    here: &mut Remote,
+    me: &str,
+    my_conninfo: &str,
+    m: &Member,
+) -> FedResult<(Remote, bool)> {
+    let mut there = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?;
+    let inbound = subscription_name(&m.name, me); // on this node, from m
+    let need_in = !replication::subscription_exists(here, &inbound)?;
+    if need_in {
+        // Once per pair, not every pass: add_member() locks the member's federated tables
+        // (SHARE UPDATE EXCLUSIVE) to give them partitions for this node. The subscription
+        // is created only after it succeeded, so its existence says it was done.
+        there.add_member(me, my_conninfo, &m.conninfo)?;
+        replication::fresh_slot(&mut there, &inbound)?;
+    }
+    Ok((there, need_in))
+}
+
+/// Phase three for member `m`, once every copy into this node is done: makes the slot here
+/// and the member's subscription to this node; true once that subscription has finished its
+/// copy too and the member has marked this node ready.
+fn complete(
+    here: &mut Remote,
+    there: &mut Remote,
+    me: &str,
+    my_conninfo: &str,
+    m: &Member,
+) -> FedResult<bool> {
+    let outbound = subscription_name(me, &m.name); // on m, from this node
+    match replication::copies_pending(there, here, &outbound)? {
+        None => {
+            replication::fresh_slot(here, &outbound)?;
+            let copies = there.copies_of(me)?;
+            replication::create_subscriptions(
+                there,
+                &[NewSubscription {
+                    name: outbound,
+                    publisher: me.to_string(),
+                    publisher_conninfo: my_conninfo.to_string(),
+                    copies,
+                }],
+            )?;
+            Ok(false)
+        }
+        Some(0) => {
+            there.set_member_ready(me)?;
+            Ok(true)
+        }
+        Some(_) => Ok(false),
+    }
+}
