@@ -2,10 +2,12 @@
 # Runs pg_federation's benchmarks against the release build (installed first).
 #   scripts/bench.sh              every benchmark
 #   scripts/bench.sh node_name    one of: node_name, insert, join, operations
+#   PG_MAJOR=18 scripts/bench.sh  on PostgreSQL 18 (default 15)
 # Results are printed as Markdown tables; BENCHMARKS.md keeps them with their dates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+use_major "${PG_MAJOR:-15}"
 install_extension --release >/dev/null
 for b in "${@:-node_name insert join operations}"; do
     for name in $b; do

@@ -5,7 +5,8 @@
 # Every step is printed as the SQL you would type in psql, with what it returned. The servers
 # stay up afterwards so you can try things yourself.
 #
-#   scripts/demo.sh          run the walkthrough (stops an earlier demo first)
+#   scripts/demo.sh          run the walkthrough on PostgreSQL 15 (stops an earlier demo first)
+#   scripts/demo.sh 18       the same on PostgreSQL 18 (installed from PyPI, see setup.sh)
 #   scripts/demo.sh stop     stop every demo server and remove its data
 #
 # Ports: 5441 east, 5442 central, 5443 west, 5444 south (127.0.0.1). Data: $DEMO_DIR
@@ -14,13 +15,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-/tmp/pg_federation_demo}
 NODES=(east:5441 central:5442 west:5443 south:5444)
-PG_BIN=/usr/lib/postgresql/${PG_MAJOR:-15}/bin
 
 as_pg() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
 stop_all() {
+    # The servers are stopped with the pg_ctl of the major they were started with.
+    local PG_BIN
+    PG_BIN=$(cat "$DEMO_DIR/pg_bin" 2>/dev/null || echo /usr/lib/postgresql/15/bin)
     for entry in "${NODES[@]}"; do
         local name=${entry%%:*}
         if [ -f "$DEMO_DIR/$name/data/postmaster.pid" ]; then
@@ -36,12 +39,18 @@ if [ "${1:-}" = stop ]; then
     exit 0
 fi
 
+case "${1:-15}" in
+    15|18) ;;
+    *) echo "usage: scripts/demo.sh [15|18|stop]" >&2; exit 2 ;;
+esac
 source scripts/setup.sh
-say "building and installing pg_federation (release)"
+use_major "${1:-15}"
+say "building and installing pg_federation (release) for PostgreSQL $PG_MAJOR"
 install_extension --release
 
 stop_all >/dev/null
 mkdir -p "$DEMO_DIR"
+echo "$PG_BIN" > "$DEMO_DIR/pg_bin"
 [ "$(id -u)" = 0 ] && chown postgres: "$DEMO_DIR"
 
 port_of() { for e in "${NODES[@]}"; do [ "${e%%:*}" = "$1" ] && echo "${e##*:}"; done; }

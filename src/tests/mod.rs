@@ -2,3 +2,4 @@
 
 mod enable_tests;
 mod identity_tests;
+mod libpq_tests;
