@@ -40,25 +40,18 @@ pgrx::extension_sql_file!(
     name = "guards",
     requires = [identity::node_name]
 );
+// One line per module: the verbs' SQL wrappers, then the functions nodes call on each other.
+#[rustfmt::skip]
 pgrx::extension_sql_file!(
     "../sql/api.sql",
     name = "api",
     requires = [
-        enable::enable_table,
-        disable::disable_table,
-        membership::join::join_federation,
-        membership::leave::leave_federation,
-        membership::leave::drop_federation_node,
-        membership::rpc::peer_info,
-        membership::rpc::check_reachable,
-        membership::rpc::add_member,
-        membership::rpc::set_member_ready,
-        membership::rpc::remove_member,
-        membership::rpc::table_shape,
-        membership::rpc::enable_here,
-        membership::rpc::unpublish_here,
-        membership::rpc::disable_here,
-        membership::ready::wait_ready_ms
+        enable::enable_table, disable::disable_table,
+        membership::join::join_federation, membership::leave::leave_federation,
+        membership::leave::drop_federation_node, membership::ready::wait_ready_ms,
+        membership::rpc::peer_info, membership::rpc::check_reachable, membership::rpc::add_member,
+        membership::rpc::set_member_ready, membership::rpc::remove_member, membership::rpc::table_shape,
+        membership::rpc::enable_here, membership::rpc::unpublish_here, membership::rpc::disable_here
     ]
 );
 pgrx::extension_sql_file!(
