@@ -31,7 +31,9 @@ fn main() {
     let Some(libdir) = pg_config_value(&pg_config, "--libdir") else {
         return;
     };
-    if !Path::new(&libdir).join("libpq.so").exists() && !Path::new(&libdir).join("libpq.so.5").exists() {
+    if !Path::new(&libdir).join("libpq.so").exists()
+        && !Path::new(&libdir).join("libpq.so.5").exists()
+    {
         return; // no libpq there (a server-only install): nothing to pin
     }
     let linked = env::var("PQ_LIB_DIR").ok().or_else(system_libpq_dir);

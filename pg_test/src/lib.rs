@@ -9,8 +9,8 @@
 //! PostgreSQL refuses to run as root: when the tests run as root the servers run as the
 //! unprivileged `postgres` operating-system user (through `runuser`).
 
-mod cluster;
 pub mod checks;
+mod cluster;
 mod net;
 mod node;
 mod process;
@@ -23,7 +23,7 @@ pub use cluster::{wait_until, Cluster};
 pub use net::Net;
 pub use node::Node;
 pub use postgres;
-pub use process::{install_pgnodemx_standin, pg_bindir};
+pub use process::{install_pgnodemx_standin, install_release_script, pg_bindir};
 pub use session::{Rows, SqlError};
 pub use spec::{Identity, NetPlace, NodeSpec};
 pub use writer::{assert_all_present, copy_rows, Writer};

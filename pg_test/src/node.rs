@@ -3,9 +3,9 @@
 //! (The SQL a test runs on it is in session.rs.)
 
 use crate::process::{
-    children_of, chown_to_server_user, free_port, is_zombie, pg_bindir, reap,
-    register_for_signals, run_as_server_user, run_root, run_server_cmd, run_server_cmd_in,
-    stop_immediately, unique_suffix, unregister_for_signals, write_file_as_server_user,
+    children_of, chown_to_server_user, free_port, is_zombie, pg_bindir, reap, register_for_signals,
+    run_as_server_user, run_root, run_server_cmd, run_server_cmd_in, stop_immediately,
+    unique_suffix, unregister_for_signals, write_file_as_server_user,
 };
 use crate::{wait_until, Identity, NodeSpec};
 use std::cell::RefCell;

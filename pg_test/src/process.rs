@@ -314,3 +314,23 @@ pub fn install_pgnodemx_standin() -> bool {
     }
     true
 }
+
+/// Installs the install script of a released pg_federation version (kept in
+/// pg_test/fixtures/releases as that release generated it) into the server's extension
+/// folder, so that `CREATE EXTENSION pg_federation VERSION '<version>'` works with the library
+/// built now: the upgrade tests start there. Panics when it cannot.
+pub fn install_release_script(version: &str) {
+    let share = Command::new(pg_config())
+        .arg("--sharedir")
+        .output()
+        .expect("run pg_config");
+    let file = format!("pg_federation--{version}.sql");
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/releases")
+        .join(&file);
+    let to = PathBuf::from(String::from_utf8_lossy(&share.stdout).trim())
+        .join("extension")
+        .join(&file);
+    fs::copy(&from, &to)
+        .unwrap_or_else(|e| panic!("install {} as {}: {e}", from.display(), to.display()));
+}

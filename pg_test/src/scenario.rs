@@ -2,8 +2,8 @@
 //! node, a join that waits until ready, and the convergence check.
 
 use crate::checks::digest;
-use crate::{wait_until, Cluster, Node, NodeSpec};
-use std::time::Duration;
+use crate::{assert_all_present, wait_until, Cluster, Node, NodeSpec, Writer};
+use std::time::{Duration, Instant};
 
 pub const HIPPOS: &str = "CREATE TABLE hippos (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), value numeric, \
                       created_at timestamptz NOT NULL DEFAULT now()); SELECT federation.enable('hippos');";
@@ -59,4 +59,50 @@ pub fn assert_converged_among(nodes: &[&Node], table: &str) {
             Ok(true)
         },
     );
+}
+
+/// verify() on `node` reports every copy as the owner or a match.
+pub fn assert_verified(node: &Node) {
+    let bad = node.query("SELECT partition, node, status, detail FROM federation.verify() WHERE status NOT IN ('owner', 'match')");
+    assert!(bad.is_empty(), "verify on {}: {bad:?}", node.name);
+}
+
+/// Waits until health() on `node` says OK.
+pub fn wait_health_ok(node: &Node, all: &[&Node]) {
+    wait_until(
+        &format!("{} to report OK", node.name),
+        Duration::from_secs(120),
+        all,
+        || {
+            let r = node.query("SELECT health, reason FROM federation.health()");
+            if r[0][0].as_deref() == Some("OK") {
+                Ok(true)
+            } else {
+                Err(format!("{:?}", r[0]))
+            }
+        },
+    );
+}
+
+/// Stops the writers, then checks convergence, verify and every acknowledged write everywhere.
+pub fn settle(c: &Cluster, writers: Vec<Writer>) -> Vec<(String, usize)> {
+    let acked: Vec<(String, Vec<i64>)> = writers
+        .into_iter()
+        .map(|w| (w.node.clone(), w.finish()))
+        .collect();
+    let t = Instant::now();
+    assert_converged(c, "hippos");
+    let all = c.all();
+    for n in &all {
+        wait_health_ok(n, &all);
+        assert_verified(n);
+        for (owner, values) in &acked {
+            assert_all_present(n, &format!("hippos_{owner}"), values);
+        }
+    }
+    eprintln!(
+        "converged and verified in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    acked.into_iter().map(|(n, v)| (n, v.len())).collect()
 }

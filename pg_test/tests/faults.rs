@@ -2,53 +2,12 @@
 //! every node holding the same rows, verify() reporting match, and every acknowledged write
 //! present on every node.
 
-use pg_test::scenario::{assert_converged, assert_converged_among, join, joined, nodes};
-use pg_test::{assert_all_present, wait_until, Cluster, Node, Writer};
+use pg_test::scenario::{
+    assert_converged, assert_converged_among, assert_verified, join, joined, nodes, settle,
+    wait_health_ok,
+};
+use pg_test::{wait_until, Cluster, Node, Writer};
 use std::time::{Duration, Instant};
-
-fn assert_verified(node: &Node) {
-    let bad = node.query("SELECT partition, node, status, detail FROM federation.verify() WHERE status NOT IN ('owner', 'match')");
-    assert!(bad.is_empty(), "verify on {}: {bad:?}", node.name);
-}
-
-fn wait_health_ok(node: &Node, all: &[&Node]) {
-    wait_until(
-        &format!("{} to report OK", node.name),
-        Duration::from_secs(120),
-        all,
-        || {
-            let r = node.query("SELECT health, reason FROM federation.health()");
-            if r[0][0].as_deref() == Some("OK") {
-                Ok(true)
-            } else {
-                Err(format!("{:?}", r[0]))
-            }
-        },
-    );
-}
-
-/// Stops the writers, then checks convergence, verify and every acknowledged write everywhere.
-fn settle(c: &Cluster, writers: Vec<Writer>) -> Vec<(String, usize)> {
-    let acked: Vec<(String, Vec<i64>)> = writers
-        .into_iter()
-        .map(|w| (w.node.clone(), w.finish()))
-        .collect();
-    let t = Instant::now();
-    assert_converged(c, "hippos");
-    let all = c.all();
-    for n in &all {
-        wait_health_ok(n, &all);
-        assert_verified(n);
-        for (owner, values) in &acked {
-            assert_all_present(n, &format!("hippos_{owner}"), values);
-        }
-    }
-    eprintln!(
-        "converged and verified in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    acked.into_iter().map(|(n, v)| (n, v.len())).collect()
-}
 
 #[test]
 fn a_node_killed_during_writes_on_every_node_restarts_and_converges() {

@@ -13,9 +13,19 @@ fn mapped_libpqs(pid: u32) -> Vec<(u32, String)> {
     let mut out: Vec<(u32, String)> = maps
         .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|path| path.rsplit('/').next().is_some_and(|f| f.starts_with("libpq")))
+        .filter(|path| {
+            path.rsplit('/')
+                .next()
+                .is_some_and(|f| f.starts_with("libpq"))
+        })
         .filter_map(|path| {
-            let major = path.rsplit_once(".so.5.")?.1.split('.').next()?.parse().ok()?;
+            let major = path
+                .rsplit_once(".so.5.")?
+                .1
+                .split('.')
+                .next()?
+                .parse()
+                .ok()?;
             Some((major, path.to_string()))
         })
         .collect();

@@ -25,6 +25,16 @@ pub fn extension_installed() -> FedResult<bool> {
     .unwrap_or(false))
 }
 
+/// The version of pg_federation installed in this database (its SQL objects; the library may
+/// be newer during an upgrade).
+pub fn extension_version() -> FedResult<String> {
+    spi::one::<String>(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
+        &[],
+    )?
+    .ok_or_else(|| FedError::internal("pg_federation is not installed in this database"))
+}
+
 /// Runs `f` with the extension owner's privileges (like a SECURITY DEFINER function), then
 /// restores the caller's. An ERROR in `f` aborts the transaction, which restores the user
 /// id by itself.

@@ -68,7 +68,8 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
         return Err(FedError::invalid_value(format!("the peer's connection string ({}) leads to this node itself", mask(peer_conninfo)))
             .hint("Give the address of another node: the member of the federation to join, or the node to form one with."));
     }
-    let pinfo = peer.peer_info("the peer")?;
+    let my_version = catalog::extension_version()?;
+    let pinfo = peer.peer_info("the peer", &my_version)?;
     let known: Vec<String> = catalog::members()?.into_iter().map(|m| m.name).collect();
     if known.contains(&pinfo.node_name) {
         FedError::new(
@@ -91,7 +92,7 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
         let mut r = Remote::connect(&m.conninfo, &what).map_err(|e| {
             e.hint(format!("Every member must be reachable from this node during join; bring \"{}\" back, or remove it with federation.drop_node('{}') on the peer.", m.node_name, m.node_name))
         })?;
-        infos.push((m.conninfo.clone(), r.peer_info(&what)?));
+        infos.push((m.conninfo.clone(), r.peer_info(&what, &my_version)?));
     }
     let size = infos.len() as i64 + 1;
 

@@ -57,9 +57,10 @@ fn flag(b: bool) -> &'static str {
 }
 
 impl Remote {
-    /// What the node behind this connection says about itself, once its extension version is
-    /// known to match this node's. `what` names it in errors.
-    pub fn peer_info(&mut self, what: &str) -> FedResult<PeerInfo> {
+    /// What the node behind this connection says about itself, once its installed extension
+    /// version is known to match `my_version` (this node's) in major.minor. `what` names it in
+    /// errors.
+    pub fn peer_info(&mut self, what: &str, my_version: &str) -> FedResult<PeerInfo> {
         let ext = self.scalar(
             "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
             &[],
@@ -68,9 +69,10 @@ impl Remote {
             return Err(FedError::prerequisite(format!("pg_federation is not installed on {what} ({})", self.target))
                 .hint("Install it there first: CREATE EXTENSION pg_federation; (with shared_preload_libraries = 'pg_federation')."));
         };
-        if major_minor(&version) != major_minor(VERSION) {
-            return Err(FedError::prerequisite(format!("{what} runs pg_federation {version}, this node runs {VERSION}"))
-                .hint("Upgrade both to the same version (ALTER EXTENSION pg_federation UPDATE) before joining."));
+        if major_minor(&version) != major_minor(my_version) {
+            return Err(FedError::prerequisite(format!("{what} runs pg_federation {version}, this node runs {my_version}"))
+                .detail("Nodes join only when their installed versions match in major.minor; members of different versions keep replicating while a federation is upgraded node by node.")
+                .hint("Bring both to the same version (install the same package, then ALTER EXTENSION pg_federation UPDATE on each) before joining."));
         }
         let json = self
             .scalar("SELECT federation.peer_info()::text", &[])?
