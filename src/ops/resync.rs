@@ -101,15 +101,7 @@ pub fn resync(node: &str, tbl: Option<pg_sys::Oid>, timeout: Duration) -> FedRes
         if tbl.is_some() {
             notice!("pg_federation: this node's replication slot on \"{node}\" is gone or invalidated: every table's copy of \"{node}\"'s partitions is rebuilt");
         }
-        rebuild_subscription(
-            &mut here,
-            &mut there,
-            &sub,
-            node,
-            &member.conninfo,
-            sub_exists,
-            timeout,
-        )?;
+        rebuild_subscription(&mut here, &mut there, &sub, node, &member.conninfo, timeout)?;
     }
     poll_until(
         &format!("the copies of \"{node}\"'s partitions"),
@@ -170,12 +162,10 @@ fn rebuild_subscription(
     sub: &str,
     node: &str,
     conninfo: &str,
-    sub_exists: bool,
     timeout: Duration,
 ) -> FedResult<()> {
-    if sub_exists {
-        replication::drop_subscription_keep_slot(here, sub)?;
-    }
+    // Detached from its slot first: the slot may be lost, or the owner slow to drop it.
+    replication::drop_subscription_keep_slot(here, sub)?;
     // The old slot's walsender ends once the subscription's worker has.
     poll_until(
         &format!("the old replication slot on \"{node}\" to be released"),
