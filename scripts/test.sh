@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
+python_tools
+
 majors=(${PG_MAJORS:-15 18})
 started=$SECONDS
 for major in "${majors[@]}"; do

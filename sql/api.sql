@@ -68,5 +68,6 @@ REVOKE EXECUTE ON FUNCTION
     federation.peer_info(), federation.check_reachable(text), federation.add_member(text, text, text),
     federation.set_member_ready(text), federation.remove_member(text, boolean),
     federation.table_shape(text, text), federation.enable_here(text, text),
-    federation.unpublish_here(text), federation.disable_here(text)
+    federation.unpublish_here(text), federation.disable_here(text),
+    federation.reserve_node_number(integer, integer)
 FROM PUBLIC;

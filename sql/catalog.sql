@@ -9,7 +9,14 @@
 CREATE TABLE federation.local_node (
     only_row   boolean PRIMARY KEY DEFAULT true CHECK (only_row),
     node_name  text NOT NULL,
-    conninfo   text            -- NULL until join(); may hold a password: superuser-only
+    conninfo   text,           -- NULL until join(); may hold a password: superuser-only
+    -- The number the federation gave this node at join (1 to 32767, never reused): its
+    -- sequences on federated tables draw from values node_number * 2^48 and up
+    -- (docs/keys.md). NULL until it joins.
+    node_number     integer CHECK (node_number BETWEEN 1 AND 32767),
+    -- The highest node number this node has seen given out in its federation: the next
+    -- join takes a number above the highest of every member's.
+    numbers_issued  integer NOT NULL DEFAULT 0
 );
 
 -- Members of the federation other than this node (filled by federation.join()).
@@ -37,7 +44,11 @@ CREATE TABLE federation.federated_table (
     enabled_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- 'pending' while the worker federates it on the other members and refreshes their
     -- subscriptions (a table enabled on a running federation); then 'ready'.
-    mesh_state   text NOT NULL DEFAULT 'ready' CHECK (mesh_state IN ('pending', 'ready'))
+    mesh_state   text NOT NULL DEFAULT 'ready' CHECK (mesh_state IN ('pending', 'ready')),
+    -- The table's own primary key and unique constraints before enable() widened them by the
+    -- node column, which disable() restores: [{"name", "primary", "columns", ...}]. NULL for
+    -- a table adopted as it was, or federated before version 0.3.0.
+    original_keys jsonb
 );
 
 -- Every partition of a federated table and the node that owns it (NULL: the DEFAULT partition).
@@ -51,7 +62,7 @@ CREATE UNIQUE INDEX partition_per_node ON federation.partition (relid, coalesce(
 REVOKE ALL ON federation.local_node, federation.node, federation.federated_table, federation.partition FROM PUBLIC;
 -- node_name() checks the recorded name for every session (it is every federated table's
 -- column default): the name is readable by all, the connection string is not.
-GRANT SELECT (node_name) ON federation.local_node TO PUBLIC;
+GRANT SELECT (node_name, node_number) ON federation.local_node TO PUBLIC;
 -- Whether this node has joined a federation, without showing how it is reached.
 CREATE FUNCTION federation.local_node_joined() RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

@@ -6,7 +6,9 @@
 --           (lag in bytes, WAL the member keeps for this node, whether that slot was lost);
 --   'out' : the member receiving this node's partitions: the member's slot on this node (lag in
 --           bytes and time, WAL kept here, wal_status) and its walsender;
--- plus one 'settings' row: server settings too low for the current membership.
+-- plus one 'settings' row: server settings too low for the current membership; and 'keys' rows:
+-- key values held by more than one node (federation.key_check) and sequences of federated
+-- tables outside this node's range.
 -- Thresholds: federation.lag_warning / lag_critical (time), federation.retained_wal_warning /
 -- retained_wal_critical (bytes). SECURITY DEFINER so that pg_monitor sees every row; it shows
 -- no connection string.
@@ -189,6 +191,27 @@ settings AS (
            AS reason
     FROM needs
     HAVING count(*) > 0
+),
+keys AS (
+    -- Key values held by more than one node, as duplicate_keys() or verify() last found them.
+    SELECT 'WARNING'::text AS health,
+           format('%s: %s value(s) of (%s) exist in more than one node''s partition (for example %s; found %s)',
+                  k.relid, k.duplicates, k.key, k.example, date_trunc('second', k.checked_at)) AS reason,
+           format('SELECT * FROM federation.duplicate_keys(%L); then docs/keys.md, "Duplicate keys"', k.relid::text) AS repair
+    FROM federation.key_check k WHERE k.duplicates > 0
+    UNION ALL
+    -- Sequences of federated tables that do not draw from this node's range (docs/keys.md).
+    SELECT 'WARNING',
+           format('sequence %s of %s.%I draws values outside this node''s range (node number %s): they can collide with other nodes'' values',
+                  cs.seq, t.relid, cs.column_name, l.node_number),
+           CASE WHEN cs.column_type <> 'bigint'::regtype
+                THEN format('the column is %s, too narrow for node numbers: docs/keys.md, "Integer columns"', cs.column_type)
+                ELSE format('SELECT federation.enable(%L);', t.relid::text) END
+    FROM federation.local_node l
+    CROSS JOIN federation.federated_table t
+    JOIN federation.column_sequence cs ON cs.relid = t.relid
+    WHERE l.node_number IS NOT NULL
+      AND (cs.min_value <> l.node_number::bigint << 48 OR cs.max_value <> ((l.node_number::bigint + 1) << 48) - 1)
 )
 SELECT i.peer, 'in', CASE
            WHEN i.member_state <> 'ready' THEN i.member_state
@@ -229,13 +252,18 @@ UNION ALL
 SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.health <> 'OK' THEN 'raise the settings named in reason (docs/operations.md, "Settings")' END, now()
 FROM settings s
+UNION ALL
+SELECT NULL, 'keys', NULL, k.health, k.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       k.repair, now()
+FROM keys k
 ORDER BY 1 NULLS FIRST, 2
 $$;
 
 COMMENT ON FUNCTION federation.status() IS
   'One row per member and direction (in: this node receiving the member''s partitions; out: '
-  'the member receiving this node''s), plus server settings: state, health (OK, WARNING, '
-  'CRITICAL), reason, lag, WAL kept, copies in progress, errors, stale partitions and the repair.';
+  'the member receiving this node''s), plus server settings and keys (duplicate key values, '
+  'sequences outside this node''s range): state, health (OK, WARNING, CRITICAL), reason, lag, '
+  'WAL kept, copies in progress, errors, stale partitions and the repair.';
 
 CREATE VIEW federation.status AS SELECT * FROM federation.status();
 
@@ -282,7 +310,7 @@ AS $$ SELECT * FROM federation.verify_tables(tbl::oid) $$;
 COMMENT ON FUNCTION federation.verify(regclass) IS
   'Compares every node''s copy of every partition (of one table, or all) with its owner''s: '
   'row count and an order-independent hash, computed on each node. status: owner, match, '
-  'mismatch, missing, unreachable.';
+  'mismatch, missing, unreachable; and duplicate keys (key values held by more than one node).';
 
 CREATE FUNCTION federation.resync(node text, tbl regclass DEFAULT NULL, timeout interval DEFAULT '30 min')
 RETURNS void LANGUAGE sql VOLATILE

@@ -16,7 +16,7 @@ use crate::errors::{notice, required, FedError, FedResult, OrRaise};
 use crate::identity;
 use crate::remote::Remote;
 use crate::spi::quote_ident;
-use crate::table::{adopt, convert, inspect, partitions, Table};
+use crate::table::{adopt, convert, inspect, partitions, sequences, Table};
 use crate::worker;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -76,7 +76,18 @@ pub fn enable_with(relid: pg_sys::Oid, node_column: &str, spread: Spread) -> Fed
             )));
         }
         let added = partitions::ensure_member_partitions(&t, &existing, &me)?;
-        if added.is_empty() {
+        // Sequences left outside this node's range (federated before 0.3.0) move into it.
+        let numbered = match catalog::node_number()? {
+            Some(k) => sequences::number(&t, k)?,
+            None => 0,
+        };
+        if numbered > 0 {
+            notice(format!(
+                "table {}: {numbered} sequence(s) now draw from this node's range",
+                t.qualified()
+            ));
+        }
+        if added.is_empty() && numbered == 0 {
             notice(format!(
                 "table {} is already federated; nothing to do",
                 t.qualified()
@@ -133,9 +144,12 @@ pub fn enable_with(relid: pg_sys::Oid, node_column: &str, spread: Spread) -> Fed
 /// columns (the node column aside), checked before anything changes.
 fn check_table_on_members(t: &Table, node_column: &str, members: &[Member]) -> FedResult<()> {
     let mine = inspect::columns(t.oid, Some(node_column))?;
+    let my_version = catalog::extension_version()?;
     for m in members {
         let mut r = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))
             .map_err(|e| e.hint(format!("Every member must be reachable to federate a table on a running federation; bring \"{}\" back and enable again.", m.name)))?;
+        // Every member federates the table as this version does (keys, sequences).
+        r.check_version(&format!("member \"{}\"", m.name), &my_version)?;
         let Some(theirs) = r.table_shape(&t.qualified(), node_column)? else {
             return Err(FedError::prerequisite(format!("table {} does not exist on member \"{}\"", t.qualified(), m.name))
                 .detail("On a running federation, enable() federates the table on every member, so it must exist everywhere.")

@@ -51,8 +51,14 @@ pgrx::extension_sql_file!(
         membership::leave::drop_federation_node, membership::ready::wait_ready_ms,
         membership::rpc::peer_info, membership::rpc::check_reachable, membership::rpc::add_member,
         membership::rpc::set_member_ready, membership::rpc::remove_member, membership::rpc::table_shape,
-        membership::rpc::enable_here, membership::rpc::unpublish_here, membership::rpc::disable_here
+        membership::rpc::enable_here, membership::rpc::unpublish_here, membership::rpc::disable_here,
+        membership::rpc::reserve_node_number
     ]
+);
+pgrx::extension_sql_file!(
+    "../sql/keys.sql",
+    name = "keys",
+    requires = ["catalog", ops::duplicates::duplicate_keys_of]
 );
 pgrx::extension_sql_file!(
     "../sql/views.sql",
@@ -65,6 +71,7 @@ pgrx::extension_sql_file!(
     name = "status",
     requires = [
         "catalog",
+        "keys",
         naming::subscription_name_sql,
         ops::verify::verify_tables,
         ops::resync::resync_node

@@ -18,6 +18,12 @@ pub fn exec_args(sql: &str, args: &[DatumWithOid]) -> FedResult<()> {
     Ok(())
 }
 
+/// Runs a statement with `$n` arguments and returns how many rows it processed.
+pub fn exec_count(sql: &str, args: &[DatumWithOid]) -> FedResult<usize> {
+    let n = Spi::connect_mut(|client| client.update(sql, None, args).map(|t| t.len()))?;
+    Ok(n)
+}
+
 /// Maps every row of a query.
 pub fn rows<T>(
     sql: &str,

@@ -66,12 +66,12 @@ fn routing_behaves_like_an_ordinary_table() {
         east.row_count("INSERT INTO hippos (value) VALUES (1) ON CONFLICT DO NOTHING"),
         1
     );
-    // Partitioning changes one thing: ON CONFLICT (pk) cannot infer an arbiter on the
-    // parent (the primary key lives on each partition). Pinned; README shows the form that works.
+    // Partitioning changes one thing: the parent's key includes the node column, so ON
+    // CONFLICT names it too (docs/keys.md); ON CONFLICT (id) alone finds no arbiter.
     let e = east.expect_error(&format!("INSERT INTO hippos (id, value) VALUES ('{id}', 1) ON CONFLICT (id) DO UPDATE SET value = 99"));
     assert_eq!(e.code, "42P10", "{e}");
     assert_eq!(
-        east.row_count(&format!("INSERT INTO hippos_east (id, value) VALUES ('{id}', 1) ON CONFLICT (id) DO UPDATE SET value = 99")),
+        east.row_count(&format!("INSERT INTO hippos (id, value) VALUES ('{id}', 1) ON CONFLICT (id, node_name) DO UPDATE SET value = 99")),
         1
     );
     assert_eq!(
@@ -116,7 +116,7 @@ fn enable_carries_the_table_over() {
          CREATE TABLE kinds (kind text PRIMARY KEY); INSERT INTO kinds VALUES ('river'), ('lake');
          CREATE TABLE herd (
              id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-             serial_no serial,
+             serial_no bigserial,
              name text NOT NULL DEFAULT 'unnamed',
              weight numeric CHECK (weight > 0),
              kind text REFERENCES kinds,
@@ -537,9 +537,13 @@ fn disable_turns_it_back_into_an_ordinary_table() {
             .as_deref(),
         Some("0")
     );
-    // Identity continues where it was; the node column keeps a constant default.
+    // Identity continues above every value in the table (east's rows went up to 1020); the
+    // node column keeps a constant default.
     let r = west.query("INSERT INTO t (v) VALUES ('new') RETURNING id, node_name");
-    assert_eq!(r[0], vec![Some("11".to_string()), Some("west".to_string())]);
+    assert_eq!(
+        r[0],
+        vec![Some("1021".to_string()), Some("west".to_string())]
+    );
     assert_eq!(
         west.expect_error("SELECT federation.disable('t')").code,
         "55000"

@@ -3,11 +3,13 @@
 //! one, object for object. The previous release's install script is the one it generated
 //! (pg_test/fixtures/releases); the library is the one built now, as after a package upgrade.
 
-use pg_test::scenario::{join, settle, wait_health_ok, HIPPOS};
+use pg_test::scenario::{assert_converged, join, settle, wait_health_ok, HIPPOS};
 use pg_test::{install_release_script, Cluster, Node, NodeSpec, Writer};
 
-/// The release the upgrade scripts start from.
-const PREVIOUS: &str = "0.1.0";
+/// Every earlier release: an install of each must upgrade to exactly the current one.
+const RELEASES: [&str; 2] = ["0.1.0", "0.2.0"];
+/// The release before this one: a running federation upgrades from it.
+const PREVIOUS: &str = "0.2.0";
 
 fn version(n: &Node) -> String {
     n.scalar("SELECT extversion FROM pg_extension WHERE extname = 'pg_federation'")
@@ -35,37 +37,45 @@ fn objects(n: &Node) -> Vec<String> {
 
 #[test]
 fn an_upgraded_install_has_exactly_the_objects_of_a_fresh_one() {
-    install_release_script(PREVIOUS);
-    let c = Cluster::start(&[
-        NodeSpec::guc("old").without_extension(),
-        NodeSpec::guc("fresh"),
-    ]);
-    let (old, fresh) = (c.node("old"), c.node("fresh"));
-    old.execute(&format!(
-        "CREATE EXTENSION pg_federation VERSION '{PREVIOUS}'"
-    ));
-    assert_eq!(version(old), PREVIOUS);
-    let before = objects(old);
-    old.execute("ALTER EXTENSION pg_federation UPDATE");
-    assert_eq!(
-        version(old),
-        version(fresh),
-        "UPDATE goes to the current version"
-    );
-    assert_ne!(version(old), PREVIOUS);
-    let (upgraded, current) = (objects(old), objects(fresh));
-    assert_eq!(upgraded.len(), current.len(), "same number of objects");
-    for (u, f) in upgraded.iter().zip(&current) {
+    for r in RELEASES {
+        install_release_script(r);
+    }
+    let mut specs: Vec<NodeSpec> = RELEASES
+        .iter()
+        .map(|r| NodeSpec::guc(&format!("v{}", r.replace('.', "_"))).without_extension())
+        .collect();
+    specs.push(NodeSpec::guc("fresh"));
+    let c = Cluster::start(&specs);
+    let fresh = c.node("fresh");
+    let current = objects(fresh);
+    for (r, old) in RELEASES.iter().zip(&c.nodes) {
+        old.execute(&format!("CREATE EXTENSION pg_federation VERSION '{r}'"));
+        assert_eq!(&version(old), r);
+        let before = objects(old);
+        old.execute("ALTER EXTENSION pg_federation UPDATE");
         assert_eq!(
-            u, f,
-            "an object differs between the upgraded and the fresh install"
+            version(old),
+            version(fresh),
+            "UPDATE from {r} goes to the current version"
+        );
+        let upgraded = objects(old);
+        assert_eq!(
+            upgraded.len(),
+            current.len(),
+            "same number of objects from {r}"
+        );
+        for (u, f) in upgraded.iter().zip(&current) {
+            assert_eq!(
+                u, f,
+                "an object differs between the install upgraded from {r} and the fresh one"
+            );
+        }
+        assert_ne!(
+            before, current,
+            "the test compares something: {r} differs from the current release"
         );
     }
-    assert_ne!(
-        before, current,
-        "the test compares something: the releases differ"
-    );
-    // The change of this release: no JIT inside status() and health().
+    // The change of 0.2.0: no JIT inside status() and health().
     let config = fresh.query(
         "SELECT proname, proconfig::text FROM pg_proc WHERE proname IN ('status', 'health')
            AND pronamespace = 'federation'::regnamespace ORDER BY 1",
@@ -74,6 +84,15 @@ fn an_upgraded_install_has_exactly_the_objects_of_a_fresh_one() {
         assert!(
             r[1].as_deref().unwrap_or_default().contains("jit=off"),
             "{r:?}"
+        );
+    }
+    // The change of 0.3.0: node numbers and keys.
+    for n in &c.nodes {
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM pg_attribute WHERE attrelid = 'federation.local_node'::regclass AND attname IN ('node_number', 'numbers_issued')").as_deref(),
+            Some("2"),
+            "on {}",
+            n.name
         );
     }
 }
@@ -85,7 +104,9 @@ fn a_running_federation_upgrades_node_by_node_while_every_node_writes() {
     let c = Cluster::start(&names.map(|n| NodeSpec::guc(n).without_extension()));
     for n in &c.nodes {
         n.execute(&format!(
-            "CREATE EXTENSION pg_federation VERSION '{PREVIOUS}'; {HIPPOS}"
+            "CREATE EXTENSION pg_federation VERSION '{PREVIOUS}'; {HIPPOS}
+             CREATE TABLE counters (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text);
+             SELECT federation.enable('counters');"
         ));
     }
     for n in &c.nodes[1..] {
@@ -93,9 +114,31 @@ fn a_running_federation_upgrades_node_by_node_while_every_node_writes() {
     }
     let writers: Vec<Writer> = c.nodes.iter().map(|n| Writer::start(n, "hippos")).collect();
     let all = c.all();
+    let mut upgraded: Vec<&Node> = vec![];
     for n in &c.nodes {
         n.execute("ALTER EXTENSION pg_federation UPDATE");
         assert_ne!(version(n), PREVIOUS, "{} was updated", n.name);
+        // 0.3.0 numbers the nodes of a federation formed before it by name (central, east,
+        // west), and an upgraded node's sequences draw from its range at once, while the
+        // others still run 0.2.0.
+        upgraded.push(n);
+        for u in &upgraded {
+            let k: i64 = u
+                .scalar("SELECT node_number FROM federation.local_node")
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(
+                k,
+                1 + names.iter().filter(|m| **m < u.name.as_str()).count() as i64
+            );
+            let id: i64 = u
+                .scalar("INSERT INTO counters (note) VALUES ('x') RETURNING id")
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(id >> 48, k, "{} draws from its range", u.name);
+        }
         // Mixed versions: every node keeps writing and replicating.
         for w in &writers {
             w.wait_for_more(200, &all);
@@ -108,4 +151,101 @@ fn a_running_federation_upgrades_node_by_node_while_every_node_writes() {
     for (node, count) in acked {
         assert!(count > 600, "{node} acknowledged only {count} writes");
     }
+    assert_converged(&c, "counters");
+    for n in &all {
+        assert_eq!(
+            n.scalar("SELECT (count(*) = count(DISTINCT id) AND count(*) = 6)::text FROM counters")
+                .as_deref(),
+            Some("true"),
+            "every counter once on {}",
+            n.name
+        );
+    }
+}
+
+#[test]
+fn a_sequence_that_cannot_be_numbered_on_upgrade_is_named_by_health_until_it_is_widened() {
+    install_release_script(PREVIOUS);
+    let c = Cluster::start(&[
+        NodeSpec::guc("east").without_extension(),
+        NodeSpec::guc("west").without_extension(),
+    ]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in &c.nodes {
+        n.execute(&format!(
+            "CREATE EXTENSION pg_federation VERSION '{PREVIOUS}';
+             CREATE TABLE legacy (id serial PRIMARY KEY, note text); SELECT federation.enable('legacy');
+             CREATE TABLE modern (id bigserial PRIMARY KEY, note text); SELECT federation.enable('modern');"
+        ));
+    }
+    join(west, east);
+    let all = c.all();
+    for n in &all {
+        // The update warns about the integer column and numbers the rest.
+        let notices = n.notices("ALTER EXTENSION pg_federation UPDATE");
+        assert!(
+            notices
+                .iter()
+                .any(|m| m.contains("legacy") && m.contains("integer")),
+            "{notices:?}"
+        );
+    }
+    for n in &all {
+        let k: i64 = n
+            .scalar("SELECT node_number FROM federation.local_node")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let id: i64 = n
+            .scalar("INSERT INTO modern (note) VALUES ('x') RETURNING id")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(id >> 48, k, "modern on {} draws from its range", n.name);
+        let r = n
+            .query("SELECT health, reason, repair FROM federation.status WHERE direction = 'keys'");
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0][0].as_deref(), Some("WARNING"));
+        assert!(
+            r[0][1]
+                .as_deref()
+                .unwrap_or_default()
+                .contains("legacy_id_seq"),
+            "{r:?}"
+        );
+        assert!(
+            r[0][2]
+                .as_deref()
+                .unwrap_or_default()
+                .contains("Integer columns"),
+            "{r:?}"
+        );
+        assert_eq!(
+            n.scalar("SELECT health FROM federation.health()")
+                .as_deref(),
+            Some("WARNING")
+        );
+    }
+    // The repair docs/keys.md gives: widen the column on every node, then enable() again.
+    for n in &all {
+        n.execute("ALTER TABLE legacy ALTER COLUMN id TYPE bigint");
+    }
+    for n in &all {
+        n.execute("SELECT federation.enable('legacy')");
+        let k: i64 = n
+            .scalar("SELECT node_number FROM federation.local_node")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let id: i64 = n
+            .scalar("INSERT INTO legacy (note) VALUES ('x') RETURNING id")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(id >> 48, k, "legacy on {} draws from its range", n.name);
+    }
+    for n in &all {
+        wait_health_ok(n, &all);
+    }
+    assert_converged(&c, "legacy");
 }

@@ -6,9 +6,11 @@
 //! publication steps (and only those) run as the extension's owner through
 //! [`as_extension_owner`]; the table's own DDL runs as the caller.
 
+mod keys;
 mod member;
 mod probe;
 
+pub use keys::*;
 pub use member::*;
 pub use probe::*;
 

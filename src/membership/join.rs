@@ -17,7 +17,7 @@ use crate::naming::canonical;
 use crate::preconditions::require_superuser;
 use crate::remote::{self, mask, PeerInfo, Remote, TableShape};
 use crate::spi;
-use crate::table::{partitions, publication};
+use crate::table::{partitions, publication, sequences};
 use crate::worker;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -145,10 +145,20 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
         .hint("Fix federation.node_conninfo so that it names this server."));
     }
     drop(peer);
+    // Before 0.3.0's SQL is installed here (and so, versions being equal, everywhere): no
+    // node numbers, as in 0.2.0.
+    let my_number = if catalog::keys_installed()? {
+        Some(reserve_node_number(&me, &pinfo.node_name, &infos)?)
+    } else {
+        None
+    };
 
     // Everything checked: record the federation here. The worker does the rest after COMMIT.
     catalog::claim_local_name(&me)?;
     catalog::set_local_conninfo(&my_conninfo)?;
+    if let Some(k) = my_number {
+        catalog::set_node_number(k)?;
+    }
     publication::ensure_exists(&me)?;
     for (ci, i) in &infos {
         catalog::upsert_member(
@@ -159,8 +169,53 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
         )?;
     }
     partitions::partitions_for_members(&me)?;
+    // This node's sequences now draw from its own range (docs/keys.md).
+    sequences::number_all()?;
     worker::wake();
     Ok(())
+}
+
+/// This node's number in the federation (docs/keys.md): above every number any member has
+/// seen given out, and reserved on every member in the order of their names before this
+/// transaction commits, so that of two joins at the same time exactly one gets a number
+/// (the first member in that order decides) and a number is never given out twice. A peer
+/// forming a federation with this node gets the number below this node's. A reservation
+/// outlives a ROLLBACK: that number is then never used, which is harmless.
+fn reserve_node_number(me: &str, peer: &str, infos: &[(String, PeerInfo)]) -> FedResult<i32> {
+    let floor = infos
+        .iter()
+        .map(|(_, i)| i.numbers_issued.max(i.node_number.unwrap_or(0)))
+        .chain([catalog::numbers_issued()?])
+        .max()
+        .unwrap_or(0);
+    let founder = infos
+        .iter()
+        .find(|(_, i)| i.node_name == peer && i.node_number.is_none() && i.members.is_empty())
+        .map(|_| floor + 1);
+    let mine = floor + 1 + i32::from(founder.is_some());
+    if mine > catalog::MAX_NODE_NUMBER {
+        return Err(FedError::new(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("the federation has given out all {} node numbers", catalog::MAX_NODE_NUMBER),
+        )
+        .detail("Every join takes a new node number, and numbers are never reused (sequence values carry them).")
+        .hint("Form a new federation (docs/keys.md, \"Limits\")."));
+    }
+    let mut order: Vec<&(String, PeerInfo)> = infos.iter().collect();
+    order.sort_by(|a, b| a.1.node_name.cmp(&b.1.node_name));
+    for (ci, i) in order {
+        let what = format!("node \"{}\"", i.node_name);
+        let yours = founder.filter(|_| i.node_name == peer);
+        if !Remote::connect(ci, &what)?.reserve_node_number(mine, yours)? {
+            return Err(FedError::new(
+                PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                format!("node number {mine} for \"{me}\" was taken by another node joining at the same time (seen on \"{}\")", i.node_name),
+            )
+            .detail("Node numbers keep sequence values unique across the federation; two joins cannot take the same one.")
+            .hint("Run join() again: it takes the next free number."));
+        }
+    }
+    Ok(mine)
 }
 
 /// The address the federation uses for a node: what it advertises, else how we reached it.

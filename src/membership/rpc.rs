@@ -11,7 +11,7 @@ use crate::identity::{self, validate_node_name};
 use crate::preconditions::require_superuser;
 use crate::remote::{mask, MemberInfo, PeerInfo, Remote, TableShape, VERSION};
 use crate::spi;
-use crate::table::{self, inspect, partitions, publication};
+use crate::table::{self, inspect, partitions, publication, sequences};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -67,6 +67,8 @@ pub fn local_info() -> FedResult<PeerInfo> {
             })
             .collect(),
         tables: local_tables()?,
+        node_number: catalog::node_number()?,
+        numbers_issued: catalog::numbers_issued()?,
     })
 }
 
@@ -118,6 +120,28 @@ fn add_member_impl(name: &str, conninfo: &str, your_conninfo: &str) -> FedResult
     catalog::upsert_member(name, conninfo, MemberState::Joining, false)?;
     partitions::partitions_for_members(&me)?;
     Ok(())
+}
+
+/// For a joining node (during join()): records node number `number` as given out here,
+/// unless this node has seen it or a higher one given out (then false: another join took it;
+/// the joining node retries). `yours`: this node's own number when it has none yet (the
+/// node a federation is formed with); its federated tables' sequences move to that range.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn reserve_node_number(number: i32, yours: Option<i32>) -> bool {
+    require_superuser("federation.reserve_node_number()").or_raise();
+    (|| -> FedResult<bool> {
+        let me = identity::current_name()?;
+        catalog::claim_local_name(&me)?;
+        if let Some(y) = yours {
+            if catalog::node_number()?.is_none() && catalog::reserve_number(y)? {
+                catalog::set_node_number(y)?;
+                sequences::number_all()?;
+            }
+        }
+        catalog::reserve_number(number)
+    })()
+    .or_raise()
 }
 
 /// For the joining node's worker: marks a member ready once both directions replicate.

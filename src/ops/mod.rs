@@ -1,5 +1,6 @@
 //! Operations on a running federation: verify() compares copies with their owners, resync()
-//! rebuilds a copy.
+//! rebuilds a copy, duplicate_keys() finds key values held by more than one node.
 
+pub mod duplicates;
 pub mod resync;
 pub mod verify;

@@ -6,6 +6,7 @@
 //! count, so rows still in flight are not reported as missing; a partition written to while
 //! it is verified is compared again (up to three times) before a mismatch is reported.
 
+use super::duplicates;
 use crate::catalog;
 use crate::errors::{FedError, FedResult, OrRaise};
 use crate::naming::subscription_name;
@@ -152,7 +153,7 @@ fn verify(tbl: Option<pg_sys::Oid>) -> FedResult<Vec<CopyCheck>> {
                 .into_iter()
                 .map(|(c, _)| quote_ident(&c))
                 .collect();
-            tables.push((name, cols.join(", ")));
+            tables.push((oid, name, cols.join(", ")));
         }
     }
     if let (Some(oid), true) = (tbl, tables.is_empty()) {
@@ -175,10 +176,33 @@ fn verify(tbl: Option<pg_sys::Oid>) -> FedResult<Vec<CopyCheck>> {
         nodes.push(NodeConn { name: m.name, conn });
     }
     let mut out = vec![];
-    for (table, cols) in &tables {
+    for (oid, table, cols) in &tables {
         let owners: Vec<String> = nodes.iter().map(|p| p.name.clone()).collect();
         for owner in &owners {
             out.extend(verify_partition(&mut nodes, table, cols, owner)?);
+        }
+        // Key values held by more than one node (this node's copy of every partition).
+        if !catalog::keys_installed()? {
+            continue;
+        }
+        let found = duplicates::check(*oid)?;
+        if let (Some(key), Some(first)) = (&found.key, found.duplicates.first()) {
+            out.push(CopyCheck {
+                table: found.table.clone(),
+                partition: "(all)".into(),
+                owner: first.nodes.join(", "),
+                node: me.clone(),
+                rows: Some(found.duplicates.len() as i64),
+                owner_rows: None,
+                status: "duplicate keys",
+                detail: Some(format!(
+                    "{} value(s) of ({key}) exist in more than one node's partition, for example {} on {}: SELECT * FROM federation.duplicate_keys('{}');",
+                    found.duplicates.len(),
+                    first.value,
+                    first.nodes.join(" and "),
+                    found.table.replace('\'', "''")
+                )),
+            });
         }
     }
     Ok(out)

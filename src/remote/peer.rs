@@ -38,6 +38,12 @@ pub struct PeerInfo {
     pub worker_running: bool,
     pub members: Vec<MemberInfo>,
     pub tables: Vec<TableShape>,
+    /// Its node number (None: it has not joined a federation).
+    #[serde(default)]
+    pub node_number: Option<i32>,
+    /// The highest node number it has seen given out.
+    #[serde(default)]
+    pub numbers_issued: i32,
 }
 
 fn major_minor(v: &str) -> String {
@@ -61,6 +67,20 @@ impl Remote {
     /// version is known to match `my_version` (this node's) in major.minor. `what` names it in
     /// errors.
     pub fn peer_info(&mut self, what: &str, my_version: &str) -> FedResult<PeerInfo> {
+        self.check_version(what, my_version)?;
+        let json = self
+            .scalar("SELECT federation.peer_info()::text", &[])?
+            .unwrap_or_default();
+        serde_json::from_str(&json).map_err(|e| {
+            FedError::internal(format!(
+                "{what} answered peer_info() with something unexpected: {e}"
+            ))
+        })
+    }
+
+    /// Refuses unless pg_federation is installed there in the same major.minor version as
+    /// `my_version` (this node's). `what` names the node in errors.
+    pub fn check_version(&mut self, what: &str, my_version: &str) -> FedResult<()> {
         let ext = self.scalar(
             "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
             &[],
@@ -71,17 +91,10 @@ impl Remote {
         };
         if major_minor(&version) != major_minor(my_version) {
             return Err(FedError::prerequisite(format!("{what} runs pg_federation {version}, this node runs {my_version}"))
-                .detail("Nodes join only when their installed versions match in major.minor; members of different versions keep replicating while a federation is upgraded node by node.")
-                .hint("Bring both to the same version (install the same package, then ALTER EXTENSION pg_federation UPDATE on each) before joining."));
+                .detail("Nodes join, and tables are federated across the federation, only when the installed versions match in major.minor; members of different versions keep replicating while a federation is upgraded node by node.")
+                .hint("Finish the upgrade first: ALTER EXTENSION pg_federation UPDATE on every node (docs/runbook.md, section 9)."));
         }
-        let json = self
-            .scalar("SELECT federation.peer_info()::text", &[])?
-            .unwrap_or_default();
-        serde_json::from_str(&json).map_err(|e| {
-            FedError::internal(format!(
-                "{what} answered peer_info() with something unexpected: {e}"
-            ))
-        })
+        Ok(())
     }
 
     /// The server and database behind this connection ([`WHOAMI`]).
@@ -113,6 +126,21 @@ impl Remote {
             &[Some(name), Some(conninfo), Some(your_conninfo)],
         )?;
         Ok(())
+    }
+
+    /// federation.reserve_node_number() there: records `number` as given out unless that node
+    /// has seen it (or a higher one) given out already; `yours` becomes its own number if it
+    /// has none. True when reserved.
+    pub fn reserve_node_number(&mut self, number: i32, yours: Option<i32>) -> FedResult<bool> {
+        let n = number.to_string();
+        let y = yours.map(|v| v.to_string());
+        Ok(self
+            .scalar(
+                "SELECT federation.reserve_node_number($1::int, $2::int)::text",
+                &[Some(&n), y.as_deref()],
+            )?
+            .as_deref()
+            == Some("true"))
     }
 
     /// federation.set_member_ready() there.

@@ -2,7 +2,7 @@
 //! tables): adopted as it is; missing node partitions and DEFAULT are added.
 
 use super::partitions::{self, ClaimNodeColumn};
-use super::{guards, inspect, publication, Table};
+use super::{guards, inspect, publication, sequences, Table};
 use crate::catalog;
 use crate::errors::{notice, FedError, FedResult};
 use crate::identity::validate_node_name;
@@ -117,6 +117,7 @@ pub fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
     if !owned.iter().any(|(o, _, _)| o.is_none()) {
         inspect::check_name_free(&t.schema, &partition_name(&t.name, None), t)?;
     }
+    sequences::check_numberable(t)?;
 
     // Checked; now change. Rows without a node (in DEFAULT) belong to this node.
     let table_sql = t.qualified();
@@ -163,6 +164,9 @@ pub fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
     }
     if !owned.iter().any(|(o, _, _)| o.is_none()) {
         partitions::create_partition(t, col, None, local_oid, &local_sql)?;
+    }
+    if let Some(k) = catalog::node_number()? {
+        sequences::number(t, k)?;
     }
     warn_about_recipe_triggers(t)?;
     catalog::as_extension_owner(|| publication::add(me, local_oid, &local_sql))

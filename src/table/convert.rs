@@ -1,12 +1,14 @@
 //! enable() of an ordinary table: it becomes this node's partition, with all its rows,
 //! indexes, constraints and foreign keys, under a new LIST-partitioned parent that takes the
 //! table's name, columns, defaults, CHECK constraints, identity, comments, owner, grants and
-//! triggers (no rows are copied; ATTACH validates them with one scan).
+//! triggers (no rows are copied; ATTACH validates them with one scan). Its primary key and
+//! unique constraints move to the parent, widened by the node column (table::keys), and its
+//! sequences draw from this node's range once it has a node number (table::sequences).
 
 use super::dressing::{self, Dressing};
 use super::inspect::{self, NodeColumn};
 use super::partitions::{self, ClaimNodeColumn};
-use super::{publication, Table};
+use super::{keys, publication, sequences, Table};
 use crate::catalog;
 use crate::errors::{FedError, FedResult};
 use crate::naming::partition_name;
@@ -14,6 +16,7 @@ use crate::spi::{self, qualified, quote_ident, quote_literal};
 
 pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
     inspect::check_replica_identity(t, "it")?;
+    sequences::check_numberable(t)?;
     let node_col = inspect::check_node_column(t, col, me)?;
     let others = catalog::other_members()?;
     let my_part = partition_name(&t.name, Some(me));
@@ -38,6 +41,7 @@ pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
     let table_sql = t.qualified();
     let qcol = quote_ident(col);
     let dressing = Dressing::capture(t.oid, &table_sql)?;
+    let keys = keys::movable(t.oid)?;
 
     // 1. The node column: every existing row belongs to this node.
     dressing.strip_triggers(&table_sql)?;
@@ -78,6 +82,7 @@ pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
         quote_ident(&my_part)
     ))?;
     let my_part_sql = qualified(&t.schema, &my_part);
+    keys::drop_from(&my_part_sql, &keys)?;
     spi::exec(&format!(
         "CREATE TABLE {table_sql} (LIKE {my_part_sql} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED \
          INCLUDING IDENTITY INCLUDING COMMENTS INCLUDING STORAGE INCLUDING COMPRESSION) PARTITION BY LIST ({qcol})"
@@ -91,6 +96,8 @@ pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
     // Identity now lives on the parent (rows are inserted through it); it continues where
     // the table's sequence was.
     dressing.move_identities(&my_part_sql, &table_sql)?;
+    // The keys, widened by the node column, on the parent: ATTACH builds them on the partition.
+    keys::add_widened(&table_sql, &keys, col)?;
     spi::exec(&format!(
         "ALTER TABLE {table_sql} ATTACH PARTITION {my_part_sql} FOR VALUES IN ({})",
         quote_literal(me)
@@ -99,9 +106,13 @@ pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
     // 3. Partitions for the other members, and DEFAULT; guards on all of them.
     catalog::as_extension_owner(|| {
         catalog::insert_table(parent, col, false)?;
+        catalog::set_original_keys(parent, &keys)?;
         catalog::insert_partition(parent, Some(me), t.oid)
     })?;
     let t_parent = Table::load(parent)?;
+    if let Some(k) = catalog::node_number()? {
+        sequences::number(&t_parent, k)?;
+    }
     for n in &others {
         partitions::create_partition(&t_parent, col, Some(n), t.oid, &my_part_sql)?;
     }

@@ -2,8 +2,8 @@
 //! row of every partition present here.
 
 use super::dressing::Dressing;
-use super::{guards, inspect, publication, Table};
-use crate::catalog;
+use super::{guards, inspect, keys, publication, sequences, Table};
+use crate::catalog::{self, KeyConstraint};
 use crate::errors::{FedError, FedResult};
 use crate::identity;
 use crate::spi::{self, quote_ident, quote_literal};
@@ -45,7 +45,8 @@ pub fn to_ordinary(relid: pg_sys::Oid) -> FedResult<()> {
     .into_iter()
     .flatten()
     .collect();
-    check_no_key_collisions(&t, local, &parts)?;
+    let original_keys = catalog::original_keys(relid)?;
+    check_no_key_collisions(&t, local, &parts, original_keys.as_deref(), &col)?;
 
     // Checked; now change.
     let dressing = Dressing::capture(relid, &table_sql)?;
@@ -83,47 +84,54 @@ pub fn to_ordinary(relid: pg_sys::Oid) -> FedResult<()> {
         quote_literal(&me)
     ))?;
     dressing.add_identities(&table_sql)?;
+    // The keys as they were before enable(), and sequences with their ordinary bounds.
+    if let Some(ks) = &original_keys {
+        keys::restore(local, &table_sql, ks, &col)?;
+    }
+    sequences::restore_ordinary(local, &table_sql)?;
     spi::exec(&format!("REVOKE ALL ON TABLE {table_sql} FROM PUBLIC"))?;
     dressing.restore_grants_and_comment(&table_sql)?;
     dressing.restore_triggers(&table_sql)
 }
 
 /// disable() merges every partition into one table: refuse up front when two nodes hold
-/// rows with the same primary key.
+/// rows with the same primary key (or the same values of a unique constraint it restores).
 fn check_no_key_collisions(
     t: &Table,
     local: pg_sys::Oid,
     parts: &[(Option<String>, pg_sys::Oid)],
+    original: Option<&[KeyConstraint]>,
+    node_column: &str,
 ) -> FedResult<()> {
-    let key: Vec<String> = spi::rows(
-        "SELECT pg_catalog.quote_ident(a.attname) FROM pg_catalog.pg_index i
-         JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-         WHERE i.indrelid = $1 AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
-        &[local.into()],
-        |r| r.get::<String>(1),
-    )?
-    .into_iter()
-    .flatten()
-    .collect();
-    if key.is_empty() || parts.len() < 2 {
+    if parts.len() < 2 {
         return Ok(());
     }
-    let k = key.join(", ");
-    let union: Vec<String> = parts
-        .iter()
-        .map(|(_, oid)| Ok(format!("SELECT {k} FROM {}", super::oid_sql(*oid)?)))
-        .collect::<FedResult<_>>()?;
-    let q = format!(
-        "SELECT ({k})::text FROM ({}) u GROUP BY {k} HAVING count(*) > 1 LIMIT 1",
-        union.join(" UNION ALL ")
-    );
-    if let Some(dup) = spi::one::<String>(&q, &[])? {
-        return Err(FedError::new(
-            PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
-            format!("cannot disable {}: primary key ({k}) = {dup} exists in more than one node's partition", t.qualified()),
-        )
-        .detail("disable() merges every node's rows into one ordinary table, whose primary key must be unique.")
-        .hint("Delete or renumber the duplicate rows on the nodes that own them, then call disable() again."));
+    let mut checks = vec![keys::identifying_columns(original, local, node_column)?];
+    for k in original.unwrap_or(&[]).iter().filter(|k| !k.primary) {
+        checks.push(k.columns.clone());
+    }
+    for cols in checks.into_iter().filter(|c| !c.is_empty()) {
+        let k = cols
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let union: Vec<String> = parts
+            .iter()
+            .map(|(_, oid)| Ok(format!("SELECT {k} FROM {}", super::oid_sql(*oid)?)))
+            .collect::<FedResult<_>>()?;
+        let q = format!(
+            "SELECT ({k})::text FROM ({}) u WHERE ({k}) IS NOT NULL GROUP BY {k} HAVING count(*) > 1 LIMIT 1",
+            union.join(" UNION ALL ")
+        );
+        if let Some(dup) = spi::one::<String>(&q, &[])? {
+            return Err(FedError::new(
+                PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+                format!("cannot disable {}: ({k}) = {dup} exists in more than one node's partition", t.qualified()),
+            )
+            .detail("disable() merges every node's rows into one ordinary table, whose primary key and unique constraints must hold over all of them.")
+            .hint("Delete or renumber the duplicate rows on the nodes that own them (SELECT * FROM federation.duplicate_keys(); lists them), then call disable() again."));
+        }
     }
     Ok(())
 }

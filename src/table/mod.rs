@@ -1,6 +1,6 @@
 //! Tables: what a table is ([`Table`]), the checks before enrolling one (inspect), and the
 //! changes enable() and disable() make on this node (convert, adopt, partitions, dressing,
-//! guards, publication, disable).
+//! keys, sequences, guards, publication, disable).
 
 pub mod adopt;
 pub mod convert;
@@ -8,8 +8,10 @@ pub mod disable;
 pub mod dressing;
 pub mod guards;
 pub mod inspect;
+pub mod keys;
 pub mod partitions;
 pub mod publication;
+pub mod sequences;
 
 use crate::errors::{FedError, FedResult};
 use crate::spi::{self, qualified};
