@@ -69,5 +69,5 @@ REVOKE EXECUTE ON FUNCTION
     federation.set_member_ready(text), federation.remove_member(text, boolean),
     federation.table_shape(text, text), federation.enable_here(text, text),
     federation.unpublish_here(text), federation.disable_here(text),
-    federation.reserve_node_number(integer, integer)
+    federation.reserve_node_number(integer, integer), federation.enable_check(text, text)
 FROM PUBLIC;

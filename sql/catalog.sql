@@ -33,7 +33,9 @@ CREATE TABLE federation.node (
     wired_here    boolean NOT NULL DEFAULT true,
     attempts      integer NOT NULL DEFAULT 0,  -- failed attempts of the current step
     last_error    text,                        -- never holds a password
-    last_error_at timestamptz
+    last_error_at timestamptz,
+    -- When it became ready here: status() judges its slot only by probes taken after that.
+    ready_at      timestamptz
 );
 
 -- Tables enrolled by federation.enable().

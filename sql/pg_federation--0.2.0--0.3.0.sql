@@ -11,7 +11,19 @@ GRANT SELECT (node_number) ON federation.local_node TO PUBLIC;
 -- The keys enable() widens by the node column, for disable() to restore.
 ALTER TABLE federation.federated_table ADD COLUMN original_keys jsonb;
 
--- The function nodes call on each other during join(), and duplicate_keys().
+-- When a member became ready: status() judges its slot only by probes taken after that.
+ALTER TABLE federation.node ADD COLUMN ready_at timestamptz;
+
+-- status() reports a node that refuses writes (its name unresolved or changed).
+CREATE FUNCTION federation."identity_problem"() RETURNS TABLE (
+	"problem" TEXT,  /* String */
+	"repair" TEXT  /* Option < String > */
+)
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'identity_problem_wrapper';
+
+-- The functions nodes call on each other during join() and enable(), and duplicate_keys().
 CREATE FUNCTION federation."reserve_node_number"(
 	"number" INT, /* i32 */
 	"yours" INT /* Option < i32 > */
@@ -21,6 +33,17 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'reserve_node_number_wrapper';
 REVOKE EXECUTE ON FUNCTION federation.reserve_node_number(integer, integer) FROM PUBLIC;
+
+-- enable() on a federation asks every member to check the table before anything changes.
+CREATE FUNCTION federation."enable_check"(
+	"tbl" TEXT, /* & str */
+	"node_column" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'enable_check_wrapper';
+REVOKE EXECUTE ON FUNCTION federation.enable_check(text, text) FROM PUBLIC;
 
 CREATE FUNCTION federation."duplicate_keys_of"(
 	"tbl" oid /* Option < pg_sys :: Oid > */
@@ -88,7 +111,8 @@ COMMENT ON FUNCTION federation.duplicate_keys(regclass) IS
   'node''s partition, of one federated table or all; health() warns while some exist. '
   'Reads this node''s copy of every partition.';
 
--- status() gains the 'keys' rows; verify() reports duplicate keys.
+-- status() gains the 'identity' and 'keys' rows and judges a member's slot only by probes
+-- taken after it became ready; verify() reports duplicate keys.
 CREATE OR REPLACE FUNCTION federation.status()
 RETURNS TABLE (
     peer               text,
@@ -139,15 +163,22 @@ inbound AS (
            -- statistics (n_live_tup of its partitions, sampled by the probe).
            (SELECT sum((pr.row_estimates ->> r.srrelid::regclass::text)::bigint) FROM pg_subscription_rel r
              WHERE r.srsubid = s.oid AND r.srsubstate IN ('i', 'd'))::bigint AS to_copy,
-           pr.reachable, pr.probe_error, pr.unreachable_since, pr.slot_found, pr.slot_wal_status,
-           pr.peer_lsn - pr.slot_confirmed_lsn AS lag_bytes, pr.slot_retained_bytes,
+           pr.reachable, pr.probe_error, pr.unreachable_since,
+           -- This node's slot on the member, as the probe saw it: unknown until a probe that
+           -- looked after the member became ready (one that looked while it was joining saw no
+           -- slot yet, which is no finding).
+           CASE WHEN NOT pr.stale THEN pr.slot_found END AS slot_found,
+           CASE WHEN NOT pr.stale THEN pr.slot_wal_status END AS slot_wal_status,
+           CASE WHEN NOT pr.stale THEN pr.peer_lsn - pr.slot_confirmed_lsn END AS lag_bytes,
+           CASE WHEN NOT pr.stale THEN pr.slot_retained_bytes END AS slot_retained_bytes,
            pr.apply_errors, pr.sync_errors, pr.errors_seen_at, pr.error_streak, pr.probed_at,
            o.parts
     FROM me CROSS JOIN federation.node n
     LEFT JOIN pg_subscription s
            ON s.subname = federation.subscription_name(n.node_name, me.node_name)
           AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-    LEFT JOIN federation.peer_probe pr ON pr.node_name = n.node_name
+    LEFT JOIN LATERAL (SELECT p.*, p.probed_at < n.ready_at AS stale FROM federation.peer_probe p
+                       WHERE p.node_name = n.node_name) pr ON true
     LEFT JOIN owned o ON o.node_name = n.node_name
 ),
 inbound_judged AS (
@@ -268,6 +299,11 @@ settings AS (
     FROM needs
     HAVING count(*) > 0
 ),
+identity AS (
+    -- A node whose name cannot be resolved, or differs from the one its partitions were made
+    -- with, refuses every write to its federated tables.
+    SELECT 'CRITICAL'::text AS health, ip.problem AS reason, ip.repair FROM federation.identity_problem() ip
+),
 keys AS (
     -- Key values held by more than one node, as duplicate_keys() or verify() last found them.
     SELECT 'WARNING'::text AS health,
@@ -329,6 +365,10 @@ SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.health <> 'OK' THEN 'raise the settings named in reason (docs/operations.md, "Settings")' END, now()
 FROM settings s
 UNION ALL
+SELECT NULL, 'identity', 'writes refused', i.health, i.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, i.repair, now()
+FROM identity i
+UNION ALL
 SELECT NULL, 'keys', NULL, k.health, k.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        k.repair, now()
 FROM keys k
@@ -337,8 +377,8 @@ $$;
 
 COMMENT ON FUNCTION federation.status() IS
   'One row per member and direction (in: this node receiving the member''s partitions; out: '
-  'the member receiving this node''s), plus server settings and keys (duplicate key values, '
-  'sequences outside this node''s range): state, health (OK, WARNING, CRITICAL), reason, lag, '
+  'the member receiving this node''s), plus server settings, identity (a node that refuses '
+  'writes) and keys (duplicate key values, sequences outside this node''s range): state, health (OK, WARNING, CRITICAL), reason, lag, '
   'WAL kept, copies in progress, errors, stale partitions and the repair.';
 
 COMMENT ON FUNCTION federation.verify(regclass) IS

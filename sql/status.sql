@@ -6,7 +6,8 @@
 --           (lag in bytes, WAL the member keeps for this node, whether that slot was lost);
 --   'out' : the member receiving this node's partitions: the member's slot on this node (lag in
 --           bytes and time, WAL kept here, wal_status) and its walsender;
--- plus one 'settings' row: server settings too low for the current membership; and 'keys' rows:
+-- plus one 'settings' row: server settings too low for the current membership; an 'identity'
+-- row when this node refuses writes (its name unresolved or changed); and 'keys' rows:
 -- key values held by more than one node (federation.key_check) and sequences of federated
 -- tables outside this node's range.
 -- Thresholds: federation.lag_warning / lag_critical (time), federation.retained_wal_warning /
@@ -63,15 +64,22 @@ inbound AS (
            -- statistics (n_live_tup of its partitions, sampled by the probe).
            (SELECT sum((pr.row_estimates ->> r.srrelid::regclass::text)::bigint) FROM pg_subscription_rel r
              WHERE r.srsubid = s.oid AND r.srsubstate IN ('i', 'd'))::bigint AS to_copy,
-           pr.reachable, pr.probe_error, pr.unreachable_since, pr.slot_found, pr.slot_wal_status,
-           pr.peer_lsn - pr.slot_confirmed_lsn AS lag_bytes, pr.slot_retained_bytes,
+           pr.reachable, pr.probe_error, pr.unreachable_since,
+           -- This node's slot on the member, as the probe saw it: unknown until a probe that
+           -- looked after the member became ready (one that looked while it was joining saw no
+           -- slot yet, which is no finding).
+           CASE WHEN NOT pr.stale THEN pr.slot_found END AS slot_found,
+           CASE WHEN NOT pr.stale THEN pr.slot_wal_status END AS slot_wal_status,
+           CASE WHEN NOT pr.stale THEN pr.peer_lsn - pr.slot_confirmed_lsn END AS lag_bytes,
+           CASE WHEN NOT pr.stale THEN pr.slot_retained_bytes END AS slot_retained_bytes,
            pr.apply_errors, pr.sync_errors, pr.errors_seen_at, pr.error_streak, pr.probed_at,
            o.parts
     FROM me CROSS JOIN federation.node n
     LEFT JOIN pg_subscription s
            ON s.subname = federation.subscription_name(n.node_name, me.node_name)
           AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-    LEFT JOIN federation.peer_probe pr ON pr.node_name = n.node_name
+    LEFT JOIN LATERAL (SELECT p.*, p.probed_at < n.ready_at AS stale FROM federation.peer_probe p
+                       WHERE p.node_name = n.node_name) pr ON true
     LEFT JOIN owned o ON o.node_name = n.node_name
 ),
 inbound_judged AS (
@@ -192,6 +200,11 @@ settings AS (
     FROM needs
     HAVING count(*) > 0
 ),
+identity AS (
+    -- A node whose name cannot be resolved, or differs from the one its partitions were made
+    -- with, refuses every write to its federated tables.
+    SELECT 'CRITICAL'::text AS health, ip.problem AS reason, ip.repair FROM federation.identity_problem() ip
+),
 keys AS (
     -- Key values held by more than one node, as duplicate_keys() or verify() last found them.
     SELECT 'WARNING'::text AS health,
@@ -253,6 +266,10 @@ SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.health <> 'OK' THEN 'raise the settings named in reason (docs/operations.md, "Settings")' END, now()
 FROM settings s
 UNION ALL
+SELECT NULL, 'identity', 'writes refused', i.health, i.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, i.repair, now()
+FROM identity i
+UNION ALL
 SELECT NULL, 'keys', NULL, k.health, k.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        k.repair, now()
 FROM keys k
@@ -261,8 +278,8 @@ $$;
 
 COMMENT ON FUNCTION federation.status() IS
   'One row per member and direction (in: this node receiving the member''s partitions; out: '
-  'the member receiving this node''s), plus server settings and keys (duplicate key values, '
-  'sequences outside this node''s range): state, health (OK, WARNING, CRITICAL), reason, lag, '
+  'the member receiving this node''s), plus server settings, identity (a node that refuses '
+  'writes) and keys (duplicate key values, sequences outside this node''s range): state, health (OK, WARNING, CRITICAL), reason, lag, '
   'WAL kept, copies in progress, errors, stale partitions and the repair.';
 
 CREATE VIEW federation.status AS SELECT * FROM federation.status();

@@ -140,8 +140,26 @@ pub fn enable_with(relid: pg_sys::Oid, node_column: &str, spread: Spread) -> Fed
     Ok(())
 }
 
+/// What a member checks when asked whether it can federate a table too (before the node the
+/// DBA called enable() on changes anything): every check enable() makes there, nothing
+/// changed. A table already federated there passes (enable_here only adds partitions).
+pub fn check_only(relid: pg_sys::Oid, node_column: &str) -> FedResult<()> {
+    inspect::check_node_column_name(node_column)?;
+    if catalog::node_column(relid)?.is_some() {
+        return Ok(());
+    }
+    let me = identity::current_name()?;
+    let t = Table::load(relid)?;
+    inspect::check_enrollable(&t)?;
+    match t.kind {
+        'r' => convert::check(&t, node_column, &me).map(|_| ()),
+        _ => sequences::check_numberable(&t),
+    }
+}
+
 /// enable() on a node with members: the table must exist on every member with the same
-/// columns (the node column aside), checked before anything changes.
+/// columns (the node column aside), and every member must be able to federate it (each runs
+/// its own checks), before anything changes anywhere.
 fn check_table_on_members(t: &Table, node_column: &str, members: &[Member]) -> FedResult<()> {
     let mine = inspect::columns(t.oid, Some(node_column))?;
     let my_version = catalog::extension_version()?;
@@ -171,6 +189,20 @@ fn check_table_on_members(t: &Table, node_column: &str, members: &[Member]) -> F
             ))
             .hint("Make the columns the same on every node, then call enable() again."));
         }
+        r.enable_check(&t.qualified(), node_column).map_err(|e| {
+            let reason = match e.message.strip_prefix("on ") {
+                Some(rest) => rest.split_once(": ").map_or(rest, |(_, r)| r).to_string(),
+                None => e.message.clone(),
+            };
+            FedError {
+                message: format!(
+                    "member \"{}\" cannot federate {}: {reason}",
+                    m.name,
+                    t.qualified()
+                ),
+                ..e
+            }
+        })?;
     }
     Ok(())
 }

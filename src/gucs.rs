@@ -24,6 +24,9 @@ static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(DEFAULT_DATABASE));
 const DEFAULT_DATABASE: &CStr = c"postgres";
 
+/// `federation.unsafe_ddl`: lets a superuser run, on this node only, DDL the guard refuses.
+static UNSAFE_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// Health thresholds of federation.status(): replication lag as time (seconds) and WAL kept
 /// for a peer or not yet confirmed by it (megabytes).
 static LAG_WARNING: GucSetting<i32> = GucSetting::<i32>::new(60);
@@ -81,6 +84,15 @@ pub fn init() {
           setting, so that loading pg_federation without shared_preload_libraries still works.)",
         &DATABASE,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"federation.unsafe_ddl",
+        c"Lets a superuser run DDL that pg_federation refuses (DROP of a federated table, ...), on this node only.",
+        c"For emergencies (docs/operations.md, \"DDL pg_federation refuses\"): the statement runs here and nowhere \
+          else, so the nodes' tables then differ. Superuser-only; set it for one session or transaction.",
+        &UNSAFE_DDL,
+        GucContext::Suset,
         GucFlags::default(),
     );
     reserve_prefix(c"federation");
@@ -160,6 +172,11 @@ pub fn node_label() -> String {
 /// `federation.node_conninfo`, when set.
 pub fn node_conninfo() -> Option<String> {
     get_str(&NODE_CONNINFO)
+}
+
+/// `federation.unsafe_ddl`.
+pub fn unsafe_ddl() -> bool {
+    UNSAFE_DDL.get()
 }
 
 /// `federation.database` (an empty setting means the default).

@@ -12,7 +12,8 @@
 
 use pgrx::prelude::*;
 
-// The DBA verbs and the worker.
+// The DBA verbs, the worker and the DDL guard.
+mod ddl;
 mod disable;
 mod enable;
 mod membership;
@@ -28,6 +29,7 @@ mod errors;
 mod gucs;
 mod identity;
 mod naming;
+mod own_ddl;
 mod preconditions;
 mod spi;
 mod wait;
@@ -52,7 +54,7 @@ pgrx::extension_sql_file!(
         membership::rpc::peer_info, membership::rpc::check_reachable, membership::rpc::add_member,
         membership::rpc::set_member_ready, membership::rpc::remove_member, membership::rpc::table_shape,
         membership::rpc::enable_here, membership::rpc::unpublish_here, membership::rpc::disable_here,
-        membership::rpc::reserve_node_number
+        membership::rpc::reserve_node_number, membership::rpc::enable_check
     ]
 );
 pgrx::extension_sql_file!(
@@ -72,6 +74,7 @@ pgrx::extension_sql_file!(
     requires = [
         "catalog",
         "keys",
+        identity::identity_problem,
         naming::subscription_name_sql,
         ops::verify::verify_tables,
         ops::resync::resync_node
@@ -83,6 +86,7 @@ pgrx::extension_sql_file!(
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    ddl::install();
     // SAFETY: reads a postmaster flag.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         worker::register();

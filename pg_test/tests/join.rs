@@ -1,7 +1,7 @@
 //! federation.join(), wait_ready(), leave() and drop_node() across real servers.
 
 use pg_test::checks::snapshot;
-use pg_test::scenario::{assert_converged, join, joined, nodes, HIPPOS};
+use pg_test::scenario::{assert_converged, join, joined, nodes, wait_health_ok, HIPPOS};
 use pg_test::{wait_until, Cluster, NodeSpec};
 use std::time::Duration;
 
@@ -442,6 +442,71 @@ fn a_restart_while_a_join_completes_does_not_stop_it() {
 }
 
 #[test]
+fn enable_on_a_federation_is_refused_everywhere_when_one_member_refuses() {
+    let c = joined(&["east", "central", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in &c.nodes {
+        n.execute("CREATE TABLE pens (id bigint PRIMARY KEY, name text)");
+    }
+    // On west only, a foreign key references the table: west cannot federate it.
+    west.execute("CREATE TABLE visits (pen bigint REFERENCES pens)");
+    let before: Vec<String> = c.nodes.iter().map(|n| snapshot(n, "public")).collect();
+    let catalogs: Vec<Option<String>> = c
+        .nodes
+        .iter()
+        .map(|n| n.scalar("SELECT count(*) FROM federation.federated_table"))
+        .collect();
+    let e = east.expect_error("SELECT federation.enable('pens')");
+    assert_eq!(e.code, "0A000", "{e}");
+    assert!(
+        e.message
+            .contains("member \"west\" cannot federate public.pens")
+            && e.message.contains("visits_pen_fkey"),
+        "{e}"
+    );
+    assert!(
+        e.hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains("DROP CONSTRAINT"),
+        "{e}"
+    );
+    for (i, n) in c.nodes.iter().enumerate() {
+        assert_eq!(
+            snapshot(n, "public"),
+            before[i],
+            "nothing changed on {}",
+            n.name
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM federation.federated_table"),
+            catalogs[i]
+        );
+    }
+    // The member's hint followed, the same call federates it everywhere.
+    west.execute("ALTER TABLE visits DROP CONSTRAINT visits_pen_fkey");
+    east.execute("SELECT federation.enable('pens')");
+    east.execute("SELECT federation.wait_ready('60 s')");
+    wait_until(
+        "pens to be federated on every member",
+        Duration::from_secs(60),
+        &c.all(),
+        || {
+            for n in c.all() {
+                if n.scalar("SELECT mesh_state FROM federation.federated_table WHERE relid = 'pens'::regclass").as_deref() != Some("ready") {
+                    return Err(format!("{} has not federated pens", n.name));
+                }
+            }
+            Ok(true)
+        },
+    );
+    for (i, n) in c.nodes.iter().enumerate() {
+        n.execute(&format!("INSERT INTO pens VALUES ({i}, 'pen')"));
+    }
+    assert_converged(&c, "pens");
+}
+
+#[test]
 fn a_table_enabled_later_joins_the_mesh() {
     let c = joined(&["east", "central", "west"]);
     let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
@@ -492,6 +557,24 @@ fn a_renamed_node_refuses_writes_until_its_name_is_restored() {
         Some("0"),
         "no row went anywhere"
     );
+    // health() on it tells the truth: every write is refused, and how to repair it.
+    let h = west.query("SELECT health, reason FROM federation.health()");
+    assert_eq!(h[0][0].as_deref(), Some("CRITICAL"), "{h:?}");
+    assert!(
+        h[0][1]
+            .as_deref()
+            .unwrap_or_default()
+            .contains("changed from \"west\" to \"west2\""),
+        "{h:?}"
+    );
+    let repair = west.scalar("SELECT repair FROM federation.status WHERE direction = 'identity'");
+    assert!(
+        repair
+            .as_deref()
+            .unwrap_or_default()
+            .contains("federation.node_name = 'west'"),
+        "{repair:?}"
+    );
     west.execute("ALTER SYSTEM RESET federation.node_name");
     west.reload();
     assert_eq!(
@@ -499,6 +582,7 @@ fn a_renamed_node_refuses_writes_until_its_name_is_restored() {
             .as_deref(),
         Some("west")
     );
+    wait_health_ok(west, &c.all());
 }
 
 #[test]

@@ -403,3 +403,88 @@ fn status_shows_the_progress_of_an_initial_copy() {
     let r = west.query("SELECT state, tables_syncing, rows_to_copy FROM federation.status WHERE peer = 'east' AND direction = 'in'");
     assert_eq!(r[0], vec![Some("streaming".into()), Some("0".into()), None]);
 }
+
+/// health() on every node, sampled every 100 ms while `during` runs and for one probe cycle
+/// after: every sample not CRITICAL (the federation is healthy throughout).
+fn never_critical_while(c: &pg_test::Cluster, what: &str, during: impl FnOnce()) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(Mutex::new(Vec::<String>::new()));
+    let samples = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let handles: Vec<_> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let (stop, bad, samples) = (stop.clone(), bad.clone(), samples.clone());
+            let (name, conninfo) = (n.name.clone(), n.client_conninfo());
+            std::thread::spawn(move || {
+                let mut client =
+                    pg_test::postgres::Client::connect(&conninfo, pg_test::postgres::NoTls)
+                        .unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(row) =
+                        client.query_one("SELECT health, reason FROM federation.health()", &[])
+                    {
+                        samples.fetch_add(1, Ordering::Relaxed);
+                        let (h, r): (String, String) = (row.get(0), row.get(1));
+                        if h == "CRITICAL" {
+                            bad.lock().unwrap().push(format!("{name}: {r}"));
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100)); // sampling pace
+                }
+            })
+        })
+        .collect();
+    during();
+    // One probe cycle (5 s) after the last change, still sampled.
+    let all = c.all();
+    let start = std::time::Instant::now();
+    pg_test::wait_until(
+        "a probe cycle to pass",
+        std::time::Duration::from_secs(30),
+        &all,
+        || Ok(start.elapsed() > std::time::Duration::from_secs(6)),
+    );
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let bad = bad.lock().unwrap();
+    assert!(samples.load(Ordering::Relaxed) > 50, "health() was sampled");
+    assert!(
+        bad.is_empty(),
+        "{what}: CRITICAL on a healthy federation: {bad:?}"
+    );
+}
+
+#[test]
+fn health_is_never_critical_while_nodes_join_and_rejoin() {
+    let c = pg_test::scenario::nodes(&["east", "central", "west"]);
+    let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
+    join(central, east);
+    never_critical_while(&c, "west joining", || join(west, central));
+    // The rule behind it, deterministically: a probe that looked before the member became
+    // ready (it saw no slot yet: the member was still joining) is no verdict. In one
+    // transaction, so that the worker's next sample cannot replace this one meanwhile.
+    let h = east.query(
+        "BEGIN;
+         UPDATE federation.peer_probe SET slot_found = false,
+                probed_at = (SELECT ready_at FROM federation.node WHERE node_name = 'west') - interval '1 s'
+          WHERE node_name = 'west';
+         SELECT health, reason FROM federation.health();",
+    );
+    east.execute("ROLLBACK");
+    assert_ne!(
+        h[0][0].as_deref(),
+        Some("CRITICAL"),
+        "a stale sample judged: {h:?}"
+    );
+    for round in 0..2 {
+        never_critical_while(&c, &format!("west rejoining, round {round}"), || {
+            west.execute("SELECT federation.leave()");
+            join(west, east);
+        });
+    }
+}

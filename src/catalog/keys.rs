@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 /// The highest node number: node numbers take the top 15 bits of a positive bigint.
 pub const MAX_NODE_NUMBER: i32 = 32767;
 
-/// Whether the installed SQL objects have node numbers and keys (version 0.3.0 on). False
+/// Whether the installed SQL objects are those of version 0.3.0 or later (node numbers, keys,
+/// members' ready times; tested by one of its columns). False
 /// while the library is newer than the installed SQL: after a package upgrade, before
 /// `ALTER EXTENSION pg_federation UPDATE`. Until then this node federates tables, joins and
 /// answers its peers as the installed version does, so that a federation of mixed versions
 /// keeps agreeing on what a federated table looks like.
-pub fn keys_installed() -> FedResult<bool> {
+pub fn sql_0_3_installed() -> FedResult<bool> {
     Ok(spi::one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                         WHERE attrelid = 'federation.local_node'::regclass AND attname = 'node_number' AND NOT attisdropped)",
@@ -26,7 +27,7 @@ pub fn keys_installed() -> FedResult<bool> {
 
 /// This node's number in its federation; None until it joins (or before 0.3.0's SQL).
 pub fn node_number() -> FedResult<Option<i32>> {
-    if !keys_installed()? {
+    if !sql_0_3_installed()? {
         return Ok(None);
     }
     spi::one::<i32>("SELECT node_number FROM federation.local_node", &[])
@@ -34,7 +35,7 @@ pub fn node_number() -> FedResult<Option<i32>> {
 
 /// The highest node number this node has seen given out (0: none).
 pub fn numbers_issued() -> FedResult<i32> {
-    if !keys_installed()? {
+    if !sql_0_3_installed()? {
         return Ok(0);
     }
     Ok(spi::one::<i32>("SELECT numbers_issued FROM federation.local_node", &[])?.unwrap_or(0))
@@ -77,7 +78,7 @@ pub struct KeyConstraint {
 }
 
 pub fn set_original_keys(relid: pg_sys::Oid, keys: &[KeyConstraint]) -> FedResult<()> {
-    if !keys_installed()? {
+    if !sql_0_3_installed()? {
         return Ok(());
     }
     let json = serde_json::to_string(keys).map_err(|e| FedError::internal(e.to_string()))?;
@@ -89,7 +90,7 @@ pub fn set_original_keys(relid: pg_sys::Oid, keys: &[KeyConstraint]) -> FedResul
 
 /// The keys enable() widened; None for a table adopted as it was or federated before 0.3.0.
 pub fn original_keys(relid: pg_sys::Oid) -> FedResult<Option<Vec<KeyConstraint>>> {
-    if !keys_installed()? {
+    if !sql_0_3_installed()? {
         return Ok(None);
     }
     let Some(json) = spi::one::<String>(

@@ -155,7 +155,15 @@ pub fn set_member_state(name: &str, state: MemberState) -> FedResult<()> {
     spi::exec_args(
         "UPDATE federation.node SET state = $2, attempts = 0, last_error = NULL, last_error_at = NULL WHERE node_name = $1",
         &[name.into(), state.as_str().into()],
-    )
+    )?;
+    // When it became ready (0.3.0 on): status() ignores probes taken before.
+    if state == MemberState::Ready && super::sql_0_3_installed()? {
+        spi::exec_args(
+            "UPDATE federation.node SET ready_at = pg_catalog.clock_timestamp() WHERE node_name = $1",
+            &[name.into()],
+        )?;
+    }
+    Ok(())
 }
 
 pub fn record_member_error(name: &str, error: &str) -> FedResult<()> {

@@ -276,6 +276,19 @@ pub fn federated_table_named(table: &str) -> FedResult<Option<pg_sys::Oid>> {
     )
 }
 
+/// The federated table `relation` is, or is a partition of: (its oid, its name as SQL).
+pub fn federated_table_of(relation: pg_sys::Oid) -> FedResult<Option<(pg_sys::Oid, String)>> {
+    Ok(spi::rows(
+        "SELECT t.relid::oid, pg_catalog.format('%I.%I', n.nspname, c.relname) FROM federation.federated_table t
+         JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE t.relid = $1 OR EXISTS (SELECT 1 FROM federation.partition p WHERE p.relid = t.relid AND p.partition = $1)",
+        &[relation.into()],
+        |r| Ok((r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid), r.get::<String>(2)?.unwrap_or_default())),
+    )?
+    .into_iter()
+    .next())
+}
+
 /// The name this node recorded when it first federated a table or joined, if it did.
 pub fn recorded_name() -> FedResult<Option<String>> {
     // Read-only SPI: pgrx's Spi::get_one would assign a transaction id (and fail on a standby).

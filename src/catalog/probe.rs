@@ -7,6 +7,9 @@ use crate::spi;
 /// One member as the probe saw it.
 pub struct ProbeSample {
     pub name: String,
+    /// When the worker looked at the member (not when it wrote the sample): a member that
+    /// became ready after this is judged by the next sample.
+    pub looked_at: std::time::SystemTime,
     /// This node's subscription to the member (its error counters are recorded).
     pub subscription: String,
     pub reachable: bool,
@@ -17,6 +20,12 @@ pub struct ProbeSample {
     pub confirmed: Option<String>,
     pub retained: Option<String>,
     pub estimates: Option<String>,
+}
+
+/// A time as timestamptz input: seconds since the epoch, for to_timestamp().
+fn looked_at_sql(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:06}", d.as_secs(), d.subsec_micros())
 }
 
 /// Records the samples (and forgets members that are gone), with this node's error counters
@@ -34,7 +43,7 @@ pub fn record_probe(samples: &[ProbeSample]) -> FedResult<()> {
              INSERT INTO federation.peer_probe AS p (node_name, probed_at, reachable, probe_error, unreachable_since, peer_lsn,
                      slot_found, slot_wal_status, slot_confirmed_lsn, slot_retained_bytes, apply_errors, sync_errors, errors_seen_at,
                      row_estimates)
-             SELECT $1, pg_catalog.clock_timestamp(), $2, $3, CASE WHEN $2 THEN NULL ELSE pg_catalog.clock_timestamp() END,
+             SELECT $1, pg_catalog.to_timestamp($11::float8), $2, $3, CASE WHEN $2 THEN NULL ELSE pg_catalog.to_timestamp($11::float8) END,
                     $4::pg_lsn, $5, $6, $7::pg_lsn, $8::numeric, st.apply_errors, st.sync_errors, NULL,
                     $10::jsonb FROM st
              ON CONFLICT (node_name) DO UPDATE SET probed_at = EXCLUDED.probed_at, reachable = EXCLUDED.reachable,
@@ -58,6 +67,7 @@ pub fn record_probe(samples: &[ProbeSample]) -> FedResult<()> {
                 s.retained.clone().into(),
                 s.subscription.as_str().into(),
                 s.estimates.clone().into(),
+                looked_at_sql(s.looked_at).into(),
             ],
         )?;
     }

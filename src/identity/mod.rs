@@ -281,6 +281,20 @@ fn node_name() -> String {
     current_name().or_raise()
 }
 
+/// For federation.status(): why this node cannot write its federated tables now (its name
+/// cannot be resolved, or differs from the one its partitions were made with), and the
+/// repair; no row when its identity is sound or it has federated nothing yet.
+#[pg_extern(stable)]
+fn identity_problem(
+) -> TableIterator<'static, (name!(problem, String), name!(repair, Option<String>))> {
+    let recorded = catalog::recorded_name().unwrap_or(None);
+    let row = match (recorded, current()) {
+        (None, _) | (Some(_), Ok(_)) => None,
+        (Some(_), Err(e)) => Some((e.message, e.hint)),
+    };
+    TableIterator::new(row)
+}
+
 /// Where this server's node name comes from, for troubleshooting.
 #[pg_extern(stable, parallel_safe)]
 fn node_name_source() -> String {

@@ -147,7 +147,7 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     drop(peer);
     // Before 0.3.0's SQL is installed here (and so, versions being equal, everywhere): no
     // node numbers, as in 0.2.0.
-    let my_number = if catalog::keys_installed()? {
+    let my_number = if catalog::sql_0_3_installed()? {
         Some(reserve_node_number(&me, &pinfo.node_name, &infos)?)
     } else {
         None

@@ -166,7 +166,7 @@ fn remove_member_impl(name: &str, drop_partitions: bool) -> FedResult<()> {
     if drop_partitions {
         for (oid, qname) in catalog::partitions_of_node(name, None)? {
             catalog::delete_partition(oid)?;
-            spi::exec(&format!("DROP TABLE {qname}"))?;
+            crate::own_ddl::run(|| spi::exec(&format!("DROP TABLE {qname}")))?;
         }
     }
     Ok(())
@@ -185,13 +185,17 @@ fn table_shape(tbl: &str, node_column: &str) -> Option<pgrx::JsonB> {
     ))
 }
 
-/// For the worker of a node that enabled a table on a running federation: federates the
-/// same table here (without propagating further).
+/// For a node enabling a table on a running federation, before it changes anything: raises
+/// what enable() of that table would refuse here. Changes nothing.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
-fn enable_here(tbl: &str, node_column: &str) {
-    require_superuser("federation.enable_here()").or_raise();
-    let oid = spi::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()])
+fn enable_check(tbl: &str, node_column: &str) {
+    require_superuser("federation.enable_check()").or_raise();
+    enable::check_only(table_here(tbl), node_column).or_raise()
+}
+
+fn table_here(tbl: &str) -> pg_sys::Oid {
+    spi::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()])
         .or_raise()
         .unwrap_or_else(|| {
             FedError::new(
@@ -200,8 +204,16 @@ fn enable_here(tbl: &str, node_column: &str) {
             )
             .hint("Create it with the same columns as on the other members.")
             .raise()
-        });
-    enable::enable_with(oid, node_column, Spread::HereOnly).or_raise()
+        })
+}
+
+/// For the worker of a node that enabled a table on a running federation: federates the
+/// same table here (without propagating further).
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn enable_here(tbl: &str, node_column: &str) {
+    require_superuser("federation.enable_here()").or_raise();
+    enable::enable_with(table_here(tbl), node_column, Spread::HereOnly).or_raise()
 }
 
 /// For disable on a federation: takes this node's partition of `tbl` out of its publication

@@ -182,7 +182,7 @@ fn verify(tbl: Option<pg_sys::Oid>) -> FedResult<Vec<CopyCheck>> {
             out.extend(verify_partition(&mut nodes, table, cols, owner)?);
         }
         // Key values held by more than one node (this node's copy of every partition).
-        if !catalog::keys_installed()? {
+        if !catalog::sql_0_3_installed()? {
             continue;
         }
         let found = duplicates::check(*oid)?;

@@ -181,6 +181,15 @@ impl Remote {
             .transpose()
     }
 
+    /// federation.enable_check() there: raises what that node's enable() would refuse.
+    pub fn enable_check(&mut self, table: &str, node_column: &str) -> FedResult<()> {
+        self.query(
+            "SELECT federation.enable_check($1, $2)",
+            &[Some(table), Some(node_column)],
+        )?;
+        Ok(())
+    }
+
     /// federation.enable_here() there.
     pub fn enable_here(&mut self, table: &str, node_column: &str) -> FedResult<()> {
         self.query(

@@ -14,18 +14,18 @@ use crate::errors::{FedError, FedResult};
 use crate::naming::partition_name;
 use crate::spi::{self, qualified, quote_ident, quote_literal};
 
-pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
+/// Every check convert_ordinary() makes before it changes anything: what a member runs
+/// when asked whether it can federate the table too (federation.enable_check()).
+pub fn check(t: &Table, col: &str, me: &str) -> FedResult<NodeColumn> {
     inspect::check_replica_identity(t, "it")?;
     sequences::check_numberable(t)?;
     let node_col = inspect::check_node_column(t, col, me)?;
     let others = catalog::other_members()?;
-    let my_part = partition_name(&t.name, Some(me));
-    let default_part = partition_name(&t.name, None);
     for n in &others {
         inspect::check_name_free(&t.schema, &partition_name(&t.name, Some(n)), t)?;
     }
-    inspect::check_name_free(&t.schema, &my_part, t)?;
-    inspect::check_name_free(&t.schema, &default_part, t)?;
+    inspect::check_name_free(&t.schema, &partition_name(&t.name, Some(me)), t)?;
+    inspect::check_name_free(&t.schema, &partition_name(&t.name, None), t)?;
     for (name, _, _) in dressing::user_triggers(t.oid)? {
         if name.starts_with("_federation_guard") {
             return Err(FedError::unsupported(format!(
@@ -36,6 +36,13 @@ pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
             .hint("Rename the trigger (ALTER TRIGGER ... RENAME TO ...)."));
         }
     }
+    Ok(node_col)
+}
+
+pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
+    let node_col = check(t, col, me)?;
+    let others = catalog::other_members()?;
+    let my_part = partition_name(&t.name, Some(me));
 
     // Everything is checked; from here on, change.
     let table_sql = t.qualified();

@@ -67,11 +67,11 @@ pub fn to_ordinary(relid: pg_sys::Oid) -> FedResult<()> {
             spi::exec(&format!(
                 "INSERT INTO {local_sql} ({cols}) SELECT {cols} FROM {psql}"
             ))?;
-            spi::exec(&format!("DROP TABLE {psql}"))?;
+            crate::own_ddl::run(|| spi::exec(&format!("DROP TABLE {psql}")))?;
         }
     }
     catalog::as_extension_owner(|| catalog::delete_table(relid))?;
-    spi::exec(&format!("DROP TABLE {table_sql}"))?;
+    crate::own_ddl::run(|| spi::exec(&format!("DROP TABLE {table_sql}")))?;
     spi::exec(&format!(
         "ALTER TABLE {local_sql} RENAME TO {}",
         quote_ident(&t.name)

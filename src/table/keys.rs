@@ -16,7 +16,7 @@ use pgrx::prelude::*;
 /// partition (they still hold per node).
 /// None before 0.3.0's SQL is installed (keys stay on the partitions, as 0.2.0 made them).
 pub fn movable(oid: pg_sys::Oid) -> FedResult<Vec<KeyConstraint>> {
-    if !catalog::keys_installed()? {
+    if !catalog::sql_0_3_installed()? {
         return Ok(vec![]);
     }
     let keys = spi::rows(

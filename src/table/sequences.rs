@@ -35,7 +35,7 @@ pub struct ColumnSequence {
 /// The sequences that fill columns of a table (none before 0.3.0's SQL is installed: then
 /// sequences are left as 0.2.0 left them).
 pub fn of_table(oid: pg_sys::Oid) -> FedResult<Vec<ColumnSequence>> {
-    if !catalog::keys_installed()? {
+    if !catalog::sql_0_3_installed()? {
         return Ok(vec![]);
     }
     spi::rows(

@@ -57,6 +57,7 @@ pub fn probe_members() {
 fn sample(me: &str, m: &Member) -> Sample {
     let mut s = ProbeSample {
         name: m.name.clone(),
+        looked_at: std::time::SystemTime::now(),
         subscription: subscription_name(&m.name, me),
         reachable: false,
         error: None,
