@@ -284,7 +284,7 @@ needs AS (
              WHEN 'max_replication_slots' THEN m.n + current_setting('max_sync_workers_per_subscription')::bigint
              WHEN 'max_wal_senders' THEN m.n + current_setting('max_sync_workers_per_subscription')::bigint
              WHEN 'max_logical_replication_workers' THEN m.n + current_setting('max_sync_workers_per_subscription')::bigint
-             WHEN 'max_worker_processes' THEN current_setting('max_logical_replication_workers')::bigint + 2
+             WHEN 'max_worker_processes' THEN current_setting('max_logical_replication_workers')::bigint + 3
          END AS need) x
     WHERE name IN ('max_replication_slots', 'max_wal_senders', 'max_logical_replication_workers', 'max_worker_processes')
       AND EXISTS (SELECT 1 FROM me)
@@ -394,6 +394,21 @@ UPDATE federation.local_node l
 SET node_number = 1 + (SELECT count(*) FROM federation.node n WHERE n.node_name < l.node_name),
     numbers_issued = 1 + (SELECT count(*) FROM federation.node)
 WHERE l.conninfo IS NOT NULL;
+
+-- Large transactions stream to the members while they run (0.3.0 creates subscriptions with
+-- streaming = on); this node's existing subscriptions too.
+DO $streaming$
+DECLARE
+    s name;
+BEGIN
+    FOR s IN SELECT subname FROM pg_catalog.pg_subscription
+             WHERE subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+               AND subname LIKE 'federation\_%' AND substream::text IN ('f', 'false')
+    LOOP
+        EXECUTE format('ALTER SUBSCRIPTION %I SET (streaming = on)', s);
+    END LOOP;
+END
+$streaming$;
 
 DO $upgrade$
 DECLARE

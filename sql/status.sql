@@ -185,7 +185,7 @@ needs AS (
              WHEN 'max_replication_slots' THEN m.n + current_setting('max_sync_workers_per_subscription')::bigint
              WHEN 'max_wal_senders' THEN m.n + current_setting('max_sync_workers_per_subscription')::bigint
              WHEN 'max_logical_replication_workers' THEN m.n + current_setting('max_sync_workers_per_subscription')::bigint
-             WHEN 'max_worker_processes' THEN current_setting('max_logical_replication_workers')::bigint + 2
+             WHEN 'max_worker_processes' THEN current_setting('max_logical_replication_workers')::bigint + 3
          END AS need) x
     WHERE name IN ('max_replication_slots', 'max_wal_senders', 'max_logical_replication_workers', 'max_worker_processes')
       AND EXISTS (SELECT 1 FROM me)

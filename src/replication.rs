@@ -94,9 +94,11 @@ fn empty_copies_sql(copies: &[String]) -> String {
 
 /// Creates subscription `sub` (on the node behind `on`) to `publisher`'s publication, on the
 /// slot of the same name made beforehand: CREATE SUBSCRIPTION then waits for nothing remote.
+/// `streaming = on`: a transaction larger than the publisher's logical_decoding_work_mem is
+/// sent while it runs instead of being spilled to disk there and sent after its commit.
 fn create_subscription_sql(sub: &str, publisher: &str, publisher_conninfo: &str) -> String {
     format!(
-        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, slot_name = {}, copy_data = true);\n",
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, slot_name = {}, copy_data = true, streaming = on);\n",
         quote_ident(sub),
         quote_literal(publisher_conninfo),
         quote_ident(&publication_name(publisher)),

@@ -289,6 +289,11 @@ impl Node {
         let Some(pid) = self.postmaster_pid() else {
             panic!("node {} is not running", self.name)
         };
+        // Frozen first, the postmaster starts no process between the listing of its children
+        // and the kill (pg_federation's launcher starts the worker at any moment).
+        let _ = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .output();
         let mut victims = children_of(pid);
         victims.push(pid);
         for p in &victims {

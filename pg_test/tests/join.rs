@@ -747,3 +747,80 @@ fn disable_on_a_federation_turns_the_table_back_on_every_member() {
         "55000"
     );
 }
+
+#[test]
+fn a_database_created_after_the_server_started_joins_at_once() {
+    let c = Cluster::start(&[
+        NodeSpec::guc("east")
+            .without_extension()
+            .with_conf("federation.database = 'later'"),
+        NodeSpec::guc("west"),
+    ]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    west.execute(HIPPOS);
+    // The launcher waits for the database; no worker yet.
+    wait_until(
+        "the launcher to wait for database later",
+        Duration::from_secs(30),
+        &c.all(),
+        || {
+            Ok(east.scalar("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_federation launcher'").as_deref() == Some("1"))
+        },
+    );
+    assert_eq!(
+        east.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_federation worker'"
+        )
+        .as_deref(),
+        Some("0")
+    );
+    // The usual order: the database first, then at once the extension, a table and the join.
+    east.execute("CREATE DATABASE later");
+    let later = format!(
+        "host=127.0.0.1 port={} dbname=later user=postgres",
+        east.port
+    );
+    let mut client = pg_test::postgres::Client::connect(&later, pg_test::postgres::NoTls).unwrap();
+    // In the same transaction as CREATE EXTENSION, join() is refused before it tries anything
+    // (the peer connects back to this node and would not see the extension).
+    let e = client
+        .batch_execute(&format!(
+            "BEGIN; CREATE EXTENSION pg_federation; SELECT federation.join('{}', node_conninfo => '{later}')",
+            west.conninfo()
+        ))
+        .expect_err("join in the transaction that made the extension");
+    let e = e.as_db_error().expect("a database error");
+    assert_eq!(e.code().code(), "55000", "{e:?}");
+    assert!(e.hint().unwrap_or_default().contains("COMMIT"), "{e:?}");
+    client.batch_execute("ROLLBACK").unwrap();
+    client
+        .batch_execute("CREATE EXTENSION pg_federation")
+        .unwrap();
+    client.batch_execute(HIPPOS).unwrap();
+    client
+        .batch_execute(&format!(
+            "SELECT federation.join('{}', node_conninfo => '{later}')",
+            west.conninfo()
+        ))
+        .unwrap_or_else(|e| panic!("join right after CREATE DATABASE: {e:?}"));
+    client
+        .batch_execute("SELECT federation.wait_ready('90 s')")
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 10) g")
+        .unwrap();
+    west.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 5) g");
+    wait_until(
+        "rows to flow both ways",
+        Duration::from_secs(60),
+        &c.all(),
+        || {
+            let here: i64 = client
+                .query_one("SELECT count(*) FROM hippos", &[])
+                .unwrap()
+                .get(0);
+            let there = west.scalar("SELECT count(*) FROM hippos");
+            Ok(here == 15 && there.as_deref() == Some("15"))
+        },
+    );
+}

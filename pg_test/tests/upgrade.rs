@@ -153,6 +153,13 @@ fn a_running_federation_upgrades_node_by_node_while_every_node_writes() {
     }
     assert_converged(&c, "counters");
     for n in &all {
+        // 0.3.0 streams large transactions: the subscriptions made by 0.2.0 now do too.
+        assert_eq!(
+            n.scalar("SELECT bool_and(substream::text IN ('t', 'true')) FROM pg_subscription WHERE subname LIKE 'federation%'").as_deref(),
+            Some("t"),
+            "streaming subscriptions on {}",
+            n.name
+        );
         assert_eq!(
             n.scalar("SELECT (count(*) = count(DISTINCT id) AND count(*) = 6)::text FROM counters")
                 .as_deref(),

@@ -36,6 +36,17 @@ fn join_federation(peer_conninfo: Option<&str>, node_conninfo: Option<&str>) {
 
 pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     require_superuser("federation.join()")?;
+    // The peer connects back to this node during join(): it must see the extension.
+    if spi::one::<bool>(
+        "SELECT pg_catalog.age(xmin) = 0 FROM pg_catalog.pg_extension WHERE extname = 'pg_federation'",
+        &[],
+    )?
+    .unwrap_or(false)
+    {
+        return Err(FedError::prerequisite("pg_federation was installed in this same transaction; join() cannot run in it")
+            .detail("join() has the peer connect back to this node, and the peer cannot see an extension that is not committed yet.")
+            .hint("COMMIT after CREATE EXTENSION pg_federation (enable() may stay in the migration), then call federation.join() in a transaction of its own (docs/join.md)."));
+    }
     let me = identity::current_name()?;
     let my_conninfo = node_conninfo.map(str::to_string).filter(|s| !s.trim().is_empty()).or_else(gucs::node_conninfo).ok_or_else(|| {
         FedError::prerequisite(format!("this node (\"{me}\") has no address for its peers"))

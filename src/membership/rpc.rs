@@ -58,7 +58,9 @@ pub fn local_info() -> FedResult<PeerInfo> {
             &[],
         )?
         .unwrap_or(false),
-        worker_running: crate::worker::is_running()?,
+        // Right after the server or the database started, the launcher may not have started
+        // the worker yet: wait for it a little.
+        worker_running: crate::worker::wait_running(std::time::Duration::from_secs(15))?,
         members: catalog::members()?
             .into_iter()
             .map(|m| MemberInfo {

@@ -1,19 +1,21 @@
 //! pg_federation's background worker: finishes what join() and enable() recorded, after
 //! COMMIT, and samples every member for federation.status().
 //!
-//! One worker per server (started through shared_preload_libraries), connected to the
-//! database named by `federation.database`. Each pass: reconcile (joins, tables to spread),
+//! One worker per server, connected to the database named by `federation.database`, started
+//! by the launcher (launcher.rs, registered through shared_preload_libraries) once that
+//! database exists. Each pass: reconcile (joins, tables to spread),
 //! and every few seconds probe (and, with the same connections, discovery of members that
 //! joined through another node).
 
 mod discovery;
+mod launcher;
 mod probe;
 mod reconcile;
 
 use crate::errors::FedResult;
 use crate::gucs;
 use crate::spi;
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::time::Duration;
 
@@ -22,15 +24,10 @@ pub const WORKER_TYPE: &str = "pg_federation worker";
 /// How often the worker probes every member for federation.status().
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 
-/// Registers the worker; called from _PG_init while shared_preload_libraries loads.
+/// Registers the launcher, which starts the worker; called from _PG_init while
+/// shared_preload_libraries loads.
 pub fn register() {
-    BackgroundWorkerBuilder::new(WORKER_TYPE)
-        .set_type(WORKER_TYPE)
-        .set_library("pg_federation")
-        .set_function("pg_federation_worker_main")
-        .enable_spi_access()
-        .set_restart_time(Some(Duration::from_secs(5)))
-        .load();
+    launcher::register();
 }
 
 /// Whether this server's worker runs in this database.
@@ -40,6 +37,29 @@ pub fn is_running() -> FedResult<bool> {
         &[WORKER_TYPE.into()],
     )?
     .unwrap_or(false))
+}
+
+/// Waits up to `timeout` for this database's worker while the launcher runs (it starts the
+/// worker within a second or two of the database's creation); false at once without a
+/// launcher (pg_federation is not in shared_preload_libraries).
+pub fn wait_running(timeout: Duration) -> FedResult<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        // pg_stat_activity is read once per transaction unless the snapshot is cleared.
+        spi::exec("SELECT pg_catalog.pg_stat_clear_snapshot()")?;
+        if is_running()? {
+            return Ok(true);
+        }
+        let launcher = spi::one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE backend_type = $1)",
+            &[launcher::LAUNCHER_TYPE.into()],
+        )?
+        .unwrap_or(false);
+        if !launcher || std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        crate::wait::nap(200);
+    }
 }
 
 /// Asks the worker to look again now (it also looks every second).
