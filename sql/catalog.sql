@@ -97,6 +97,23 @@ CREATE UNLOGGED TABLE federation.peer_probe (
 );
 REVOKE ALL ON federation.peer_probe FROM PUBLIC;
 
+-- What the last federation.verify() on this node found wrong with a copy of a partition
+-- (status mismatch or missing; a copy that matched has no row). status() reports each row
+-- until a later verify() finds the copy matching or resync() rebuilds it on this node.
+CREATE TABLE federation.copy_check (
+    relid       regclass NOT NULL REFERENCES federation.federated_table ON DELETE CASCADE,
+    owner       text NOT NULL,
+    node        text NOT NULL,
+    status      text NOT NULL,
+    rows        bigint,
+    owner_rows  bigint,
+    detail      text,
+    checked_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (relid, owner, node)
+);
+REVOKE ALL ON federation.copy_check FROM PUBLIC;
+GRANT SELECT ON federation.copy_check TO pg_monitor;
+
 -- pg_dump of a database keeps the federation's state.
 SELECT pg_catalog.pg_extension_config_dump('federation.local_node', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.node', '');

@@ -14,6 +14,21 @@ ALTER TABLE federation.federated_table ADD COLUMN original_keys jsonb;
 -- When a member became ready: status() judges its slot only by probes taken after that.
 ALTER TABLE federation.node ADD COLUMN ready_at timestamptz;
 
+-- What the last verify() found wrong with a copy, reported by status() until repaired.
+CREATE TABLE federation.copy_check (
+    relid       regclass NOT NULL REFERENCES federation.federated_table ON DELETE CASCADE,
+    owner       text NOT NULL,
+    node        text NOT NULL,
+    status      text NOT NULL,
+    rows        bigint,
+    owner_rows  bigint,
+    detail      text,
+    checked_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (relid, owner, node)
+);
+REVOKE ALL ON federation.copy_check FROM PUBLIC;
+GRANT SELECT ON federation.copy_check TO pg_monitor;
+
 -- status() reports a node that refuses writes (its name unresolved or changed).
 CREATE FUNCTION federation."identity_problem"() RETURNS TABLE (
 	"problem" TEXT,  /* String */
@@ -111,7 +126,7 @@ COMMENT ON FUNCTION federation.duplicate_keys(regclass) IS
   'node''s partition, of one federated table or all; health() warns while some exist. '
   'Reads this node''s copy of every partition.';
 
--- status() gains the 'identity' and 'keys' rows and judges a member's slot only by probes
+-- status() gains the 'copy', 'identity' and 'keys' rows and judges a member's slot only by probes
 -- taken after it became ready; verify() reports duplicate keys.
 CREATE OR REPLACE FUNCTION federation.status()
 RETURNS TABLE (
@@ -186,7 +201,8 @@ inbound_judged AS (
         CASE
             WHEN i.member_state = 'joining' AND i.join_error IS NOT NULL THEN 'WARNING'
             WHEN i.member_state = 'joining' THEN 'OK'
-            WHEN i.member_state IN ('failed', 'leaving') THEN 'CRITICAL'
+            WHEN i.member_state = 'failed' THEN 'CRITICAL'
+            WHEN i.member_state = 'leaving' THEN 'WARNING'
             WHEN i.subid IS NULL OR NOT i.subenabled THEN 'CRITICAL'
             WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' THEN 'CRITICAL'
             WHEN i.slot_wal_status = 'unreserved' THEN 'CRITICAL'
@@ -202,7 +218,8 @@ inbound_judged AS (
         CASE
             WHEN i.member_state = 'joining' AND i.join_error IS NOT NULL THEN 'joining; last step failed: ' || i.join_error
             WHEN i.member_state = 'joining' THEN 'joining: wiring and initial copies in progress'
-            WHEN i.member_state IN ('failed', 'leaving') THEN 'member is ' || i.member_state
+            WHEN i.member_state = 'failed' THEN 'member is failed'
+            WHEN i.member_state = 'leaving' THEN 'this node is leaving the federation (if federation.leave() stopped half-way, run it again)'
             WHEN i.subid IS NULL THEN 'this node has no subscription to ' || i.peer || ': its new rows do not arrive here'
             WHEN NOT i.subenabled THEN 'this node''s subscription to ' || i.peer || ' is disabled'
             WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' THEN
@@ -244,7 +261,8 @@ outbound_judged AS (
     SELECT o.*,
         CASE
             WHEN o.member_state = 'joining' THEN 'OK'
-            WHEN o.member_state IN ('failed', 'leaving') THEN 'CRITICAL'
+            WHEN o.member_state = 'failed' THEN 'CRITICAL'
+            WHEN o.member_state = 'leaving' THEN 'WARNING'
             WHEN o.slot_name IS NULL OR o.slot_wal_status = 'lost' THEN 'CRITICAL'
             WHEN o.slot_wal_status = 'unreserved' THEN 'CRITICAL'
             WHEN o.retained > l.wal_crit OR o.lag_bytes > l.wal_crit OR o.replay_lag > l.lag_crit THEN 'CRITICAL'
@@ -255,7 +273,8 @@ outbound_judged AS (
         END AS health,
         CASE
             WHEN o.member_state = 'joining' THEN 'joining: wiring and initial copies in progress'
-            WHEN o.member_state IN ('failed', 'leaving') THEN 'member is ' || o.member_state
+            WHEN o.member_state = 'failed' THEN 'member is failed'
+            WHEN o.member_state = 'leaving' THEN 'this node is leaving the federation (if federation.leave() stopped half-way, run it again)'
             WHEN o.slot_name IS NULL THEN
                 o.peer || '''s replication slot on this node is gone: ' || o.peer || '''s copies of this node''s partitions are stale'
             WHEN o.slot_wal_status = 'lost' THEN
@@ -298,6 +317,22 @@ settings AS (
            AS reason
     FROM needs
     HAVING count(*) > 0
+),
+copies AS (
+    -- What the last verify() on this node found wrong with a copy of a partition, until a
+    -- later verify() finds it matching or resync() rebuilds it. A copy holding rows its owner
+    -- lacks is never to be rebuilt from the owner: those rows were acknowledged somewhere.
+    SELECT c.node, c.status,
+           'CRITICAL'::text AS health,
+           format('verify() at %s found %s''s copy of %s''s partition of %s %s%s',
+                  date_trunc('second', c.checked_at), c.node, c.owner, c.relid,
+                  CASE c.status WHEN 'missing' THEN 'missing' ELSE 'different from the owner''s' END,
+                  coalesce(': ' || c.detail, '')) AS reason,
+           CASE WHEN c.rows > c.owner_rows
+                THEN 'the copy holds rows its owner lacks: do not resync it; docs/runbook.md, "A copy that verify reports as mismatched"'
+                ELSE format('on %s: SELECT federation.resync(%L, %L); then SELECT * FROM federation.verify(%L);',
+                            c.node, c.owner, c.relid::text, c.relid::text) END AS repair
+    FROM federation.copy_check c
 ),
 identity AS (
     -- A node whose name cannot be resolved, or differs from the one its partitions were made
@@ -364,6 +399,10 @@ UNION ALL
 SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.health <> 'OK' THEN 'raise the settings named in reason (docs/operations.md, "Settings")' END, now()
 FROM settings s
+UNION ALL
+SELECT c.node, 'copy', c.status, c.health, c.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, c.repair, now()
+FROM copies c
 UNION ALL
 SELECT NULL, 'identity', 'writes refused', i.health, i.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, i.repair, now()

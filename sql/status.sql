@@ -6,7 +6,8 @@
 --           (lag in bytes, WAL the member keeps for this node, whether that slot was lost);
 --   'out' : the member receiving this node's partitions: the member's slot on this node (lag in
 --           bytes and time, WAL kept here, wal_status) and its walsender;
--- plus one 'settings' row: server settings too low for the current membership; an 'identity'
+-- plus one 'settings' row: server settings too low for the current membership; 'copy' rows:
+-- copies the last verify() found different from their owner's partition or missing; an 'identity'
 -- row when this node refuses writes (its name unresolved or changed); and 'keys' rows:
 -- key values held by more than one node (federation.key_check) and sequences of federated
 -- tables outside this node's range.
@@ -87,7 +88,8 @@ inbound_judged AS (
         CASE
             WHEN i.member_state = 'joining' AND i.join_error IS NOT NULL THEN 'WARNING'
             WHEN i.member_state = 'joining' THEN 'OK'
-            WHEN i.member_state IN ('failed', 'leaving') THEN 'CRITICAL'
+            WHEN i.member_state = 'failed' THEN 'CRITICAL'
+            WHEN i.member_state = 'leaving' THEN 'WARNING'
             WHEN i.subid IS NULL OR NOT i.subenabled THEN 'CRITICAL'
             WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' THEN 'CRITICAL'
             WHEN i.slot_wal_status = 'unreserved' THEN 'CRITICAL'
@@ -103,7 +105,8 @@ inbound_judged AS (
         CASE
             WHEN i.member_state = 'joining' AND i.join_error IS NOT NULL THEN 'joining; last step failed: ' || i.join_error
             WHEN i.member_state = 'joining' THEN 'joining: wiring and initial copies in progress'
-            WHEN i.member_state IN ('failed', 'leaving') THEN 'member is ' || i.member_state
+            WHEN i.member_state = 'failed' THEN 'member is failed'
+            WHEN i.member_state = 'leaving' THEN 'this node is leaving the federation (if federation.leave() stopped half-way, run it again)'
             WHEN i.subid IS NULL THEN 'this node has no subscription to ' || i.peer || ': its new rows do not arrive here'
             WHEN NOT i.subenabled THEN 'this node''s subscription to ' || i.peer || ' is disabled'
             WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' THEN
@@ -145,7 +148,8 @@ outbound_judged AS (
     SELECT o.*,
         CASE
             WHEN o.member_state = 'joining' THEN 'OK'
-            WHEN o.member_state IN ('failed', 'leaving') THEN 'CRITICAL'
+            WHEN o.member_state = 'failed' THEN 'CRITICAL'
+            WHEN o.member_state = 'leaving' THEN 'WARNING'
             WHEN o.slot_name IS NULL OR o.slot_wal_status = 'lost' THEN 'CRITICAL'
             WHEN o.slot_wal_status = 'unreserved' THEN 'CRITICAL'
             WHEN o.retained > l.wal_crit OR o.lag_bytes > l.wal_crit OR o.replay_lag > l.lag_crit THEN 'CRITICAL'
@@ -156,7 +160,8 @@ outbound_judged AS (
         END AS health,
         CASE
             WHEN o.member_state = 'joining' THEN 'joining: wiring and initial copies in progress'
-            WHEN o.member_state IN ('failed', 'leaving') THEN 'member is ' || o.member_state
+            WHEN o.member_state = 'failed' THEN 'member is failed'
+            WHEN o.member_state = 'leaving' THEN 'this node is leaving the federation (if federation.leave() stopped half-way, run it again)'
             WHEN o.slot_name IS NULL THEN
                 o.peer || '''s replication slot on this node is gone: ' || o.peer || '''s copies of this node''s partitions are stale'
             WHEN o.slot_wal_status = 'lost' THEN
@@ -199,6 +204,22 @@ settings AS (
            AS reason
     FROM needs
     HAVING count(*) > 0
+),
+copies AS (
+    -- What the last verify() on this node found wrong with a copy of a partition, until a
+    -- later verify() finds it matching or resync() rebuilds it. A copy holding rows its owner
+    -- lacks is never to be rebuilt from the owner: those rows were acknowledged somewhere.
+    SELECT c.node, c.status,
+           'CRITICAL'::text AS health,
+           format('verify() at %s found %s''s copy of %s''s partition of %s %s%s',
+                  date_trunc('second', c.checked_at), c.node, c.owner, c.relid,
+                  CASE c.status WHEN 'missing' THEN 'missing' ELSE 'different from the owner''s' END,
+                  coalesce(': ' || c.detail, '')) AS reason,
+           CASE WHEN c.rows > c.owner_rows
+                THEN 'the copy holds rows its owner lacks: do not resync it; docs/runbook.md, "A copy that verify reports as mismatched"'
+                ELSE format('on %s: SELECT federation.resync(%L, %L); then SELECT * FROM federation.verify(%L);',
+                            c.node, c.owner, c.relid::text, c.relid::text) END AS repair
+    FROM federation.copy_check c
 ),
 identity AS (
     -- A node whose name cannot be resolved, or differs from the one its partitions were made
@@ -265,6 +286,10 @@ UNION ALL
 SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.health <> 'OK' THEN 'raise the settings named in reason (docs/operations.md, "Settings")' END, now()
 FROM settings s
+UNION ALL
+SELECT c.node, 'copy', c.status, c.health, c.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, c.repair, now()
+FROM copies c
 UNION ALL
 SELECT NULL, 'identity', 'writes refused', i.health, i.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, i.repair, now()

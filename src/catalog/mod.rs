@@ -6,10 +6,12 @@
 //! publication steps (and only those) run as the extension's owner through
 //! [`as_extension_owner`]; the table's own DDL runs as the caller.
 
+mod checks;
 mod keys;
 mod member;
 mod probe;
 
+pub use checks::*;
 pub use keys::*;
 pub use member::*;
 pub use probe::*;

@@ -43,6 +43,12 @@ pub fn leave(drop_rows: bool) -> FedResult<()> {
         conns.push(r);
     }
     let mut me_conn = Remote::connect(&my_conninfo, "this node")?;
+    // Said first, and committed at once (over the connection to this node): while the slots
+    // and subscriptions go, status() here reports a node leaving, not lost slots; if leave()
+    // stops half-way, it keeps saying so until leave() runs again.
+    if catalog::sql_0_3_installed()? {
+        me_conn.query("UPDATE federation.node SET state = 'leaving'", &[])?;
+    }
     for (m, r) in members.iter().zip(conns.iter_mut()) {
         replication::drop_subscription(r, &subscription_name(&me, &m.name))?;
         r.remove_member(&me, drop_rows)?;

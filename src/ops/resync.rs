@@ -109,6 +109,8 @@ pub fn resync(node: &str, tbl: Option<pg_sys::Oid>, timeout: Duration) -> FedRes
         STILL_RUNNING,
         || Ok(replication::copies_pending(&mut here, &mut there, &sub)? == Some(0)),
     )?;
+    // What verify() recorded about these copies is repaired.
+    catalog::as_extension_owner(|| catalog::clear_copy_checks(&me, node, tbl))?;
     notice!(
         "pg_federation: rebuilt this node's copy of \"{node}\"'s partitions ({}) in {:.1} s",
         copies.join(", "),

@@ -176,11 +176,33 @@ fn verify(tbl: Option<pg_sys::Oid>) -> FedResult<Vec<CopyCheck>> {
         nodes.push(NodeConn { name: m.name, conn });
     }
     let mut out = vec![];
-    for (oid, table, cols) in &tables {
+    for (_, table, cols) in &tables {
         let owners: Vec<String> = nodes.iter().map(|p| p.name.clone()).collect();
         for owner in &owners {
             out.extend(verify_partition(&mut nodes, table, cols, owner)?);
         }
+    }
+    // What is wrong, for status() until a later verify() or a resync() (a copy that matched,
+    // or could not be reached, clears or leaves nothing).
+    let problems: Vec<catalog::CopyProblem> = out
+        .iter()
+        .filter(|c| c.status == "mismatch" || c.status == "missing")
+        .filter_map(|c| {
+            let relid = tables.iter().find(|(_, name, _)| *name == c.table)?.0;
+            Some(catalog::CopyProblem {
+                relid,
+                owner: &c.owner,
+                node: &c.node,
+                status: c.status,
+                rows: c.rows,
+                owner_rows: c.owner_rows,
+                detail: c.detail.as_deref(),
+            })
+        })
+        .collect();
+    let verified: Vec<pg_sys::Oid> = tables.iter().map(|(oid, _, _)| *oid).collect();
+    catalog::as_extension_owner(|| catalog::record_copy_checks(&verified, &problems))?;
+    for (oid, _, _) in &tables {
         // Key values held by more than one node (this node's copy of every partition).
         if !catalog::sql_0_3_installed()? {
             continue;
