@@ -170,6 +170,23 @@ fn a_running_federation_upgrades_node_by_node_while_every_node_writes() {
     }
 }
 
+/// A row inserted into `table` on `n` gets an id in `n`'s range (its node number in the top bits).
+fn assert_draws_from_its_range(n: &Node, table: &str) {
+    let k: i64 = n
+        .scalar("SELECT node_number FROM federation.local_node")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let id: i64 = n
+        .scalar(&format!(
+            "INSERT INTO {table} (note) VALUES ('x') RETURNING id"
+        ))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(id >> 48, k, "{table} on {} draws from its range", n.name);
+}
+
 #[test]
 fn a_sequence_that_cannot_be_numbered_on_upgrade_is_named_by_health_until_it_is_widened() {
     install_release_script(PREVIOUS);
@@ -198,17 +215,7 @@ fn a_sequence_that_cannot_be_numbered_on_upgrade_is_named_by_health_until_it_is_
         );
     }
     for n in &all {
-        let k: i64 = n
-            .scalar("SELECT node_number FROM federation.local_node")
-            .unwrap()
-            .parse()
-            .unwrap();
-        let id: i64 = n
-            .scalar("INSERT INTO modern (note) VALUES ('x') RETURNING id")
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(id >> 48, k, "modern on {} draws from its range", n.name);
+        assert_draws_from_its_range(n, "modern");
         let r = n
             .query("SELECT health, reason, repair FROM federation.status WHERE direction = 'keys'");
         assert_eq!(r.len(), 1, "{r:?}");
@@ -239,17 +246,7 @@ fn a_sequence_that_cannot_be_numbered_on_upgrade_is_named_by_health_until_it_is_
     }
     for n in &all {
         n.execute("SELECT federation.enable('legacy')");
-        let k: i64 = n
-            .scalar("SELECT node_number FROM federation.local_node")
-            .unwrap()
-            .parse()
-            .unwrap();
-        let id: i64 = n
-            .scalar("INSERT INTO legacy (note) VALUES ('x') RETURNING id")
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(id >> 48, k, "legacy on {} draws from its range", n.name);
+        assert_draws_from_its_range(n, "legacy");
     }
     for n in &all {
         wait_health_ok(n, &all);
