@@ -318,6 +318,16 @@ settings AS (
     FROM needs
     HAVING count(*) > 0
 ),
+spreading AS (
+    -- A table enabled here on a running federation but not yet federated on every member
+    -- (the worker spreads it after COMMIT): WARNING once that takes longer than lag_warning.
+    SELECT 'WARNING'::text AS health,
+           format('table %s is federated here but not yet on every member (enabled %s): the worker is still spreading it',
+                  t.relid, date_trunc('second', t.enabled_at)) AS reason,
+           'read this server''s log for what the worker reports about it; SELECT federation.wait_ready(); waits until it is done' AS repair
+    FROM federation.federated_table t CROSS JOIN limits l
+    WHERE t.mesh_state = 'pending' AND t.enabled_at < now() - l.lag_warn
+),
 copies AS (
     -- What the last verify() on this node found wrong with a copy of a partition, until a
     -- later verify() finds it matching or resync() rebuilds it. A copy holding rows its owner
@@ -399,6 +409,10 @@ UNION ALL
 SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.health <> 'OK' THEN 'raise the settings named in reason (docs/operations.md, "Settings")' END, now()
 FROM settings s
+UNION ALL
+SELECT NULL, 'table', 'spreading', t.health, t.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, t.repair, now()
+FROM spreading t
 UNION ALL
 SELECT c.node, 'copy', c.status, c.health, c.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, c.repair, now()

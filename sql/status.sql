@@ -6,7 +6,8 @@
 --           (lag in bytes, WAL the member keeps for this node, whether that slot was lost);
 --   'out' : the member receiving this node's partitions: the member's slot on this node (lag in
 --           bytes and time, WAL kept here, wal_status) and its walsender;
--- plus one 'settings' row: server settings too low for the current membership; 'copy' rows:
+-- plus one 'settings' row: server settings too low for the current membership; 'table' rows:
+-- tables enabled here that the worker has not yet federated on every member; 'copy' rows:
 -- copies the last verify() found different from their owner's partition or missing; an 'identity'
 -- row when this node refuses writes (its name unresolved or changed); and 'keys' rows:
 -- key values held by more than one node (federation.key_check) and sequences of federated
@@ -205,6 +206,16 @@ settings AS (
     FROM needs
     HAVING count(*) > 0
 ),
+spreading AS (
+    -- A table enabled here on a running federation but not yet federated on every member
+    -- (the worker spreads it after COMMIT): WARNING once that takes longer than lag_warning.
+    SELECT 'WARNING'::text AS health,
+           format('table %s is federated here but not yet on every member (enabled %s): the worker is still spreading it',
+                  t.relid, date_trunc('second', t.enabled_at)) AS reason,
+           'read this server''s log for what the worker reports about it; SELECT federation.wait_ready(); waits until it is done' AS repair
+    FROM federation.federated_table t CROSS JOIN limits l
+    WHERE t.mesh_state = 'pending' AND t.enabled_at < now() - l.lag_warn
+),
 copies AS (
     -- What the last verify() on this node found wrong with a copy of a partition, until a
     -- later verify() finds it matching or resync() rebuilds it. A copy holding rows its owner
@@ -286,6 +297,10 @@ UNION ALL
 SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.health <> 'OK' THEN 'raise the settings named in reason (docs/operations.md, "Settings")' END, now()
 FROM settings s
+UNION ALL
+SELECT NULL, 'table', 'spreading', t.health, t.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, t.repair, now()
+FROM spreading t
 UNION ALL
 SELECT c.node, 'copy', c.status, c.health, c.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, c.repair, now()

@@ -824,3 +824,39 @@ fn a_database_created_after_the_server_started_joins_at_once() {
         },
     );
 }
+
+#[test]
+fn health_says_when_a_table_is_not_yet_federated_on_every_member() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in [east, west] {
+        n.execute("CREATE TABLE pens (id bigint PRIMARY KEY, name text)");
+    }
+    // On west a transaction holds a lock that lets enable()'s checks read the table but keeps
+    // the worker from federating it there.
+    let mut holder =
+        pg_test::postgres::Client::connect(&west.client_conninfo(), pg_test::postgres::NoTls)
+            .unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE pens IN SHARE MODE")
+        .unwrap();
+    east.execute("SELECT federation.enable('pens')");
+    east.execute("SET federation.lag_warning = '1s'");
+    wait_until(
+        "health() to say pens is still spreading",
+        Duration::from_secs(60),
+        &c.all(),
+        || {
+            let h = east.query("SELECT health, reason FROM federation.health()");
+            Ok(h[0][0].as_deref() == Some("WARNING")
+                && h[0][1]
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("not yet on every member"))
+        },
+    );
+    holder.batch_execute("COMMIT").unwrap();
+    east.execute("SELECT federation.wait_ready('60 s')");
+    wait_health_ok(east, &c.all());
+    east.execute("RESET federation.lag_warning");
+}
