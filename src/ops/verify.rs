@@ -202,11 +202,9 @@ fn verify(tbl: Option<pg_sys::Oid>) -> FedResult<Vec<CopyCheck>> {
         .collect();
     let verified: Vec<pg_sys::Oid> = tables.iter().map(|(oid, _, _)| *oid).collect();
     catalog::as_extension_owner(|| catalog::record_copy_checks(&verified, &problems))?;
-    for (oid, _, _) in &tables {
-        // Key values held by more than one node (this node's copy of every partition).
-        if !catalog::sql_0_3_installed()? {
-            continue;
-        }
+    // Key values held by more than one node (this node's copy of every partition; 0.3.0 on).
+    let check_keys = catalog::sql_0_3_installed()?;
+    for (oid, _, _) in tables.iter().filter(|_| check_keys) {
         let found = duplicates::check(*oid)?;
         if let (Some(key), Some(first)) = (&found.key, found.duplicates.first()) {
             out.push(CopyCheck {
