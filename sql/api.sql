@@ -69,5 +69,6 @@ REVOKE EXECUTE ON FUNCTION
     federation.set_member_ready(text), federation.remove_member(text, boolean),
     federation.table_shape(text, text), federation.enable_here(text, text),
     federation.unpublish_here(text), federation.disable_here(text),
-    federation.reserve_node_number(integer, integer), federation.enable_check(text, text)
+    federation.reserve_node_number(integer, integer), federation.enable_check(text, text),
+    federation.ddl_quiesce_here(text), federation.ddl_lagging(text)
 FROM PUBLIC;

@@ -27,6 +27,14 @@ const DEFAULT_DATABASE: &CStr = c"postgres";
 /// `federation.unsafe_ddl`: lets a superuser run, on this node only, DDL the guard refuses.
 static UNSAFE_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// `federation.ddl_timeout`: how long a schema change on a federated table waits for locks
+/// on the members and for every member to catch up before it gives up (seconds).
+static DDL_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30);
+
+/// `federation.ddl_origin`: set by the node that runs a schema change on its sessions to the
+/// members; tells the member's DDL hook that the statement is a replica of that node's.
+static DDL_ORIGIN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 /// Health thresholds of federation.status(): replication lag as time (seconds) and WAL kept
 /// for a peer or not yet confirmed by it (megabytes).
 static LAG_WARNING: GucSetting<i32> = GucSetting::<i32>::new(60);
@@ -94,6 +102,25 @@ pub fn init() {
         &UNSAFE_DDL,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"federation.ddl_timeout",
+        c"How long a schema change of a federated table waits for the members' locks and for every member to catch up.",
+        c"docs/migrations.md: a schema change locks the table on every member and waits until every member has applied \
+          every other node's earlier rows of it; past this time it is refused and nothing changes anywhere.",
+        &DDL_TIMEOUT,
+        1,
+        3600,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"federation.ddl_origin",
+        c"Internal: the node whose schema change this session applies.",
+        c"Set by pg_federation on its own connections to the members; not for users.",
+        &DDL_ORIGIN,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL,
     );
     reserve_prefix(c"federation");
 }
@@ -177,6 +204,16 @@ pub fn node_conninfo() -> Option<String> {
 /// `federation.unsafe_ddl`.
 pub fn unsafe_ddl() -> bool {
     UNSAFE_DDL.get()
+}
+
+/// `federation.ddl_timeout`, in seconds.
+pub fn ddl_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(DDL_TIMEOUT.get().max(1) as u64)
+}
+
+/// `federation.ddl_origin`: the node whose schema change this session applies, if any.
+pub fn ddl_origin() -> Option<String> {
+    get_str(&DDL_ORIGIN)
 }
 
 /// `federation.database` (an empty setting means the default).

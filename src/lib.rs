@@ -13,7 +13,7 @@
 use pgrx::prelude::*;
 
 // The DBA verbs, the worker and the DDL guard.
-mod ddl;
+pub(crate) mod ddl;
 mod disable;
 mod enable;
 mod membership;
@@ -54,7 +54,8 @@ pgrx::extension_sql_file!(
         membership::rpc::peer_info, membership::rpc::check_reachable, membership::rpc::add_member,
         membership::rpc::set_member_ready, membership::rpc::remove_member, membership::rpc::table_shape,
         membership::rpc::enable_here, membership::rpc::unpublish_here, membership::rpc::disable_here,
-        membership::rpc::reserve_node_number, membership::rpc::enable_check
+        membership::rpc::reserve_node_number, membership::rpc::enable_check,
+        ddl::quiesce::ddl_quiesce_here, ddl::quiesce::ddl_lagging
     ]
 );
 pgrx::extension_sql_file!(

@@ -6,21 +6,24 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiHeapTupleData;
 
-/// Runs a statement (DDL or DML) and discards its result.
+/// Runs a statement (DDL or DML) and discards its result. Statements run through these
+/// helpers are pg_federation's own (src/own_ddl.rs): the DDL hook lets them through.
 pub fn exec(sql: &str) -> FedResult<()> {
-    Spi::run(sql)?;
+    crate::own_ddl::run(|| Spi::run(sql))?;
     Ok(())
 }
 
 /// Runs a statement with `$n` arguments.
 pub fn exec_args(sql: &str, args: &[DatumWithOid]) -> FedResult<()> {
-    Spi::run_with_args(sql, args)?;
+    crate::own_ddl::run(|| Spi::run_with_args(sql, args))?;
     Ok(())
 }
 
 /// Runs a statement with `$n` arguments and returns how many rows it processed.
 pub fn exec_count(sql: &str, args: &[DatumWithOid]) -> FedResult<usize> {
-    let n = Spi::connect_mut(|client| client.update(sql, None, args).map(|t| t.len()))?;
+    let n = crate::own_ddl::run(|| {
+        Spi::connect_mut(|client| client.update(sql, None, args).map(|t| t.len()))
+    })?;
     Ok(n)
 }
 

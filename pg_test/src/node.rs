@@ -164,6 +164,7 @@ impl Node {
              max_replication_slots = 20\n\
              max_wal_senders = 20\n\
              max_logical_replication_workers = 16\n\
+             max_prepared_transactions = 10\n\
              max_worker_processes = 32\n\
              shared_preload_libraries = 'pg_federation'\n\
              fsync = off\n\

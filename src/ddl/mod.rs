@@ -1,13 +1,27 @@
-//! The DDL guard: pg_federation's ProcessUtility hook. Statements that would silently break
-//! a federation are refused before anything changes, with the member, the reason and the way
-//! forward (drops.rs): DROP EXTENSION pg_federation on a member, DROP TABLE of a federated
-//! table or one of its partitions, DROP SCHEMA holding one. The extension's own DDL
-//! (src/own_ddl.rs) and a superuser's `SET federation.unsafe_ddl = on` pass.
+//! pg_federation's ProcessUtility hook: schema changes of federated tables.
 //!
-//! Installed by `_PG_init` when pg_federation is preloaded; in a database without the
-//! extension it costs one syscache lookup per DROP and nothing for other statements.
+//! - Ordinary DDL on a federated table (ALTER TABLE, CREATE/DROP INDEX, COMMENT, GRANT, ...),
+//!   run on any one node, is made on every member in the same transaction (classify.rs says
+//!   which statements and what each needs; spread.rs runs them on the members and commits
+//!   everywhere or nowhere; quiesce.rs lets earlier rows reach every member first; after.rs
+//!   is what every node does after the statement, such as republishing values a volatile
+//!   default computed).
+//! - Statements that would silently break a federation are refused before anything changes,
+//!   with the member, the reason and the way forward (classify.rs, drops.rs): DROP EXTENSION
+//!   pg_federation on a member, DROP TABLE of a federated table or one of its partitions,
+//!   DROP SCHEMA holding one, DDL on a partition, ATTACH/DETACH PARTITION, ...
+//!
+//! The extension's own DDL (src/own_ddl.rs), extension scripts and a superuser's
+//! `SET federation.unsafe_ddl = on` (this node only) pass. Installed by `_PG_init`; in a
+//! database without the extension it costs one syscache lookup per DDL statement.
 
+mod after;
+mod classify;
 mod drops;
+pub(crate) mod quiesce;
+mod spread;
+
+pub use spread::GID_PREFIX;
 
 use pgrx::prelude::*;
 use std::ffi::{c_char, CStr};
@@ -20,6 +34,7 @@ pub fn install() {
         PREVIOUS = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(process_utility);
     }
+    spread::install();
 }
 
 /// The names in a List of String nodes.
@@ -68,6 +83,80 @@ fn extension_installed_here() -> bool {
     unsafe { pg_sys::get_extension_oid(c"pg_federation".as_ptr(), true) != pg_sys::InvalidOid }
 }
 
+/// The text of the one statement `pstmt` is, out of a query string that may hold several.
+unsafe fn statement_text(pstmt: *mut pg_sys::PlannedStmt, query: *const c_char) -> String {
+    if query.is_null() {
+        return String::new();
+    }
+    let q = CStr::from_ptr(query).to_bytes();
+    let start = ((*pstmt).stmt_location.max(0) as usize).min(q.len());
+    let end = if (*pstmt).stmt_len > 0 {
+        (start + (*pstmt).stmt_len as usize).min(q.len())
+    } else {
+        q.len()
+    };
+    String::from_utf8_lossy(&q[start..end]).trim().to_string()
+}
+
+/// What the hook does with a statement, decided before it runs.
+enum Plan {
+    /// Nothing of ours: run it.
+    Run,
+    /// A federated schema change made here on behalf of another node's (ddl_origin), or on
+    /// this node only (unsafe_ddl): run it, then the after-steps.
+    Here(classify::Change),
+    /// A federated schema change that starts here: every member makes it too.
+    Everywhere(classify::Change, String),
+}
+
+unsafe fn plan(pstmt: *mut pg_sys::PlannedStmt, query: *const c_char) -> Plan {
+    let stmt = (*pstmt).utilityStmt;
+    if crate::own_ddl::active()
+        || pg_sys::creating_extension
+        || !pg_sys::IsTransactionState()
+        || !extension_installed_here()
+    {
+        return Plan::Run;
+    }
+    let verdict = match classify::classify(stmt) {
+        Ok(v) => v,
+        Err(e) => e.raise(),
+    };
+    let origin = crate::gucs::ddl_origin().is_some();
+    let unsafe_ddl = crate::gucs::unsafe_ddl();
+    match verdict {
+        classify::Verdict::Pass => Plan::Run,
+        classify::Verdict::Refuse(_) if origin || unsafe_ddl => Plan::Run,
+        classify::Verdict::Refuse(e) => e.raise(),
+        classify::Verdict::Federate(c) if origin => Plan::Here(c),
+        classify::Verdict::Federate(_) if unsafe_ddl => Plan::Run,
+        classify::Verdict::Federate(c) => {
+            let spreads = spread::has_members().unwrap_or_else(|e| e.raise());
+            if spreads {
+                Plan::Everywhere(c, statement_text(pstmt, query))
+            } else {
+                Plan::Here(c)
+            }
+        }
+    }
+}
+
+/// Before a federated change runs here: refusals that need the catalog, the members'
+/// sessions, the quiesce.
+fn prepare_everywhere(change: &classify::Change) -> crate::errors::FedResult<()> {
+    let table = crate::table::Table::load(change.table)?.qualified();
+    spread::check_usable()?;
+    if change.drops_columns && after::wrote_own_rows(change.table)? {
+        return Err(crate::errors::FedError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("cannot drop or rename a column of federated table {table} in a transaction that already wrote its rows"),
+        )
+        .detail("Rows written earlier in this transaction are sent to the members with the old columns, after the members have dropped or renamed them.")
+        .hint("Commit the data change first and run the schema change in a transaction of its own (in Alembic or Django: a separate migration)."));
+    }
+    spread::before(change.table, &table)
+}
+
 #[pg_guard]
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
@@ -80,6 +169,12 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
+    let plan = plan(pstmt, query_string);
+    if let Plan::Everywhere(change, _) = &plan {
+        if let Err(e) = prepare_everywhere(change) {
+            e.raise();
+        }
+    }
     let what = dropping((*pstmt).utilityStmt);
     let guarded = what.is_some()
         && !crate::own_ddl::active()
@@ -115,6 +210,22 @@ unsafe extern "C-unwind" fn process_utility(
             dest,
             qc,
         ),
+    }
+    match &plan {
+        Plan::Run => {}
+        Plan::Here(change) => {
+            if let Err(e) = after::apply(change) {
+                e.raise();
+            }
+        }
+        Plan::Everywhere(change, text) => {
+            let done = after::apply(change).and_then(|_| {
+                spread::replicate(text, &crate::table::oid_sql(change.table)?)
+            });
+            if let Err(e) = done {
+                e.raise();
+            }
+        }
     }
     if guarded && drops_extension && !extension_installed_here() {
         if let Err(e) = drops::remove_empty_schema() {

@@ -9,6 +9,7 @@
 
 mod discovery;
 mod launcher;
+mod prepared;
 mod probe;
 mod reconcile;
 
@@ -95,6 +96,7 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
         pause = Duration::from_millis(if busy { 100 } else { 1000 });
         if last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {
             probe::probe_members();
+            prepared::resolve_orphans();
             last_probe = Some(std::time::Instant::now());
         }
     }

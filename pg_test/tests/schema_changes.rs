@@ -1,0 +1,297 @@
+//! Schema changes of federated tables (issue 11, src/ddl/): ordinary DDL run on one node, as
+//! a migration tool sends it, is made on every member in the same transaction; replication
+//! never stops and no copy differs from its owner while writers keep writing on every node;
+//! volatile defaults give every copy its owner's values; COMMIT applies everywhere, ROLLBACK
+//! nowhere; what cannot be made safe is refused with nothing changed on any node.
+
+use pg_test::scenario::{assert_converged, assert_verified, joined, settle, wait_health_ok};
+use pg_test::{wait_until, Cluster, Node, Writer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The columns of `table` on `node`, in order, with types: what "the same schema" means here.
+fn columns(node: &Node, table: &str) -> String {
+    node.scalar(&format!(
+        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod) || CASE WHEN attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY attnum)
+         FROM pg_attribute WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped"
+    ))
+    .unwrap_or_default()
+}
+
+fn same_schema_everywhere(c: &Cluster, table: &str) -> String {
+    let first = columns(&c.nodes[0], table);
+    for n in &c.nodes[1..] {
+        assert_eq!(columns(n, table), first, "{table} on {} vs {}", n.name, c.nodes[0].name);
+    }
+    first
+}
+
+/// Apply and initial-copy errors of every subscription on `node` since it started.
+fn replication_errors(node: &Node) -> i64 {
+    node.scalar("SELECT coalesce(sum(apply_error_count + sync_error_count), 0) FROM pg_stat_subscription_stats")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Samples health() and the replication error counters of every node until stopped; returns
+/// every sample that was not OK or saw an error.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    bad: Arc<Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Sampler {
+    fn start(c: &Cluster) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let bad = Arc::new(Mutex::new(vec![]));
+        let targets: Vec<(String, String, i64)> = c
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.client_conninfo(), replication_errors(n)))
+            .collect();
+        let (s, b) = (stop.clone(), bad.clone());
+        let handle = std::thread::spawn(move || {
+            let mut clients: Vec<postgres::Client> = targets
+                .iter()
+                .map(|(_, c, _)| postgres::Client::connect(c, postgres::NoTls).unwrap())
+                .collect();
+            let mut samples = 0;
+            while !s.load(Ordering::Relaxed) {
+                for (i, (name, _, errors0)) in targets.iter().enumerate() {
+                    let row = clients[i]
+                        .query_one(
+                            "SELECT h.health, h.reason, (SELECT coalesce(sum(apply_error_count + sync_error_count), 0)::int8 FROM pg_stat_subscription_stats)
+                             FROM federation.health() h",
+                            &[],
+                        )
+                        .unwrap();
+                    let (health, reason, errors): (String, Option<String>, i64) =
+                        (row.get(0), row.get(1), row.get(2));
+                    if health != "OK" || errors != *errors0 {
+                        b.lock().unwrap().push(format!(
+                            "{name}: {health} {reason:?}, replication errors {errors0} -> {errors}"
+                        ));
+                    }
+                }
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(20)); // sampling pace, not synchronisation
+            }
+            samples
+        });
+        Sampler {
+            stop,
+            bad,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops sampling and asserts every sample was OK.
+    fn assert_all_ok(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.handle.take().unwrap().join().unwrap();
+        assert!(samples > 3, "only {samples} samples taken");
+        let bad = self.bad.lock().unwrap();
+        assert!(bad.is_empty(), "{} of {samples} samples not OK: {:?}", bad.len(), &bad[..bad.len().min(10)]);
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn columns_added_changed_and_dropped_on_one_node_reach_every_member_while_every_node_writes() {
+    let c = joined(&["central", "east", "west"]);
+    let (central, east, west) = (c.node("central"), c.node("east"), c.node("west"));
+    for n in c.all() {
+        wait_health_ok(n, &c.all());
+    }
+    let writers: Vec<Writer> = c.all().iter().map(|n| Writer::start(n, "hippos")).collect();
+    for w in &writers {
+        w.wait_for_more(50, &c.all());
+    }
+    let sampler = Sampler::start(&c);
+
+    // A plain new column: every member has it as soon as east commits.
+    east.execute("ALTER TABLE hippos ADD COLUMN weight_kg numeric");
+    same_schema_everywhere(&c, "hippos");
+    west.execute("INSERT INTO hippos (value, weight_kg) VALUES (-1, 1450)");
+    for w in &writers {
+        w.wait_for_more(20, &c.all());
+    }
+
+    // A volatile default, inside the migration tool's transaction: each existing row gets
+    // the value its owner computed, on every copy.
+    west.execute("BEGIN; ALTER TABLE hippos ADD COLUMN tagged_at timestamptz NOT NULL DEFAULT clock_timestamp(); ALTER TABLE hippos ADD COLUMN tag uuid DEFAULT gen_random_uuid(); COMMIT");
+    same_schema_everywhere(&c, "hippos");
+    for w in &writers {
+        w.wait_for_more(20, &c.all());
+    }
+
+    // A type change, a rename, a constraint and a drop, from the third node.
+    central.execute("ALTER TABLE hippos ALTER COLUMN weight_kg TYPE double precision");
+    central.execute("ALTER TABLE hippos RENAME COLUMN created_at TO born_at");
+    central.execute("ALTER TABLE hippos ADD CONSTRAINT weight_positive CHECK (weight_kg > 0)");
+    east.execute("ALTER TABLE hippos DROP COLUMN weight_kg");
+    let schema = same_schema_everywhere(&c, "hippos");
+    assert!(schema.contains("born_at timestamp with time zone not null"), "{schema}");
+    assert!(schema.contains("tagged_at timestamp with time zone not null"), "{schema}");
+    assert!(!schema.contains("weight_kg"), "{schema}");
+    for w in &writers {
+        w.wait_for_more(20, &c.all());
+    }
+    sampler.assert_all_ok();
+    settle(&c, writers);
+    // Every copy holds its owner's computed values (settle() compares whole rows).
+    for n in c.all() {
+        assert_verified(n);
+    }
+    let distinct_tags = east
+        .scalar("SELECT count(DISTINCT tag) = count(*) FROM hippos")
+        .unwrap();
+    assert_eq!(distinct_tags, "t");
+    // The row west wrote with the column that was dropped later reached everyone.
+    for n in c.all() {
+        assert_eq!(n.row_count("SELECT 1 FROM hippos WHERE value = -1"), 1, "{}", n.name);
+    }
+}
+
+#[test]
+fn a_change_commits_on_every_member_or_on_none_and_savepoints_are_honoured() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    let before = same_schema_everywhere(&c, "hippos");
+
+    east.execute("BEGIN; ALTER TABLE hippos ADD COLUMN rolled_back int; ROLLBACK");
+    assert_eq!(same_schema_everywhere(&c, "hippos"), before);
+
+    east.execute(
+        "BEGIN;
+         ALTER TABLE hippos ADD COLUMN kept int;
+         SAVEPOINT s1;
+         ALTER TABLE hippos ADD COLUMN undone int;
+         ROLLBACK TO SAVEPOINT s1;
+         SAVEPOINT s2;
+         ALTER TABLE hippos ADD COLUMN also_kept text;
+         RELEASE SAVEPOINT s2;
+         CREATE INDEX hippos_kept ON hippos (kept);
+         COMMENT ON COLUMN hippos.kept IS 'kept by the migration';
+         COMMIT",
+    );
+    let after = same_schema_everywhere(&c, "hippos");
+    assert!(after.contains("kept integer") && after.contains("also_kept text"), "{after}");
+    assert!(!after.contains("undone"), "{after}");
+    for n in c.all() {
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'hippos_kept'").unwrap(),
+            "1",
+            "{}",
+            n.name
+        );
+        assert_eq!(
+            n.scalar("SELECT col_description('hippos'::regclass, (SELECT attnum FROM pg_attribute WHERE attrelid = 'hippos'::regclass AND attname = 'kept'))").as_deref(),
+            Some("kept by the migration"),
+            "{}",
+            n.name
+        );
+    }
+    // A member that refuses (the column exists there already, made by hand) rolls back the
+    // whole transaction everywhere.
+    west.execute("BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos ADD COLUMN clash int; COMMIT");
+    let e = east.expect_error("BEGIN; ALTER TABLE hippos ADD COLUMN fine int; ALTER TABLE hippos ADD COLUMN clash int; COMMIT");
+    assert_eq!(e.code, "42701", "{e}");
+    assert!(e.message.contains("member \"west\""), "{e}");
+    east.execute("ROLLBACK");
+    assert!(!columns(east, "hippos").contains("fine"));
+    assert!(!columns(west, "hippos").contains("fine"));
+    // No prepared transaction is left behind anywhere.
+    for n in c.all() {
+        assert_eq!(n.row_count("SELECT 1 FROM pg_prepared_xacts"), 0, "{}", n.name);
+    }
+    west.execute("BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos DROP COLUMN clash; COMMIT");
+    east.execute("DROP INDEX hippos_kept");
+    for n in c.all() {
+        assert_eq!(n.row_count("SELECT 1 FROM pg_indexes WHERE indexname = 'hippos_kept'"), 0);
+    }
+    east.execute("INSERT INTO hippos (value, kept) VALUES (1, 2)");
+    west.execute("INSERT INTO hippos (value, also_kept) VALUES (2, 'x')");
+    assert_converged(&c, "hippos");
+}
+
+#[test]
+fn changes_that_cannot_be_made_safe_are_refused_and_change_nothing_anywhere() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("CREATE TABLE spare (LIKE hippos)");
+    let snapshot = |n: &Node| pg_test::checks::snapshot(n, "public");
+    let (e0, w0) = (snapshot(east), snapshot(west));
+    for (sql, code, needle) in [
+        ("ALTER TABLE hippos_west ADD COLUMN x int", "0A000", "partition of federated table"),
+        ("CREATE INDEX ON hippos_east (value)", "0A000", "partition of federated table"),
+        ("ALTER TABLE hippos DETACH PARTITION hippos_west", "0A000", "attach or detach"),
+        ("ALTER TABLE hippos ATTACH PARTITION spare FOR VALUES IN ('north')", "0A000", "attach or detach"),
+        ("ALTER TABLE hippos SET UNLOGGED", "0A000", "persistence"),
+        ("ALTER TABLE hippos ALTER COLUMN node_name DROP DEFAULT", "0A000", "node column"),
+        ("ALTER TABLE hippos DROP COLUMN node_name", "0A000", "node column"),
+        ("ALTER TABLE hippos RENAME COLUMN node_name TO origin", "0A000", "node column"),
+        ("ALTER TABLE hippos DISABLE TRIGGER ALL", "0A000", "triggers"),
+        ("ALTER TABLE hippos SET SCHEMA pg_temp", "0A000", "another schema"),
+        ("CREATE TABLE hippos_north PARTITION OF hippos FOR VALUES IN ('north')", "0A000", "cannot add a partition"),
+        ("GRANT SELECT ON hippos, spare TO PUBLIC", "0A000", "together with other tables"),
+        ("BEGIN; INSERT INTO hippos (value) VALUES (1); ALTER TABLE hippos DROP COLUMN value; COMMIT", "0A000", "already wrote its rows"),
+    ] {
+        let e = east.expect_error(sql);
+        assert_eq!(e.code, code, "{sql}: {e}");
+        assert!(e.message.contains(needle), "{sql}: {e}");
+        let hint = e.hint.as_deref().unwrap_or_default();
+        assert!(hint.contains("unsafe_ddl") || hint.contains("transaction of its own"), "{sql}: {e}");
+    }
+    east.execute("ROLLBACK");
+    assert_eq!(snapshot(east), e0);
+    assert_eq!(snapshot(west), w0);
+
+    // A member that is down: refused up front, naming it; nothing changed here.
+    west.stop();
+    let e = east.expect_error("ALTER TABLE hippos ADD COLUMN while_down int");
+    assert_eq!(e.code, "08006", "{e}");
+    assert!(e.message.contains("member \"west\" is unreachable"), "{e}");
+    assert!(e.hint.as_deref().unwrap_or_default().contains("drop_node"), "{e}");
+    assert!(!columns(east, "hippos").contains("while_down"));
+    // The escape hatch: this node only.
+    east.execute("BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos ADD COLUMN only_here int; COMMIT");
+    assert!(columns(east, "hippos").contains("only_here"));
+    west.start_again();
+    assert!(!columns(west, "hippos").contains("only_here"));
+    east.execute("BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos DROP COLUMN only_here; COMMIT");
+    same_schema_everywhere(&c, "hippos");
+}
+
+#[test]
+fn a_member_killed_before_commit_leaves_the_change_nowhere_and_replication_running() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    let mut client = east.connect().unwrap();
+    client.batch_execute("BEGIN; ALTER TABLE hippos ADD COLUMN doomed int").unwrap();
+    west.kill9();
+    let e = client.batch_execute("COMMIT").unwrap_err();
+    let db = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    assert!(db.contains("member \"west\""), "{e:?}");
+    drop(client);
+    west.start_again();
+    assert!(!columns(east, "hippos").contains("doomed"));
+    assert!(!columns(west, "hippos").contains("doomed"));
+    wait_until("west to have no prepared transaction", Duration::from_secs(60), &c.all(), || {
+        Ok(west.row_count("SELECT 1 FROM pg_prepared_xacts") == 0)
+    });
+    east.execute("INSERT INTO hippos (value) VALUES (10)");
+    west.execute("INSERT INTO hippos (value) VALUES (20)");
+    assert_converged(&c, "hippos");
+    // And the next change goes through.
+    east.execute("ALTER TABLE hippos ADD COLUMN after_crash int");
+    same_schema_everywhere(&c, "hippos");
+}
