@@ -7,9 +7,11 @@ use pg_test::scenario::{assert_converged, join, settle, wait_health_ok, HIPPOS};
 use pg_test::{install_release_script, Cluster, Node, NodeSpec, Writer};
 
 /// Every earlier release: an install of each must upgrade to exactly the current one.
-const RELEASES: [&str; 2] = ["0.1.0", "0.2.0"];
+const RELEASES: [&str; 3] = ["0.1.0", "0.2.0", "0.3.0"];
 /// The release before this one: a running federation upgrades from it.
-const PREVIOUS: &str = "0.2.0";
+const PREVIOUS: &str = "0.3.0";
+/// An older release a running federation also upgrades from (node numbers and keys arrive).
+const OLDER: &str = "0.2.0";
 
 fn version(n: &Node) -> String {
     n.scalar("SELECT extversion FROM pg_extension WHERE extname = 'pg_federation'")
@@ -98,13 +100,13 @@ fn an_upgraded_install_has_exactly_the_objects_of_a_fresh_one() {
 }
 
 #[test]
-fn a_running_federation_upgrades_node_by_node_while_every_node_writes() {
-    install_release_script(PREVIOUS);
+fn a_running_federation_upgrades_node_by_node_from_0_2_0_while_every_node_writes() {
+    install_release_script(OLDER);
     let names = ["east", "central", "west"];
     let c = Cluster::start(&names.map(|n| NodeSpec::guc(n).without_extension()));
     for n in &c.nodes {
         n.execute(&format!(
-            "CREATE EXTENSION pg_federation VERSION '{PREVIOUS}'; {HIPPOS}
+            "CREATE EXTENSION pg_federation VERSION '{OLDER}'; {HIPPOS}
              CREATE TABLE counters (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text);
              SELECT federation.enable('counters');"
         ));
@@ -117,7 +119,7 @@ fn a_running_federation_upgrades_node_by_node_while_every_node_writes() {
     let mut upgraded: Vec<&Node> = vec![];
     for n in &c.nodes {
         n.execute("ALTER EXTENSION pg_federation UPDATE");
-        assert_ne!(version(n), PREVIOUS, "{} was updated", n.name);
+        assert_ne!(version(n), OLDER, "{} was updated", n.name);
         // 0.3.0 numbers the nodes of a federation formed before it by name (central, east,
         // west), and an upgraded node's sequences draw from its range at once, while the
         // others still run 0.2.0.
@@ -170,6 +172,49 @@ fn a_running_federation_upgrades_node_by_node_while_every_node_writes() {
     }
 }
 
+#[test]
+fn a_federation_upgraded_from_the_previous_release_changes_schemas_on_every_member() {
+    install_release_script(PREVIOUS);
+    let names = ["east", "central", "west"];
+    let c = Cluster::start(&names.map(|n| NodeSpec::guc(n).without_extension()));
+    for n in &c.nodes {
+        n.execute(&format!("CREATE EXTENSION pg_federation VERSION '{PREVIOUS}'; {HIPPOS}"));
+    }
+    for n in &c.nodes[1..] {
+        join(n, &c.nodes[0]);
+    }
+    let writers: Vec<Writer> = c.nodes.iter().map(|n| Writer::start(n, "hippos")).collect();
+    let all = c.all();
+    let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
+    east.execute("ALTER EXTENSION pg_federation UPDATE");
+    assert_ne!(version(east), PREVIOUS);
+    // Mixed versions: a schema change is refused before anything changes, naming the member.
+    let e = east.expect_error("ALTER TABLE hippos ADD COLUMN weight_kg numeric");
+    assert_eq!(e.code, "55000", "{e}");
+    assert!(e.message.contains("central") && e.message.contains(PREVIOUS), "{e}");
+    assert!(e.hint.as_deref().unwrap_or_default().contains("ALTER EXTENSION pg_federation UPDATE"), "{e}");
+    for n in &all {
+        assert_eq!(n.row_count("SELECT 1 FROM pg_attribute WHERE attrelid = 'hippos'::regclass AND attname = 'weight_kg'"), 0);
+    }
+    central.execute("ALTER EXTENSION pg_federation UPDATE");
+    west.execute("ALTER EXTENSION pg_federation UPDATE");
+    for w in &writers {
+        w.wait_for_more(100, &all);
+    }
+    // Upgraded everywhere: a change on one node reaches every member while all write.
+    west.execute("ALTER TABLE hippos ADD COLUMN weight_kg numeric DEFAULT 1000");
+    for n in &all {
+        assert_eq!(n.row_count("SELECT 1 FROM pg_attribute WHERE attrelid = 'hippos'::regclass AND attname = 'weight_kg'"), 1, "{}", n.name);
+    }
+    for w in &writers {
+        w.wait_for_more(100, &all);
+    }
+    settle(&c, writers);
+    for m in &all {
+        wait_health_ok(m, &all);
+    }
+}
+
 /// A row inserted into `table` on `n` gets an id in `n`'s range (its node number in the top bits).
 fn assert_draws_from_its_range(n: &Node, table: &str) {
     let k: i64 = n
@@ -189,7 +234,7 @@ fn assert_draws_from_its_range(n: &Node, table: &str) {
 
 #[test]
 fn a_sequence_that_cannot_be_numbered_on_upgrade_is_named_by_health_until_it_is_widened() {
-    install_release_script(PREVIOUS);
+    install_release_script(OLDER);
     let c = Cluster::start(&[
         NodeSpec::guc("east").without_extension(),
         NodeSpec::guc("west").without_extension(),
@@ -197,7 +242,7 @@ fn a_sequence_that_cannot_be_numbered_on_upgrade_is_named_by_health_until_it_is_
     let (east, west) = (c.node("east"), c.node("west"));
     for n in &c.nodes {
         n.execute(&format!(
-            "CREATE EXTENSION pg_federation VERSION '{PREVIOUS}';
+            "CREATE EXTENSION pg_federation VERSION '{OLDER}';
              CREATE TABLE legacy (id serial PRIMARY KEY, note text); SELECT federation.enable('legacy');
              CREATE TABLE modern (id bigserial PRIMARY KEY, note text); SELECT federation.enable('modern');"
         ));

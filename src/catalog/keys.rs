@@ -25,6 +25,16 @@ pub fn sql_0_3_installed() -> FedResult<bool> {
     .unwrap_or(false))
 }
 
+/// Whether the installed SQL is 0.4.0 or later (schema changes reach every member): until
+/// then DDL on a federated table stays on this node, as it did.
+pub fn sql_0_4_installed() -> FedResult<bool> {
+    Ok(spi::one::<bool>(
+        "SELECT pg_catalog.to_regprocedure('federation.ddl_quiesce_here(text)') IS NOT NULL",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
 /// This node's number in its federation; None until it joins (or before 0.3.0's SQL).
 pub fn node_number() -> FedResult<Option<i32>> {
     if !sql_0_3_installed()? {

@@ -118,6 +118,23 @@ fn partition_refused(partition: pg_sys::Oid, parent: &str) -> Verdict {
     )
 }
 
+/// Whether `stmt` is of a kind [`classify`] looks at (a check on the node tag alone).
+pub(super) unsafe fn may_concern_tables(stmt: *mut pg_sys::Node) -> bool {
+    use pg_sys::NodeTag::*;
+    !stmt.is_null()
+        && matches!(
+            (*stmt).type_,
+            T_AlterTableStmt
+                | T_RenameStmt
+                | T_IndexStmt
+                | T_DropStmt
+                | T_CommentStmt
+                | T_GrantStmt
+                | T_AlterObjectSchemaStmt
+                | T_CreateStmt
+        )
+}
+
 /// Reads a utility statement.
 #[allow(non_upper_case_globals)]
 pub(super) unsafe fn classify(stmt: *mut pg_sys::Node) -> FedResult<Verdict> {

@@ -111,10 +111,16 @@ enum Plan {
 
 unsafe fn plan(pstmt: *mut pg_sys::PlannedStmt, query: *const c_char) -> Plan {
     let stmt = (*pstmt).utilityStmt;
+    // Only these can be about a federated table; everything else (BEGIN, SET, ...) must not
+    // even take a snapshot here (a tablesync's BEGIN ISOLATION LEVEL must come first).
+    if !classify::may_concern_tables(stmt) {
+        return Plan::Run;
+    }
     if crate::own_ddl::active()
         || pg_sys::creating_extension
         || !pg_sys::IsTransactionState()
         || !extension_installed_here()
+        || !crate::catalog::sql_0_4_installed().unwrap_or_else(|e| e.raise())
     {
         return Plan::Run;
     }
