@@ -71,7 +71,7 @@ pg18_config() {
 # The Python tools the scenario tests drive against a federation (SQLAlchemy, psycopg,
 # Django), pinned, in their own venv; exports PG_FEDERATION_PYTHON.
 PYTOOLS_HOME=${PYTOOLS_HOME:-/opt/pg_federation/pytools}
-PYTOOLS=(SQLAlchemy==2.0.58 "psycopg[binary]==3.2.13" Django==5.2.19)
+PYTOOLS=(SQLAlchemy==2.0.58 "psycopg[binary]==3.2.13" Django==5.2.19 alembic==1.20.1 Mako==1.3.10)
 python_tools() {
     local py=$PYTOOLS_HOME/venv/bin/python
     if ! "$py" -c 'import sys, importlib.metadata as m; want = dict(a.split("==") for a in sys.argv[1:]); sys.exit(any(m.version(k.split("[")[0]) != v for k, v in want.items()))' "${PYTOOLS[@]}" 2>/dev/null; then

@@ -93,7 +93,11 @@ CREATE UNLOGGED TABLE federation.peer_probe (
     apply_errors        bigint NOT NULL DEFAULT 0,
     sync_errors         bigint NOT NULL DEFAULT 0,
     errors_seen_at      timestamptz,   -- when the worker last saw an error counter grow
-    error_streak        integer NOT NULL DEFAULT 0  -- consecutive probes that saw it grow
+    error_streak        integer NOT NULL DEFAULT 0, -- consecutive probes that saw it grow
+    -- Federated tables whose columns differ between this node and the member (names, types,
+    -- NOT NULL), and since which probe: a schema change made on one node only.
+    schema_diff         text,
+    schema_diff_since   timestamptz
 );
 REVOKE ALL ON federation.peer_probe FROM PUBLIC;
 

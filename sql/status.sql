@@ -11,7 +11,8 @@
 -- copies the last verify() found different from their owner's partition or missing; an 'identity'
 -- row when this node refuses writes (its name unresolved or changed); and 'keys' rows:
 -- key values held by more than one node (federation.key_check) and sequences of federated
--- tables outside this node's range.
+-- tables outside this node's range; 'schema' rows: a federated table whose columns differ from
+-- a member's, and a schema change prepared here whose outcome is not yet known.
 -- Thresholds: federation.lag_warning / lag_critical (time), federation.retained_wal_warning /
 -- retained_wal_critical (bytes). SECURITY DEFINER so that pg_monitor sees every row; it shows
 -- no connection string.
@@ -257,6 +258,26 @@ keys AS (
     JOIN federation.column_sequence cs ON cs.relid = t.relid
     WHERE l.node_number IS NOT NULL
       AND (cs.min_value <> l.node_number::bigint << 48 OR cs.max_value <> ((l.node_number::bigint + 1) << 48) - 1)
+),
+schemas AS (
+    -- A federated table whose columns differ between this node and a member, seen by two
+    -- probes in a row (a change made on one node only, with federation.unsafe_ddl).
+    SELECT p.node_name AS peer, 'different'::text AS state, 'WARNING'::text AS health,
+           format('the columns of %s differ between this node and %s (since %s): a schema change was made on one of them only',
+                  p.schema_diff, p.node_name, date_trunc('second', p.schema_diff_since)) AS reason,
+           'make the table the same on both (docs/migrations.md, "The escape hatch"): rows carrying a column a node lacks stop replicating' AS repair
+    FROM federation.peer_probe p
+    WHERE p.schema_diff IS NOT NULL AND p.schema_diff_since < p.probed_at
+    UNION ALL
+    -- A schema change prepared here that its node has not yet committed or rolled back: the
+    -- table's locks are held until the worker learns the outcome.
+    SELECT split_part(x.gid, ':', 2), 'prepared', 'WARNING',
+           format('schema change %s is prepared here since %s and holds its table''s locks until %s''s outcome is known',
+                  x.gid, date_trunc('second', x.prepared), split_part(x.gid, ':', 2)),
+           'the worker commits or rolls it back once that node is reachable; if it is gone for good, see docs/migrations.md, "How a change is made"'
+    FROM pg_catalog.pg_prepared_xacts x CROSS JOIN limits l
+    WHERE x.gid LIKE 'pg\_federation\_ddl:%' AND x.database = current_database()
+      AND x.prepared < now() - l.lag_warn
 )
 SELECT i.peer, 'in', CASE
            WHEN i.member_state <> 'ready' THEN i.member_state
@@ -313,13 +334,17 @@ UNION ALL
 SELECT NULL, 'keys', NULL, k.health, k.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        k.repair, now()
 FROM keys k
+UNION ALL
+SELECT sc.peer, 'schema', sc.state, sc.health, sc.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, sc.repair, now()
+FROM schemas sc
 ORDER BY 1 NULLS FIRST, 2
 $$;
 
 COMMENT ON FUNCTION federation.status() IS
   'One row per member and direction (in: this node receiving the member''s partitions; out: '
   'the member receiving this node''s), plus server settings, identity (a node that refuses '
-  'writes) and keys (duplicate key values, sequences outside this node''s range): state, health (OK, WARNING, CRITICAL), reason, lag, '
+  'writes), keys (duplicate key values, sequences outside this node''s range) and schema (columns differing from a member''s, a prepared schema change): state, health (OK, WARNING, CRITICAL), reason, lag, '
   'WAL kept, copies in progress, errors, stale partitions and the repair.';
 
 CREATE VIEW federation.status AS SELECT * FROM federation.status();

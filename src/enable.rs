@@ -169,9 +169,14 @@ fn check_table_on_members(t: &Table, node_column: &str, members: &[Member]) -> F
         // Every member federates the table as this version does (keys, sequences).
         r.check_version(&format!("member \"{}\"", m.name), &my_version)?;
         let Some(theirs) = r.table_shape(&t.qualified(), node_column)? else {
+            // Created in this transaction (a migration that creates and enables a table):
+            // created there too, in this transaction, from the same statements.
+            if crate::ddl::create_on_member(t.oid, &t.qualified(), &m.name)? {
+                continue;
+            }
             return Err(FedError::prerequisite(format!("table {} does not exist on member \"{}\"", t.qualified(), m.name))
                 .detail("On a running federation, enable() federates the table on every member, so it must exist everywhere.")
-                .hint(format!("Create {} on \"{}\" with the same columns, then call enable() again.", t.qualified(), m.name)));
+                .hint(format!("Create {} on \"{}\" with the same columns, then call enable() again; or create the table and enable it in one transaction, and the members get it from this node (docs/migrations.md).", t.qualified(), m.name)));
         };
         if theirs != mine {
             return Err(FedError::new(

@@ -262,12 +262,63 @@ fn changes_that_cannot_be_made_safe_are_refused_and_change_nothing_anywhere() {
     assert!(e.message.contains("member \"west\" is unreachable"), "{e}");
     assert!(e.hint.as_deref().unwrap_or_default().contains("drop_node"), "{e}");
     assert!(!columns(east, "hippos").contains("while_down"));
-    // The escape hatch: this node only.
+    west.start_again();
+    // The escape hatch: this node only, and health() says so on both until they match again.
     east.execute("BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos ADD COLUMN only_here int; COMMIT");
     assert!(columns(east, "hippos").contains("only_here"));
-    west.start_again();
     assert!(!columns(west, "hippos").contains("only_here"));
+    for n in c.all() {
+        wait_until(&format!("{} to report the schemas differ", n.name), Duration::from_secs(60), &c.all(), || {
+            let r = n.query("SELECT health, reason FROM federation.health()");
+            let reason = r[0][1].clone().unwrap_or_default();
+            if r[0][0].as_deref() == Some("WARNING") && reason.contains("the columns of public.hippos differ") {
+                Ok(true)
+            } else {
+                Err(format!("{:?}", r[0]))
+            }
+        });
+    }
     east.execute("BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos DROP COLUMN only_here; COMMIT");
+    same_schema_everywhere(&c, "hippos");
+    for n in c.all() {
+        wait_health_ok(n, &c.all());
+    }
+}
+
+#[test]
+fn a_schema_change_left_prepared_on_a_member_is_finished_as_its_origin_ended_it() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    // Two transactions of east's, one committed, one rolled back, as a member that missed
+    // east's COMMIT PREPARED or ROLLBACK PREPARED holds them.
+    let committed = east.scalar("BEGIN; SELECT pg_current_xact_id(); COMMIT").unwrap();
+    let aborted = east.scalar("BEGIN; SELECT pg_current_xact_id(); ROLLBACK").unwrap();
+    for (xid, col) in [(&committed, "made"), (&aborted, "undone")] {
+        west.execute(&format!(
+            "BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos ADD COLUMN {col} int;
+             PREPARE TRANSACTION 'pg_federation_ddl:east:{xid}'"
+        ));
+    }
+    // One of a node that is not a member: health() names it once it is older than lag_warning.
+    west.execute("BEGIN; CREATE TABLE scratch (id int); PREPARE TRANSACTION 'pg_federation_ddl:ghost:42'");
+    wait_until("west's worker to finish east's prepared changes", Duration::from_secs(60), &c.all(), || {
+        Ok(west.row_count("SELECT 1 FROM pg_prepared_xacts WHERE gid LIKE 'pg_federation_ddl:east:%'") == 0)
+    });
+    let cols = columns(west, "hippos");
+    assert!(cols.contains("made integer"), "{cols}");
+    assert!(!cols.contains("undone"), "{cols}");
+    wait_until("west's health to name the prepared change", Duration::from_secs(30), &c.all(), || {
+        let r = west.query("SET federation.lag_warning = 1; SELECT health, reason FROM federation.health()");
+        let reason = r[0][1].clone().unwrap_or_default();
+        if reason.contains("pg_federation_ddl:ghost:42") {
+            Ok(true)
+        } else {
+            Err(format!("{:?}", r[0]))
+        }
+    });
+    west.execute("RESET federation.lag_warning");
+    west.execute("ROLLBACK PREPARED 'pg_federation_ddl:ghost:42'");
+    west.execute("BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos DROP COLUMN made; COMMIT");
     same_schema_everywhere(&c, "hippos");
 }
 
@@ -294,4 +345,33 @@ fn a_member_killed_before_commit_leaves_the_change_nowhere_and_replication_runni
     // And the next change goes through.
     east.execute("ALTER TABLE hippos ADD COLUMN after_crash int");
     same_schema_everywhere(&c, "hippos");
+}
+
+#[test]
+fn a_table_created_and_enabled_in_one_migration_reaches_every_member() {
+    let c = joined(&["central", "east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    let pens = "CREATE TABLE pens (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                                    name text NOT NULL, capacity int CHECK (capacity > 0));
+                CREATE INDEX pens_name ON pens (name);
+                ALTER TABLE pens ADD COLUMN muddy boolean DEFAULT true;
+                SELECT federation.enable('pens');
+                INSERT INTO pens (name, capacity) VALUES ('mud', 3);";
+    // Rolled back: no node has it.
+    east.execute(&format!("BEGIN; {pens} ROLLBACK"));
+    for n in c.all() {
+        assert_eq!(n.scalar("SELECT to_regclass('pens')::text"), None, "{}", n.name);
+    }
+    east.execute(&format!("BEGIN; {pens} COMMIT"));
+    east.execute("SELECT federation.wait_ready('60 s')");
+    let schema = same_schema_everywhere(&c, "pens");
+    assert!(schema.contains("muddy boolean"), "{schema}");
+    for n in c.all() {
+        assert_eq!(n.row_count("SELECT 1 FROM pg_indexes WHERE indexname = 'pens_name'"), 1, "{}", n.name);
+        assert_eq!(n.row_count("SELECT 1 FROM federation.federated_table WHERE relid = 'pens'::regclass"), 1, "{}", n.name);
+    }
+    west.execute("INSERT INTO pens (name, capacity) VALUES ('reeds', 5)");
+    assert_converged(&c, "pens");
+    // The constraint came along: a bad row is refused on a member too.
+    assert_eq!(west.expect_error("INSERT INTO pens (name, capacity) VALUES ('x', 0)").code, "23514");
 }

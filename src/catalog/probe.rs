@@ -20,6 +20,29 @@ pub struct ProbeSample {
     pub confirmed: Option<String>,
     pub retained: Option<String>,
     pub estimates: Option<String>,
+    /// Federated tables whose columns differ between this node and the member (None: the
+    /// same, or not compared).
+    pub schema_diff: Option<String>,
+}
+
+/// The columns of every federated table, as (qualified name, digest of its columns' names,
+/// types and NOT NULL): the same query here and on a member, comparable across versions.
+pub const SCHEMA_DIGEST_SQL: &str = "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname),
+        pg_catalog.md5(pg_catalog.string_agg(a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
+                       || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END, ',' ORDER BY a.attname))
+ FROM federation.federated_table t JOIN pg_catalog.pg_class c ON c.oid = t.relid
+ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ JOIN pg_catalog.pg_attribute a ON a.attrelid = t.relid AND a.attnum > 0 AND NOT a.attisdropped
+ GROUP BY 1 ORDER BY 1";
+
+/// This node's [`SCHEMA_DIGEST_SQL`].
+pub fn schema_digest() -> FedResult<Vec<(String, String)>> {
+    spi::rows(SCHEMA_DIGEST_SQL, &[], |r| {
+        Ok((
+            r.get::<String>(1)?.unwrap_or_default(),
+            r.get::<String>(2)?.unwrap_or_default(),
+        ))
+    })
 }
 
 /// A time as timestamptz input: seconds since the epoch, for to_timestamp().
@@ -70,6 +93,14 @@ pub fn record_probe(samples: &[ProbeSample]) -> FedResult<()> {
                 looked_at_sql(s.looked_at).into(),
             ],
         )?;
+        if crate::catalog::sql_0_4_installed()? {
+            spi::exec_args(
+                "UPDATE federation.peer_probe SET schema_diff = $2,
+                        schema_diff_since = CASE WHEN $2 IS NULL THEN NULL ELSE coalesce(schema_diff_since, probed_at) END
+                 WHERE node_name = $1",
+                &[s.name.as_str().into(), s.schema_diff.clone().into()],
+            )?;
+        }
     }
     Ok(())
 }

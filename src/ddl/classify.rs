@@ -66,7 +66,7 @@ fn role(oid: pg_sys::Oid) -> FedResult<Role> {
     })
 }
 
-unsafe fn relid_of(rv: *mut pg_sys::RangeVar) -> pg_sys::Oid {
+pub(super) unsafe fn relid_of(rv: *mut pg_sys::RangeVar) -> pg_sys::Oid {
     if rv.is_null() {
         return pg_sys::InvalidOid;
     }

@@ -17,11 +17,26 @@
 
 mod after;
 mod classify;
+mod created;
 mod drops;
 pub(crate) mod quiesce;
 mod spread;
 
 pub use spread::GID_PREFIX;
+
+/// enable() on a running federation, for a table created in this transaction that `member`
+/// lacks: creates it there in this transaction, with the statements that made it here.
+/// Returns false when this transaction did not create the table.
+pub fn create_on_member(
+    table: pg_sys::Oid,
+    qualified: &str,
+    member: &str,
+) -> crate::errors::FedResult<bool> {
+    match created::statements_for(table) {
+        Some(statements) => spread::replay_on(member, qualified, &statements).map(|_| true),
+        None => Ok(false),
+    }
+}
 
 use pgrx::prelude::*;
 use std::ffi::{c_char, CStr};
@@ -218,7 +233,15 @@ unsafe extern "C-unwind" fn process_utility(
         ),
     }
     match &plan {
-        Plan::Run => {}
+        Plan::Run => {
+            if classify::may_concern_tables((*pstmt).utilityStmt)
+                && !crate::own_ddl::active()
+                && !pg_sys::creating_extension
+                && extension_installed_here()
+            {
+                created::note((*pstmt).utilityStmt, || statement_text(pstmt, query_string));
+            }
+        }
         Plan::Here(change) => {
             if let Err(e) = after::apply(change) {
                 e.raise();

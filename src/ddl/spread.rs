@@ -298,6 +298,35 @@ pub fn replicate(statement: &str, table: &str) -> FedResult<()> {
     })
 }
 
+/// Runs `statements` (each with its search_path) on member `member` in this transaction, as
+/// the caller's role: a table created in this transaction, for enable() on a running
+/// federation.
+pub fn replay_on(member: &str, table: &str, statements: &[(String, String)]) -> FedResult<()> {
+    open(table)?;
+    let role = spi::one::<String>("SELECT current_user::text", &[])?.unwrap_or_default();
+    TXN.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let txn = guard.as_mut().expect("opened above");
+        let Some(s) = txn.sessions.iter_mut().find(|s| s.name == member) else {
+            return Err(FedError::internal(format!("no session to member \"{member}\"")));
+        };
+        sync_depth(s)?;
+        s.remote.exec(&format!("SET LOCAL ROLE {}", quote_ident(&role)))?;
+        for (statement, search_path) in statements {
+            s.remote.query(
+                "SELECT pg_catalog.set_config('search_path', $1, true)",
+                &[Some(search_path)],
+            )?;
+            if let Err(e) = s.remote.exec(statement) {
+                s.broken = true;
+                return Err(member_error(member, table, e));
+            }
+        }
+        s.remote.exec("RESET ROLE")?;
+        Ok(())
+    })
+}
+
 fn take() -> Option<Txn> {
     TXN.with(|t| t.borrow_mut().take())
 }
@@ -377,6 +406,9 @@ fn rollback_all(mut txn: Txn) {
 #[allow(non_upper_case_globals)]
 unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
+    if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE) {
+        super::created::forget_all();
+    }
     if TXN.with(|t| t.borrow().is_none()) {
         return;
     }
@@ -421,6 +453,11 @@ unsafe extern "C-unwind" fn subxact_callback(
 ) {
     use pg_sys::SubXactEvent::*;
     let level = nest_level();
+    match event {
+        SUBXACT_EVENT_COMMIT_SUB => super::created::savepoint_released(level),
+        SUBXACT_EVENT_ABORT_SUB => super::created::savepoint_rolled_back(level),
+        _ => {}
+    }
     let failed = TXN.with(|cell| {
         let mut guard = cell.borrow_mut();
         let txn = guard.as_mut()?;

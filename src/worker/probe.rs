@@ -67,6 +67,7 @@ fn sample(me: &str, m: &Member) -> Sample {
         confirmed: None,
         retained: None,
         estimates: None,
+        schema_diff: None,
     };
     let mut their_members = vec![];
     let probe = (|| -> FedResult<()> {
@@ -90,6 +91,22 @@ fn sample(me: &str, m: &Member) -> Sample {
         s.retained = get(4);
         // How many rows the member's own partitions hold, by name, for the progress of copies.
         s.estimates = r.row_estimates(&m.name)?;
+        // Tables whose columns differ from this node's (a change made on one node only).
+        let theirs = r.query(catalog::SCHEMA_DIGEST_SQL, &[])?;
+        let mine = BackgroundWorker::transaction(catalog::schema_digest)?;
+        let differ: Vec<String> = mine
+            .iter()
+            .filter(|(t, d)| {
+                theirs.iter().any(|row| {
+                    row.first().cloned().flatten().as_deref() == Some(t.as_str())
+                        && row.get(1).cloned().flatten().as_deref() != Some(d.as_str())
+                })
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        if !differ.is_empty() {
+            s.schema_diff = Some(differ.join(", "));
+        }
         // The members it knows as ready, for discovery.
         their_members = r.ready_members()?;
         s.reachable = true;
