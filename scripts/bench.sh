@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs pg_federation's benchmarks against the release build (installed first).
 #   scripts/bench.sh              every benchmark
-#   scripts/bench.sh node_name    one of: node_name, insert, join, operations, status, keys, large_txn
+#   scripts/bench.sh node_name    one of: node_name, insert, join, operations, status, keys, large_txn, ddl
 #   PG_MAJOR=18 scripts/bench.sh  on PostgreSQL 18 (default 15)
 # Results are printed as Markdown tables; BENCHMARKS.md keeps them with their dates.
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 use_major "${PG_MAJOR:-15}"
 install_extension --release >/dev/null
-for b in "${@:-node_name insert join operations status keys large_txn}"; do
+for b in "${@:-node_name insert join operations status keys large_txn ddl}"; do
     for name in $b; do
         say "benchmark: $name"
         cargo run --release -q -p pg_test --example "bench_$name"

@@ -13,6 +13,12 @@
 //! Each step runs on each node through its own connection (this node's too, through
 //! `federation.node_conninfo`), so it cannot run inside a transaction block. Rows written
 //! while it runs stay on the node that wrote them.
+//!
+//! Since 0.4.0 (its SQL installed), disable() on a federation runs in the caller's
+//! transaction instead, as a schema change (src/ddl/): the table is locked on every node and
+//! every member caught up (the same guarantee as steps 1 and 2), then every node turns it
+//! into an ordinary table, committed everywhere or nowhere. A table that is not federated is
+//! a NOTICE, not an error: a downgrade may run disable() on every node.
 
 use crate::catalog::{self, MemberState};
 use crate::errors::{required, FedError, FedResult, OrRaise};
@@ -38,18 +44,39 @@ fn disable_table(relid: Option<pg_sys::Oid>) {
 
 pub fn disable(relid: pg_sys::Oid) -> FedResult<()> {
     // On a joined node the members replicate into this table's partitions here, and this
-    // node into theirs: the table is disabled on every member at once (disable_everywhere),
-    // each node through its own session, so this one takes no lock on it.
+    // node into theirs: the table is disabled on every member at once.
     let joined = catalog::joined_conninfo()?.is_some();
     if joined && !catalog::other_members()?.is_empty() {
         let t = Table::load(relid)?;
         inspect::check_owner(&t, "disable")?;
         if catalog::node_column(relid)?.is_none() {
-            return Err(table::disable::not_federated(&t));
+            return not_federated_here(&t);
+        }
+        if catalog::sql_0_4_installed()? {
+            // Since 0.4.0: in the caller's transaction, on every member (src/ddl/).
+            return crate::ddl::disable_everywhere(relid, &t.qualified());
         }
         return disable_everywhere(&t);
     }
+    if catalog::node_column(relid)?.is_none() && catalog::sql_0_4_installed()? {
+        let t = Table::load(relid)?;
+        inspect::check_owner(&t, "disable")?;
+        return not_federated_here(&t);
+    }
     table::disable::to_ordinary(relid)
+}
+
+/// disable() of a table that is not federated (any more): nothing to do, so that a migration's
+/// downgrade may run it on every node, or again.
+fn not_federated_here(t: &Table) -> FedResult<()> {
+    if !catalog::sql_0_4_installed()? {
+        return Err(table::disable::not_federated(t));
+    }
+    notice!(
+        "pg_federation: table {} is not federated here; nothing to do",
+        t.qualified()
+    );
+    Ok(())
 }
 
 /// How long subscribers may take to confirm the publishers' positions.

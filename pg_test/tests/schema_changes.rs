@@ -374,4 +374,47 @@ fn a_table_created_and_enabled_in_one_migration_reaches_every_member() {
     assert_converged(&c, "pens");
     // The constraint came along: a bad row is refused on a member too.
     assert_eq!(west.expect_error("INSERT INTO pens (name, capacity) VALUES ('x', 0)").code, "23514");
+
+    // Dropped on one node (the downgrade of that migration): gone everywhere, catalog
+    // included, and the other tables keep replicating with no error.
+    let errors: Vec<i64> = c.all().iter().map(|n| replication_errors(n)).collect();
+    west.execute("DROP TABLE pens");
+    for n in c.all() {
+        assert_eq!(n.scalar("SELECT to_regclass('pens')::text"), None, "{}", n.name);
+        assert_eq!(n.row_count("SELECT 1 FROM federation.partition WHERE partition::text LIKE 'pens%'"), 0, "{}", n.name);
+    }
+    east.execute("INSERT INTO hippos (value) VALUES (1)");
+    west.execute("INSERT INTO hippos (value) VALUES (2)");
+    assert_converged(&c, "hippos");
+    for (n, before) in c.all().iter().zip(errors) {
+        assert_eq!(replication_errors(n), before, "replication errors on {}", n.name);
+        wait_health_ok(n, &c.all());
+    }
+}
+
+#[test]
+fn disable_runs_in_the_migration_transaction_on_every_member_and_again_is_a_notice() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 10) g");
+    west.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 7) g");
+    assert_converged(&c, "hippos");
+    east.execute("BEGIN; SELECT federation.disable('hippos'); ROLLBACK");
+    for n in c.all() {
+        assert_eq!(n.row_count("SELECT 1 FROM federation.federated_table"), 1, "{}", n.name);
+    }
+    // A downgrade migration: a schema change, then disable(), in one transaction.
+    east.execute("BEGIN; ALTER TABLE hippos ADD COLUMN last_seen date; SELECT federation.disable('hippos'); COMMIT");
+    for n in c.all() {
+        assert_eq!(n.scalar("SELECT relkind::text FROM pg_class WHERE relname = 'hippos'").as_deref(), Some("r"), "{}", n.name);
+        assert_eq!(n.row_count("SELECT 1 FROM hippos"), 17, "every row kept on {}", n.name);
+        assert!(columns(n, "hippos").contains("last_seen date"), "{}", n.name);
+        assert_eq!(n.row_count("SELECT 1 FROM federation.federated_table"), 0, "{}", n.name);
+        assert_eq!(n.row_count("SELECT 1 FROM pg_prepared_xacts"), 0, "{}", n.name);
+    }
+    let notices = west.notices("SELECT federation.disable('hippos')");
+    assert!(notices.iter().any(|n| n.contains("not federated here; nothing to do")), "{notices:?}");
+    for n in c.all() {
+        wait_health_ok(n, &c.all());
+    }
 }

@@ -44,6 +44,15 @@ impl fmt::Display for MemberState {
     }
 }
 
+/// Whether this node has joined a federation that has other members (a schema change of a
+/// federated table is made on them too). Readable by any role.
+pub fn has_members() -> FedResult<bool> {
+    Ok(
+        spi::one::<bool>("SELECT federation.local_node_joined()", &[])?.unwrap_or(false)
+            && !other_members()?.is_empty(),
+    )
+}
+
 /// Members of the federation other than this node, by name.
 pub fn other_members() -> FedResult<Vec<String>> {
     Ok(spi::rows(

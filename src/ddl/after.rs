@@ -7,7 +7,8 @@
 //!   after COMMIT every copy holds the owner's values rather than the member's own;
 //! - a renamed table: its partitions get the names that follow from the new name (a
 //!   subscription finds a published partition by name);
-//! - a new identity or serial column: its sequence draws from this node's range.
+//! - a new identity or serial column: its sequence draws from this node's range;
+//! - a dropped table: the node forgets it in its catalog.
 
 use super::classify::Change;
 use crate::catalog;
@@ -19,13 +20,21 @@ use crate::table::{sequences, Table};
 use pgrx::prelude::*;
 
 pub(super) fn apply(change: &Change) -> FedResult<()> {
+    if change.drops_table {
+        // Its partitions left the publication with it; its catalog rows go now.
+        return catalog::as_extension_owner(|| catalog::delete_table(change.table));
+    }
     if change.renames_table {
         rename_partitions(change.table)?;
     }
-    let mut republish = change.recomputed.clone();
-    for col in &change.added {
-        if computed_per_node(change.table, col)? {
-            republish.push(col.clone());
+    // Only a node with members has copies whose values could differ from their owner's.
+    let mut republish = vec![];
+    if crate::catalog::has_members()? {
+        republish = change.recomputed.clone();
+        for col in &change.added {
+            if computed_per_node(change.table, col)? {
+                republish.push(col.clone());
+            }
         }
     }
     if !republish.is_empty() {

@@ -35,6 +35,8 @@ pub(super) struct Change {
     pub drops_columns: bool,
     /// ALTER TABLE ... RENAME TO: every node renames the partitions after it.
     pub renames_table: bool,
+    /// DROP TABLE: every node forgets the table in its catalog.
+    pub drops_table: bool,
 }
 
 impl Change {
@@ -64,6 +66,14 @@ fn role(oid: pg_sys::Oid) -> FedResult<Role> {
         },
         Some((_, parent)) => Role::Partition { parent },
     })
+}
+
+/// `ALTER TABLE ONLY` / `CREATE INDEX ... ON ONLY`: the form pg_dump writes for a partitioned
+/// table's keys and indexes, one relation at a time (a restore rebuilds each node's own
+/// objects). PostgreSQL refuses the forms that would leave partitions different (ONLY with a
+/// new column or CHECK constraint on a partitioned table), so these run here only.
+unsafe fn only(rv: *mut pg_sys::RangeVar) -> bool {
+    !rv.is_null() && !(*rv).inh
 }
 
 pub(super) unsafe fn relid_of(rv: *mut pg_sys::RangeVar) -> pg_sys::Oid {
@@ -145,6 +155,9 @@ pub(super) unsafe fn classify(stmt: *mut pg_sys::Node) -> FedResult<Verdict> {
         T_RenameStmt => rename(stmt as *mut pg_sys::RenameStmt),
         T_IndexStmt => {
             let s = stmt as *mut pg_sys::IndexStmt;
+            if only((*s).relation) {
+                return Ok(Verdict::Pass);
+            }
             let oid = relid_of((*s).relation);
             Ok(match role(oid)? {
                 Role::None => Verdict::Pass,
@@ -154,6 +167,9 @@ pub(super) unsafe fn classify(stmt: *mut pg_sys::Node) -> FedResult<Verdict> {
         }
         T_DropStmt => {
             let s = stmt as *mut pg_sys::DropStmt;
+            if (*s).removeType == pg_sys::ObjectType::OBJECT_TABLE {
+                return drop_table(s);
+            }
             if (*s).removeType != pg_sys::ObjectType::OBJECT_INDEX {
                 return Ok(Verdict::Pass);
             }
@@ -261,6 +277,27 @@ fn one_table(tables: Vec<Option<pg_sys::Oid>>, what: &str) -> FedResult<Verdict>
     Ok(Verdict::Federate(Change::of(federated[0])))
 }
 
+/// DROP TABLE of a federated table: dropped on every member. A partition in the list is left
+/// to the DROP guard (drops.rs), which refuses it.
+unsafe fn drop_table(s: *mut pg_sys::DropStmt) -> FedResult<Verdict> {
+    let mut tables = vec![];
+    for l in pgrx::PgList::<pg_sys::List>::from_pg((*s).objects).iter_ptr() {
+        let oid = relid_of_names(l);
+        tables.push(match role(oid)? {
+            Role::Parent { .. } => Some(oid),
+            Role::Partition { .. } => return Ok(Verdict::Pass),
+            Role::None => None,
+        });
+    }
+    Ok(match one_table(tables, "DROP TABLE")? {
+        Verdict::Federate(mut c) => {
+            c.drops_table = true;
+            Verdict::Federate(c)
+        }
+        other => other,
+    })
+}
+
 fn table_of_index(index: pg_sys::Oid) -> FedResult<Option<pg_sys::Oid>> {
     if index == pg_sys::InvalidOid {
         return Ok(None);
@@ -322,7 +359,7 @@ fn node_column_refused(table: pg_sys::Oid, col: &str) -> Verdict {
 #[allow(non_upper_case_globals)]
 unsafe fn alter_table(s: *mut pg_sys::AlterTableStmt) -> FedResult<Verdict> {
     use pg_sys::AlterTableType::*;
-    if (*s).objtype != pg_sys::ObjectType::OBJECT_TABLE {
+    if (*s).objtype != pg_sys::ObjectType::OBJECT_TABLE || only((*s).relation) {
         return Ok(Verdict::Pass);
     }
     let oid = relid_of((*s).relation);

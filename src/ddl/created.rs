@@ -60,7 +60,7 @@ pub(super) unsafe fn note(stmt: *mut pg_sys::Node, text: impl FnOnce() -> String
     if !creates && !known {
         return;
     }
-    if creates && !super::spread::has_members().unwrap_or(false) {
+    if creates && !crate::catalog::has_members().unwrap_or(false) {
         return;
     }
     let search_path = crate::spi::one::<String>(

@@ -24,6 +24,15 @@ mod spread;
 
 pub use spread::GID_PREFIX;
 
+/// disable() on a node of a federation, in the caller's transaction: the table is quiesced
+/// on every node (no row of it is in flight anywhere), then every member and this node turn
+/// it back into an ordinary table, committed everywhere or nowhere.
+pub fn disable_everywhere(table: pg_sys::Oid, qualified: &str) -> crate::errors::FedResult<()> {
+    spread::before(table, qualified)?;
+    spread::call_everywhere("SELECT federation.disable_here($1)", qualified)?;
+    crate::table::disable::to_ordinary(table)
+}
+
 /// enable() on a running federation, for a table created in this transaction that `member`
 /// lacks: creates it there in this transaction, with the statements that made it here.
 /// Returns false when this transaction did not create the table.
@@ -120,8 +129,9 @@ enum Plan {
     /// A federated schema change made here on behalf of another node's (ddl_origin), or on
     /// this node only (unsafe_ddl): run it, then the after-steps.
     Here(classify::Change),
-    /// A federated schema change that starts here: every member makes it too.
-    Everywhere(classify::Change, String),
+    /// A federated schema change that starts here: every member makes it too (the statement,
+    /// and the table's name for messages).
+    Everywhere(classify::Change, String, String),
 }
 
 unsafe fn plan(pstmt: *mut pg_sys::PlannedStmt, query: *const c_char) -> Plan {
@@ -152,9 +162,18 @@ unsafe fn plan(pstmt: *mut pg_sys::PlannedStmt, query: *const c_char) -> Plan {
         classify::Verdict::Federate(c) if origin => Plan::Here(c),
         classify::Verdict::Federate(_) if unsafe_ddl => Plan::Run,
         classify::Verdict::Federate(c) => {
-            let spreads = spread::has_members().unwrap_or_else(|e| e.raise());
+            let spreads = crate::catalog::has_members().unwrap_or_else(|e| e.raise());
+            // A node whose name does not match the one its partitions were made with (a
+            // backup restored on another server, a renamed node) refuses writes and must not
+            // reach the members: the statement stays here (a restore rebuilds its objects).
+            if spreads && crate::identity::current_name().is_err() {
+                return Plan::Run;
+            }
             if spreads {
-                Plan::Everywhere(c, statement_text(pstmt, query))
+                let table = crate::table::Table::load(c.table)
+                    .map(|t| t.qualified())
+                    .unwrap_or_else(|e| e.raise());
+                Plan::Everywhere(c, statement_text(pstmt, query), table)
             } else {
                 Plan::Here(c)
             }
@@ -164,8 +183,7 @@ unsafe fn plan(pstmt: *mut pg_sys::PlannedStmt, query: *const c_char) -> Plan {
 
 /// Before a federated change runs here: refusals that need the catalog, the members'
 /// sessions, the quiesce.
-fn prepare_everywhere(change: &classify::Change) -> crate::errors::FedResult<()> {
-    let table = crate::table::Table::load(change.table)?.qualified();
+fn prepare_everywhere(change: &classify::Change, table: &str) -> crate::errors::FedResult<()> {
     spread::check_usable()?;
     if change.drops_columns && after::wrote_own_rows(change.table)? {
         return Err(crate::errors::FedError::new(
@@ -175,7 +193,7 @@ fn prepare_everywhere(change: &classify::Change) -> crate::errors::FedResult<()>
         .detail("Rows written earlier in this transaction are sent to the members with the old columns, after the members have dropped or renamed them.")
         .hint("Commit the data change first and run the schema change in a transaction of its own (in Alembic or Django: a separate migration)."));
     }
-    spread::before(change.table, &table)
+    spread::before(change.table, table)
 }
 
 #[pg_guard]
@@ -191,8 +209,9 @@ unsafe extern "C-unwind" fn process_utility(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     let plan = plan(pstmt, query_string);
-    if let Plan::Everywhere(change, _) = &plan {
-        if let Err(e) = prepare_everywhere(change) {
+    if let Plan::Everywhere(change, text, table) = &plan {
+        // The members run the statement while this node does.
+        if let Err(e) = prepare_everywhere(change, table).and_then(|_| spread::send(text)) {
             e.raise();
         }
     }
@@ -203,7 +222,9 @@ unsafe extern "C-unwind" fn process_utility(
         && extension_installed_here();
     let drops_extension =
         matches!(&what, Some(Dropping::Extensions(e)) if e.iter().any(|n| n == "pg_federation"));
-    if guarded && !crate::gucs::unsafe_ddl() {
+    // A federated DROP TABLE (every member drops it) passes the guard.
+    let federated = !matches!(plan, Plan::Run);
+    if guarded && !federated && !crate::gucs::unsafe_ddl() {
         if let Some(w) = &what {
             if let Err(e) = drops::check(w) {
                 e.raise();
@@ -247,10 +268,8 @@ unsafe extern "C-unwind" fn process_utility(
                 e.raise();
             }
         }
-        Plan::Everywhere(change, text) => {
-            let done = after::apply(change).and_then(|_| {
-                spread::replicate(text, &crate::table::oid_sql(change.table)?)
-            });
+        Plan::Everywhere(change, _, table) => {
+            let done = after::apply(change).and_then(|_| spread::receive(table));
             if let Err(e) = done {
                 e.raise();
             }

@@ -30,6 +30,8 @@ struct Session {
     depth: i32,
     prepared: bool,
     broken: bool,
+    /// A statement was sent and its outcome not yet read.
+    in_flight: bool,
 }
 
 struct Txn {
@@ -55,14 +57,6 @@ pub fn install() {
         pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
     }
-}
-
-/// Whether this node has members to spread a schema change to.
-pub fn has_members() -> FedResult<bool> {
-    Ok(
-        spi::one::<bool>("SELECT federation.local_node_joined()", &[])?.unwrap_or(false)
-            && !catalog::other_members()?.is_empty(),
-    )
 }
 
 fn member_error(name: &str, table: &str, e: FedError) -> FedError {
@@ -132,6 +126,9 @@ fn open(table: &str) -> FedResult<()> {
             .detail("A schema change commits on every member with two-phase commit, so that it commits everywhere or nowhere.")
             .hint(format!("Set max_prepared_transactions = 10 on \"{}\" (and every node) and restart it (docs/migrations.md).", m.name)));
         }
+        // A member stops working on a statement whose session this node dropped (an error
+        // here while the member still runs it).
+        r.exec("SET client_connection_check_interval = '1s'")?;
         r.exec(&format!(
             "BEGIN; SET LOCAL lock_timeout = '{}s'; SET LOCAL federation.ddl_origin = {}",
             gucs::ddl_timeout().as_secs(),
@@ -147,6 +144,7 @@ fn open(table: &str) -> FedResult<()> {
             depth: 1,
             prepared: false,
             broken: false,
+            in_flight: false,
         });
     }
     TXN.with(|t| {
@@ -269,12 +267,83 @@ fn with_lock_timeout<T>(f: impl FnOnce() -> FedResult<T>) -> FedResult<T> {
     r
 }
 
-/// After the statement ran here: run it on every member.
-pub fn replicate(statement: &str, table: &str) -> FedResult<()> {
-    let search_path =
-        spi::one::<String>("SELECT pg_catalog.current_setting('search_path')", &[])?
-            .unwrap_or_default();
-    let role = spi::one::<String>("SELECT current_user::text", &[])?.unwrap_or_default();
+/// This session's role and search_path, which a member runs the user's statements with.
+struct Caller {
+    role: String,
+    search_path: String,
+}
+
+impl Caller {
+    fn now() -> FedResult<Caller> {
+        Ok(Caller {
+            role: spi::one::<String>("SELECT current_user::text", &[])?.unwrap_or_default(),
+            search_path: spi::one::<String>(
+                "SELECT pg_catalog.current_setting('search_path')",
+                &[],
+            )?
+            .unwrap_or_default(),
+        })
+    }
+
+    /// Brings the member's session to this node's savepoint level, role and search_path.
+    fn enter(&self, s: &mut Session, search_path: Option<&str>) -> FedResult<()> {
+        sync_depth(s)?;
+        s.remote.query(
+            "SELECT pg_catalog.set_config('search_path', $1, true)",
+            &[Some(search_path.unwrap_or(&self.search_path))],
+        )?;
+        s.remote.exec(&format!("SET LOCAL ROLE {}", quote_ident(&self.role)))
+    }
+}
+
+/// Sends the statement to every member, which run it while this node does ([`receive`]
+/// collects the outcome).
+pub fn send(statement: &str) -> FedResult<()> {
+    let caller = Caller::now()?;
+    TXN.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let Some(txn) = guard.as_mut() else {
+            return Ok(());
+        };
+        for s in txn.sessions.iter_mut() {
+            caller.enter(s, None)?;
+            s.remote.send(statement, &[])?;
+            s.in_flight = true;
+        }
+        Ok(())
+    })
+}
+
+/// Waits until every member ran the statement [`send`] sent; the first failure, naming its
+/// member.
+pub fn receive(table: &str) -> FedResult<()> {
+    TXN.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let Some(txn) = guard.as_mut() else {
+            return Ok(());
+        };
+        let mut first: Option<FedError> = None;
+        for s in txn.sessions.iter_mut().filter(|s| s.in_flight) {
+            s.in_flight = false;
+            match s.remote.receive() {
+                Ok(_) => {
+                    if let Err(e) = s.remote.exec("RESET ROLE") {
+                        first.get_or_insert(member_error(&s.name, table, e));
+                    }
+                }
+                Err(e) => {
+                    s.broken = true;
+                    first.get_or_insert(member_error(&s.name, table, e));
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    })
+}
+
+/// Runs `call` (a pg_federation function taking the table's name) on every member in this
+/// transaction, as the superuser of the session.
+pub fn call_everywhere(call: &str, table: &str) -> FedResult<()> {
     TXN.with(|cell| {
         let mut guard = cell.borrow_mut();
         let Some(txn) = guard.as_mut() else {
@@ -282,17 +351,10 @@ pub fn replicate(statement: &str, table: &str) -> FedResult<()> {
         };
         for s in txn.sessions.iter_mut() {
             sync_depth(s)?;
-            s.remote.query(
-                "SELECT pg_catalog.set_config('search_path', $1, true)",
-                &[Some(&search_path)],
-            )?;
-            s.remote.exec(&format!("SET LOCAL ROLE {}", quote_ident(&role)))?;
-            let r = s.remote.exec(statement);
-            if let Err(e) = r {
+            if let Err(e) = s.remote.query(call, &[Some(table)]) {
                 s.broken = true;
                 return Err(member_error(&s.name, table, e));
             }
-            s.remote.exec("RESET ROLE")?;
         }
         Ok(())
     })
@@ -303,20 +365,15 @@ pub fn replicate(statement: &str, table: &str) -> FedResult<()> {
 /// federation.
 pub fn replay_on(member: &str, table: &str, statements: &[(String, String)]) -> FedResult<()> {
     open(table)?;
-    let role = spi::one::<String>("SELECT current_user::text", &[])?.unwrap_or_default();
+    let caller = Caller::now()?;
     TXN.with(|cell| {
         let mut guard = cell.borrow_mut();
         let txn = guard.as_mut().expect("opened above");
         let Some(s) = txn.sessions.iter_mut().find(|s| s.name == member) else {
             return Err(FedError::internal(format!("no session to member \"{member}\"")));
         };
-        sync_depth(s)?;
-        s.remote.exec(&format!("SET LOCAL ROLE {}", quote_ident(&role)))?;
         for (statement, search_path) in statements {
-            s.remote.query(
-                "SELECT pg_catalog.set_config('search_path', $1, true)",
-                &[Some(search_path)],
-            )?;
+            caller.enter(s, Some(search_path))?;
             if let Err(e) = s.remote.exec(statement) {
                 s.broken = true;
                 return Err(member_error(member, table, e));
@@ -347,10 +404,29 @@ fn prepare_all() -> FedResult<()> {
         let mut guard = cell.borrow_mut();
         let txn = guard.as_mut()?;
         for s in txn.sessions.iter_mut() {
+            if s.broken || s.in_flight {
+                return Some((
+                    s.name.clone(),
+                    FedError::prerequisite("its part of the change failed earlier in this transaction"),
+                ));
+            }
             if let Err(e) = s.remote.exec(&format!("PREPARE TRANSACTION {}", quote_literal(&gid))) {
                 return Some((s.name.clone(), e));
             }
-            s.prepared = true;
+            // PREPARE of a transaction that failed there rolls it back without an error.
+            match s.remote.count(
+                "SELECT count(*) FROM pg_catalog.pg_prepared_xacts WHERE gid = $1",
+                &[Some(&gid)],
+            ) {
+                Ok(1) => s.prepared = true,
+                Ok(_) => {
+                    return Some((
+                        s.name.clone(),
+                        FedError::prerequisite("it rolled its part back instead of preparing it"),
+                    ))
+                }
+                Err(e) => return Some((s.name.clone(), e)),
+            }
         }
         None
     });
@@ -384,7 +460,8 @@ fn commit_all(mut txn: Txn) {
 }
 
 fn rollback_all(mut txn: Txn) {
-    for s in txn.sessions.iter_mut() {
+    // A member still running a statement rolls back when its session closes (dropped here).
+    for s in txn.sessions.iter_mut().filter(|s| !s.in_flight) {
         let sql = if s.prepared {
             format!("ROLLBACK PREPARED {}", quote_literal(&txn.gid))
         } else {
@@ -475,12 +552,16 @@ unsafe extern "C-unwind" fn subxact_callback(
             }
             SUBXACT_EVENT_ABORT_SUB => {
                 for s in txn.sessions.iter_mut().filter(|s| s.depth >= level) {
+                    if s.in_flight {
+                        // This node failed while the member ran the statement: let it finish.
+                        let _ = s.remote.receive();
+                        s.in_flight = false;
+                    }
                     let r = s.remote.exec(&format!(
                         "ROLLBACK TO SAVEPOINT pg_federation_{level}; RELEASE SAVEPOINT pg_federation_{level}"
                     ));
-                    if r.is_err() {
-                        s.broken = true;
-                    }
+                    // Rolled back to before the failed statement, the session is usable again.
+                    s.broken = r.is_err();
                     s.depth = level - 1;
                 }
                 txn.quiesced.retain(|q| q.1 < level);

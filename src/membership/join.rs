@@ -16,6 +16,7 @@ use crate::identity;
 use crate::naming::canonical;
 use crate::preconditions::require_superuser;
 use crate::remote::{self, mask, PeerInfo, Remote, TableShape};
+use crate::spi::quote_ident;
 use crate::spi;
 use crate::table::{partitions, publication, sequences};
 use crate::worker;
@@ -272,6 +273,27 @@ fn check_capacity(node: &str, i: &PeerInfo, size: i64, joining: bool) -> FedResu
     Ok(())
 }
 
+/// The ALTER TABLE statements that give `table`, with columns `mine`, the columns `theirs`.
+fn level_with(table: &str, mine: &[(String, String)], theirs: &[(String, String)]) -> String {
+    let mut out = vec![];
+    for (name, ty) in theirs {
+        match mine.iter().find(|(n, _)| n == name) {
+            None => out.push(format!("ALTER TABLE {table} ADD COLUMN {} {ty};", quote_ident(name))),
+            Some((_, mine_ty)) if mine_ty != ty => out.push(format!(
+                "ALTER TABLE {table} ALTER COLUMN {} TYPE {ty};",
+                quote_ident(name)
+            )),
+            _ => {}
+        }
+    }
+    for (name, _) in mine {
+        if !theirs.iter().any(|(n, _)| n == name) {
+            out.push(format!("ALTER TABLE {table} DROP COLUMN {};", quote_ident(name)));
+        }
+    }
+    out.join(" ")
+}
+
 fn compare_tables(
     me: &str,
     mine: &[TableShape],
@@ -297,7 +319,10 @@ fn compare_tables(
                     format!("federated table {} differs between node \"{me}\" and node \"{other}\"", t.table),
                 )
                 .detail(format!("Columns that differ: {}.", diff.join(", ")))
-                .hint("Make the columns the same on every node, then join again."));
+                .hint(format!(
+                    "On \"{me}\", these statements make it the same as on \"{other}\" (with the escape hatch, as \"{me}\" alone changes): BEGIN; SET LOCAL federation.unsafe_ddl = on; {} COMMIT; then join again. Or run the migrations \"{other}\" had on \"{me}\".",
+                    level_with(&t.table, &t.columns, &x.columns)
+                )));
             }
             _ => {}
         }

@@ -1,0 +1,3 @@
+BEGIN;
+ALTER TABLE herd DROP COLUMN tagged_at;
+COMMIT;

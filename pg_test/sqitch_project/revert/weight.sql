@@ -1,0 +1,4 @@
+BEGIN;
+DROP INDEX herd_weight;
+ALTER TABLE herd DROP COLUMN weight_kg;
+COMMIT;

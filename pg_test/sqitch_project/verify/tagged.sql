@@ -1,0 +1,1 @@
+SELECT tagged_at FROM herd WHERE false;

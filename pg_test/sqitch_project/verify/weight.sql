@@ -1,0 +1,1 @@
+SELECT weight_kg FROM herd WHERE false;
