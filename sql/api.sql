@@ -70,5 +70,6 @@ REVOKE EXECUTE ON FUNCTION
     federation.table_shape(text, text), federation.enable_here(text, text),
     federation.unpublish_here(text), federation.disable_here(text),
     federation.reserve_node_number(integer, integer), federation.enable_check(text, text),
-    federation.ddl_quiesce_here(text), federation.ddl_lagging(text)
+    federation.ddl_quiesce_here(text), federation.ddl_lagging(text),
+    federation.table_definition(text)
 FROM PUBLIC;

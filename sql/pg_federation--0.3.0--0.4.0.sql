@@ -19,7 +19,16 @@ STRICT VOLATILE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'ddl_lagging_wrapper';
-REVOKE EXECUTE ON FUNCTION federation.ddl_quiesce_here(text), federation.ddl_lagging(text) FROM PUBLIC;
+-- A node that joins without one of the federation's tables asks for its definition.
+CREATE FUNCTION federation."table_definition"(
+	"tbl" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'table_definition_wrapper';
+REVOKE EXECUTE ON FUNCTION federation.ddl_quiesce_here(text), federation.ddl_lagging(text),
+    federation.table_definition(text) FROM PUBLIC;
 
 -- What the probe saw of the member's columns: status() reports a federated table whose columns
 -- differ between two nodes (a change made on one node only).

@@ -55,7 +55,8 @@ pgrx::extension_sql_file!(
         membership::rpc::set_member_ready, membership::rpc::remove_member, membership::rpc::table_shape,
         membership::rpc::enable_here, membership::rpc::unpublish_here, membership::rpc::disable_here,
         membership::rpc::reserve_node_number, membership::rpc::enable_check,
-        ddl::quiesce::ddl_quiesce_here, ddl::quiesce::ddl_lagging
+        ddl::quiesce::ddl_quiesce_here, ddl::quiesce::ddl_lagging,
+        membership::rpc::table_definition
     ]
 );
 pgrx::extension_sql_file!(

@@ -129,5 +129,8 @@ fn a_superuser_may_drop_on_this_node_only_with_the_escape_hatch() {
     assert_eq!(east.expect_error("DROP TABLE t_east").code, "2BP01");
     // The federated table itself may be dropped: the catalog forgets it.
     east.execute("DROP TABLE t");
-    assert_eq!(east.row_count("SELECT 1 FROM federation.federated_table"), 0);
+    assert_eq!(
+        east.row_count("SELECT 1 FROM federation.federated_table"),
+        0
+    );
 }

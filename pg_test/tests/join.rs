@@ -221,7 +221,10 @@ fn join_refuses_incompatible_peers() {
     assert!(e.detail.as_deref().unwrap_or("").contains("value"), "{e}");
     // The hint gives the statements that bring this node level with the peer.
     assert!(
-        e.hint.as_deref().unwrap_or("").contains("ALTER TABLE public.hippos ALTER COLUMN value TYPE numeric;"),
+        e.hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("ALTER TABLE public.hippos ALTER COLUMN value TYPE numeric;"),
         "{e}"
     );
     // A role without superuser (so without the right to subscribe).
@@ -747,7 +750,9 @@ fn disable_on_a_federation_turns_the_table_back_on_every_member() {
     // Disabling again (a downgrade run on the next node): nothing to do, said so.
     let notices = central.notices("SELECT federation.disable('hippos')");
     assert!(
-        notices.iter().any(|n| n.contains("is not federated here; nothing to do")),
+        notices
+            .iter()
+            .any(|n| n.contains("is not federated here; nothing to do")),
         "{notices:?}"
     );
 }

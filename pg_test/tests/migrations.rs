@@ -91,7 +91,13 @@ fn columns(node: &Node, table: &str) -> String {
 fn assert_same_schema(nodes: &[&Node], table: &str) -> String {
     let first = columns(nodes[0], table);
     for n in &nodes[1..] {
-        assert_eq!(columns(n, table), first, "{table} on {} vs {}", n.name, nodes[0].name);
+        assert_eq!(
+            columns(n, table),
+            first,
+            "{table} on {} vs {}",
+            n.name,
+            nodes[0].name
+        );
     }
     first
 }
@@ -125,8 +131,12 @@ fn federation_migrated_by(migrate: impl Fn(&Node, Step)) -> Cluster {
         NodeSpec::guc("west"),
         NodeSpec::guc("north"),
     ]);
-    let (east, central, west, north) =
-        (c.node("east"), c.node("central"), c.node("west"), c.node("north"));
+    let (east, central, west, north) = (
+        c.node("east"),
+        c.node("central"),
+        c.node("west"),
+        c.node("north"),
+    );
     let three = [east, central, west];
     for n in three {
         migrate(n, Step::Herd);
@@ -134,15 +144,27 @@ fn federation_migrated_by(migrate: impl Fn(&Node, Step)) -> Cluster {
     join(central, east);
     join(west, east);
     for n in three {
-        n.execute(&format!("INSERT INTO herd (name) SELECT '{}-' || g FROM generate_series(1, 50) g", n.name));
+        n.execute(&format!(
+            "INSERT INTO herd (name) SELECT '{}-' || g FROM generate_series(1, 50) g",
+            n.name
+        ));
     }
     // On east only: a column and an index, and a DEFAULT now() column that each owner
     // computes for its own rows (in one transaction with Alembic).
     migrate(east, Step::Tagged);
     let schema = assert_same_schema(&three, "herd");
-    assert!(schema.contains("tagged_at timestamp with time zone") && schema.contains("weight_kg numeric"), "{schema}");
+    assert!(
+        schema.contains("tagged_at timestamp with time zone")
+            && schema.contains("weight_kg numeric"),
+        "{schema}"
+    );
     for n in three {
-        assert_eq!(n.row_count("SELECT 1 FROM pg_indexes WHERE indexname = 'herd_weight'"), 1, "{}", n.name);
+        assert_eq!(
+            n.row_count("SELECT 1 FROM pg_indexes WHERE indexname = 'herd_weight'"),
+            1,
+            "{}",
+            n.name
+        );
     }
     west.execute("INSERT INTO herd (name, weight_kg) VALUES ('heavy', 3000)");
     assert_converged_among(&three, "herd");
@@ -152,7 +174,10 @@ fn federation_migrated_by(migrate: impl Fn(&Node, Step)) -> Cluster {
     // Down and up again, then the new table on the running federation.
     migrate(east, Step::BackToWeight);
     let schema = assert_same_schema(&three, "herd");
-    assert!(!schema.contains("tagged_at") && schema.contains("weight_kg"), "{schema}");
+    assert!(
+        !schema.contains("tagged_at") && schema.contains("weight_kg"),
+        "{schema}"
+    );
     migrate(east, Step::Head);
     assert!(assert_same_schema(&three, "herd").contains("tagged_at"));
     east.execute("SELECT federation.wait_ready('60 s')");
@@ -170,7 +195,12 @@ fn federation_migrated_by(migrate: impl Fn(&Node, Step)) -> Cluster {
     for n in &all {
         assert_verified(n);
         wait_health_ok(n, &all);
-        assert_eq!(replication_errors(n), "0", "replication errors on {}", n.name);
+        assert_eq!(
+            replication_errors(n),
+            "0",
+            "replication errors on {}",
+            n.name
+        );
     }
     c
 }
@@ -196,6 +226,11 @@ fn sqitch_changes_deployed_on_one_node_reach_the_whole_federation() {
     // Reverting the new table (a federated DROP TABLE) removes it everywhere.
     sqitch(c.node("east"), &["revert", "-y", "--to", "tagged"]);
     for n in c.all() {
-        assert_eq!(n.scalar("SELECT to_regclass('pens')::text"), None, "{}", n.name);
+        assert_eq!(
+            n.scalar("SELECT to_regclass('pens')::text"),
+            None,
+            "{}",
+            n.name
+        );
     }
 }

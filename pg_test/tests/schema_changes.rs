@@ -22,7 +22,13 @@ fn columns(node: &Node, table: &str) -> String {
 fn same_schema_everywhere(c: &Cluster, table: &str) -> String {
     let first = columns(&c.nodes[0], table);
     for n in &c.nodes[1..] {
-        assert_eq!(columns(n, table), first, "{table} on {} vs {}", n.name, c.nodes[0].name);
+        assert_eq!(
+            columns(n, table),
+            first,
+            "{table} on {} vs {}",
+            n.name,
+            c.nodes[0].name
+        );
     }
     first
 }
@@ -94,7 +100,12 @@ impl Sampler {
         let samples = self.handle.take().unwrap().join().unwrap();
         assert!(samples > 3, "only {samples} samples taken");
         let bad = self.bad.lock().unwrap();
-        assert!(bad.is_empty(), "{} of {samples} samples not OK: {:?}", bad.len(), &bad[..bad.len().min(10)]);
+        assert!(
+            bad.is_empty(),
+            "{} of {samples} samples not OK: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(10)]
+        );
     }
 }
 
@@ -139,8 +150,14 @@ fn columns_added_changed_and_dropped_on_one_node_reach_every_member_while_every_
     central.execute("ALTER TABLE hippos ADD CONSTRAINT weight_positive CHECK (weight_kg > 0)");
     east.execute("ALTER TABLE hippos DROP COLUMN weight_kg");
     let schema = same_schema_everywhere(&c, "hippos");
-    assert!(schema.contains("born_at timestamp with time zone not null"), "{schema}");
-    assert!(schema.contains("tagged_at timestamp with time zone not null"), "{schema}");
+    assert!(
+        schema.contains("born_at timestamp with time zone not null"),
+        "{schema}"
+    );
+    assert!(
+        schema.contains("tagged_at timestamp with time zone not null"),
+        "{schema}"
+    );
     assert!(!schema.contains("weight_kg"), "{schema}");
     for w in &writers {
         w.wait_for_more(20, &c.all());
@@ -157,7 +174,12 @@ fn columns_added_changed_and_dropped_on_one_node_reach_every_member_while_every_
     assert_eq!(distinct_tags, "t");
     // The row west wrote with the column that was dropped later reached everyone.
     for n in c.all() {
-        assert_eq!(n.row_count("SELECT 1 FROM hippos WHERE value = -1"), 1, "{}", n.name);
+        assert_eq!(
+            n.row_count("SELECT 1 FROM hippos WHERE value = -1"),
+            1,
+            "{}",
+            n.name
+        );
     }
 }
 
@@ -184,11 +206,15 @@ fn a_change_commits_on_every_member_or_on_none_and_savepoints_are_honoured() {
          COMMIT",
     );
     let after = same_schema_everywhere(&c, "hippos");
-    assert!(after.contains("kept integer") && after.contains("also_kept text"), "{after}");
+    assert!(
+        after.contains("kept integer") && after.contains("also_kept text"),
+        "{after}"
+    );
     assert!(!after.contains("undone"), "{after}");
     for n in c.all() {
         assert_eq!(
-            n.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'hippos_kept'").unwrap(),
+            n.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'hippos_kept'")
+                .unwrap(),
             "1",
             "{}",
             n.name
@@ -211,12 +237,22 @@ fn a_change_commits_on_every_member_or_on_none_and_savepoints_are_honoured() {
     assert!(!columns(west, "hippos").contains("fine"));
     // No prepared transaction is left behind anywhere.
     for n in c.all() {
-        assert_eq!(n.row_count("SELECT 1 FROM pg_prepared_xacts"), 0, "{}", n.name);
+        assert_eq!(
+            n.row_count("SELECT 1 FROM pg_prepared_xacts"),
+            0,
+            "{}",
+            n.name
+        );
     }
-    west.execute("BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos DROP COLUMN clash; COMMIT");
+    west.execute(
+        "BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos DROP COLUMN clash; COMMIT",
+    );
     east.execute("DROP INDEX hippos_kept");
     for n in c.all() {
-        assert_eq!(n.row_count("SELECT 1 FROM pg_indexes WHERE indexname = 'hippos_kept'"), 0);
+        assert_eq!(
+            n.row_count("SELECT 1 FROM pg_indexes WHERE indexname = 'hippos_kept'"),
+            0
+        );
     }
     east.execute("INSERT INTO hippos (value, kept) VALUES (1, 2)");
     west.execute("INSERT INTO hippos (value, also_kept) VALUES (2, 'x')");
@@ -260,7 +296,10 @@ fn changes_that_cannot_be_made_safe_are_refused_and_change_nothing_anywhere() {
     let e = east.expect_error("ALTER TABLE hippos ADD COLUMN while_down int");
     assert_eq!(e.code, "08006", "{e}");
     assert!(e.message.contains("member \"west\" is unreachable"), "{e}");
-    assert!(e.hint.as_deref().unwrap_or_default().contains("drop_node"), "{e}");
+    assert!(
+        e.hint.as_deref().unwrap_or_default().contains("drop_node"),
+        "{e}"
+    );
     assert!(!columns(east, "hippos").contains("while_down"));
     west.start_again();
     // The escape hatch: this node only, and health() says so on both until they match again.
@@ -268,15 +307,22 @@ fn changes_that_cannot_be_made_safe_are_refused_and_change_nothing_anywhere() {
     assert!(columns(east, "hippos").contains("only_here"));
     assert!(!columns(west, "hippos").contains("only_here"));
     for n in c.all() {
-        wait_until(&format!("{} to report the schemas differ", n.name), Duration::from_secs(60), &c.all(), || {
-            let r = n.query("SELECT health, reason FROM federation.health()");
-            let reason = r[0][1].clone().unwrap_or_default();
-            if r[0][0].as_deref() == Some("WARNING") && reason.contains("the columns of public.hippos differ") {
-                Ok(true)
-            } else {
-                Err(format!("{:?}", r[0]))
-            }
-        });
+        wait_until(
+            &format!("{} to report the schemas differ", n.name),
+            Duration::from_secs(60),
+            &c.all(),
+            || {
+                let r = n.query("SELECT health, reason FROM federation.health()");
+                let reason = r[0][1].clone().unwrap_or_default();
+                if r[0][0].as_deref() == Some("WARNING")
+                    && reason.contains("the columns of public.hippos differ")
+                {
+                    Ok(true)
+                } else {
+                    Err(format!("{:?}", r[0]))
+                }
+            },
+        );
     }
     east.execute("BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos DROP COLUMN only_here; COMMIT");
     same_schema_everywhere(&c, "hippos");
@@ -291,8 +337,12 @@ fn a_schema_change_left_prepared_on_a_member_is_finished_as_its_origin_ended_it(
     let (east, west) = (c.node("east"), c.node("west"));
     // Two transactions of east's, one committed, one rolled back, as a member that missed
     // east's COMMIT PREPARED or ROLLBACK PREPARED holds them.
-    let committed = east.scalar("BEGIN; SELECT pg_current_xact_id(); COMMIT").unwrap();
-    let aborted = east.scalar("BEGIN; SELECT pg_current_xact_id(); ROLLBACK").unwrap();
+    let committed = east
+        .scalar("BEGIN; SELECT pg_current_xact_id(); COMMIT")
+        .unwrap();
+    let aborted = east
+        .scalar("BEGIN; SELECT pg_current_xact_id(); ROLLBACK")
+        .unwrap();
     for (xid, col) in [(&committed, "made"), (&aborted, "undone")] {
         west.execute(&format!(
             "BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos ADD COLUMN {col} int;
@@ -300,25 +350,43 @@ fn a_schema_change_left_prepared_on_a_member_is_finished_as_its_origin_ended_it(
         ));
     }
     // One of a node that is not a member: health() names it once it is older than lag_warning.
-    west.execute("BEGIN; CREATE TABLE scratch (id int); PREPARE TRANSACTION 'pg_federation_ddl:ghost:42'");
-    wait_until("west's worker to finish east's prepared changes", Duration::from_secs(60), &c.all(), || {
-        Ok(west.row_count("SELECT 1 FROM pg_prepared_xacts WHERE gid LIKE 'pg_federation_ddl:east:%'") == 0)
-    });
+    west.execute(
+        "BEGIN; CREATE TABLE scratch (id int); PREPARE TRANSACTION 'pg_federation_ddl:ghost:42'",
+    );
+    wait_until(
+        "west's worker to finish east's prepared changes",
+        Duration::from_secs(60),
+        &c.all(),
+        || {
+            Ok(west.row_count(
+                "SELECT 1 FROM pg_prepared_xacts WHERE gid LIKE 'pg_federation_ddl:east:%'",
+            ) == 0)
+        },
+    );
     let cols = columns(west, "hippos");
     assert!(cols.contains("made integer"), "{cols}");
     assert!(!cols.contains("undone"), "{cols}");
-    wait_until("west's health to name the prepared change", Duration::from_secs(30), &c.all(), || {
-        let r = west.query("SET federation.lag_warning = 1; SELECT health, reason FROM federation.health()");
-        let reason = r[0][1].clone().unwrap_or_default();
-        if reason.contains("pg_federation_ddl:ghost:42") {
-            Ok(true)
-        } else {
-            Err(format!("{:?}", r[0]))
-        }
-    });
+    wait_until(
+        "west's health to name the prepared change",
+        Duration::from_secs(30),
+        &c.all(),
+        || {
+            let r = west.query(
+                "SET federation.lag_warning = 1; SELECT health, reason FROM federation.health()",
+            );
+            let reason = r[0][1].clone().unwrap_or_default();
+            if reason.contains("pg_federation_ddl:ghost:42") {
+                Ok(true)
+            } else {
+                Err(format!("{:?}", r[0]))
+            }
+        },
+    );
     west.execute("RESET federation.lag_warning");
     west.execute("ROLLBACK PREPARED 'pg_federation_ddl:ghost:42'");
-    west.execute("BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos DROP COLUMN made; COMMIT");
+    west.execute(
+        "BEGIN; SET LOCAL federation.unsafe_ddl = on; ALTER TABLE hippos DROP COLUMN made; COMMIT",
+    );
     same_schema_everywhere(&c, "hippos");
 }
 
@@ -327,18 +395,26 @@ fn a_member_killed_before_commit_leaves_the_change_nowhere_and_replication_runni
     let c = joined(&["east", "west"]);
     let (east, west) = (c.node("east"), c.node("west"));
     let mut client = east.connect().unwrap();
-    client.batch_execute("BEGIN; ALTER TABLE hippos ADD COLUMN doomed int").unwrap();
+    client
+        .batch_execute("BEGIN; ALTER TABLE hippos ADD COLUMN doomed int")
+        .unwrap();
     west.kill9();
     let e = client.batch_execute("COMMIT").unwrap_err();
-    let db = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    let db = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
     assert!(db.contains("member \"west\""), "{e:?}");
     drop(client);
     west.start_again();
     assert!(!columns(east, "hippos").contains("doomed"));
     assert!(!columns(west, "hippos").contains("doomed"));
-    wait_until("west to have no prepared transaction", Duration::from_secs(60), &c.all(), || {
-        Ok(west.row_count("SELECT 1 FROM pg_prepared_xacts") == 0)
-    });
+    wait_until(
+        "west to have no prepared transaction",
+        Duration::from_secs(60),
+        &c.all(),
+        || Ok(west.row_count("SELECT 1 FROM pg_prepared_xacts") == 0),
+    );
     east.execute("INSERT INTO hippos (value) VALUES (10)");
     west.execute("INSERT INTO hippos (value) VALUES (20)");
     assert_converged(&c, "hippos");
@@ -351,43 +427,98 @@ fn a_member_killed_before_commit_leaves_the_change_nowhere_and_replication_runni
 fn a_table_created_and_enabled_in_one_migration_reaches_every_member() {
     let c = joined(&["central", "east", "west"]);
     let (east, west) = (c.node("east"), c.node("west"));
+    for n in c.all() {
+        n.execute("CREATE ROLE keeper");
+    }
     let pens = "CREATE TABLE pens (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                                     name text NOT NULL, capacity int CHECK (capacity > 0));
                 CREATE INDEX pens_name ON pens (name);
+                COMMENT ON TABLE pens IS 'where the herd sleeps';
+                GRANT SELECT ON pens TO keeper;
                 ALTER TABLE pens ADD COLUMN muddy boolean DEFAULT true;
                 SELECT federation.enable('pens');
                 INSERT INTO pens (name, capacity) VALUES ('mud', 3);";
     // Rolled back: no node has it.
     east.execute(&format!("BEGIN; {pens} ROLLBACK"));
     for n in c.all() {
-        assert_eq!(n.scalar("SELECT to_regclass('pens')::text"), None, "{}", n.name);
+        assert_eq!(
+            n.scalar("SELECT to_regclass('pens')::text"),
+            None,
+            "{}",
+            n.name
+        );
     }
     east.execute(&format!("BEGIN; {pens} COMMIT"));
     east.execute("SELECT federation.wait_ready('60 s')");
     let schema = same_schema_everywhere(&c, "pens");
     assert!(schema.contains("muddy boolean"), "{schema}");
     for n in c.all() {
-        assert_eq!(n.row_count("SELECT 1 FROM pg_indexes WHERE indexname = 'pens_name'"), 1, "{}", n.name);
-        assert_eq!(n.row_count("SELECT 1 FROM federation.federated_table WHERE relid = 'pens'::regclass"), 1, "{}", n.name);
+        assert_eq!(
+            n.row_count("SELECT 1 FROM pg_indexes WHERE indexname = 'pens_name'"),
+            1,
+            "{}",
+            n.name
+        );
+        assert_eq!(
+            n.row_count("SELECT 1 FROM federation.federated_table WHERE relid = 'pens'::regclass"),
+            1,
+            "{}",
+            n.name
+        );
+    }
+    for n in c.all() {
+        assert_eq!(
+            n.scalar("SELECT obj_description('pens'::regclass, 'pg_class')")
+                .as_deref(),
+            Some("where the herd sleeps"),
+            "{}",
+            n.name
+        );
+        assert_eq!(
+            n.scalar("SELECT has_table_privilege('keeper', 'pens', 'SELECT')::text")
+                .as_deref(),
+            Some("true"),
+            "{}",
+            n.name
+        );
     }
     west.execute("INSERT INTO pens (name, capacity) VALUES ('reeds', 5)");
     assert_converged(&c, "pens");
     // The constraint came along: a bad row is refused on a member too.
-    assert_eq!(west.expect_error("INSERT INTO pens (name, capacity) VALUES ('x', 0)").code, "23514");
+    assert_eq!(
+        west.expect_error("INSERT INTO pens (name, capacity) VALUES ('x', 0)")
+            .code,
+        "23514"
+    );
 
     // Dropped on one node (the downgrade of that migration): gone everywhere, catalog
     // included, and the other tables keep replicating with no error.
     let errors: Vec<i64> = c.all().iter().map(|n| replication_errors(n)).collect();
     west.execute("DROP TABLE pens");
     for n in c.all() {
-        assert_eq!(n.scalar("SELECT to_regclass('pens')::text"), None, "{}", n.name);
-        assert_eq!(n.row_count("SELECT 1 FROM federation.partition WHERE partition::text LIKE 'pens%'"), 0, "{}", n.name);
+        assert_eq!(
+            n.scalar("SELECT to_regclass('pens')::text"),
+            None,
+            "{}",
+            n.name
+        );
+        assert_eq!(
+            n.row_count("SELECT 1 FROM federation.partition WHERE partition::text LIKE 'pens%'"),
+            0,
+            "{}",
+            n.name
+        );
     }
     east.execute("INSERT INTO hippos (value) VALUES (1)");
     west.execute("INSERT INTO hippos (value) VALUES (2)");
     assert_converged(&c, "hippos");
     for (n, before) in c.all().iter().zip(errors) {
-        assert_eq!(replication_errors(n), before, "replication errors on {}", n.name);
+        assert_eq!(
+            replication_errors(n),
+            before,
+            "replication errors on {}",
+            n.name
+        );
         wait_health_ok(n, &c.all());
     }
 }
@@ -401,20 +532,220 @@ fn disable_runs_in_the_migration_transaction_on_every_member_and_again_is_a_noti
     assert_converged(&c, "hippos");
     east.execute("BEGIN; SELECT federation.disable('hippos'); ROLLBACK");
     for n in c.all() {
-        assert_eq!(n.row_count("SELECT 1 FROM federation.federated_table"), 1, "{}", n.name);
+        assert_eq!(
+            n.row_count("SELECT 1 FROM federation.federated_table"),
+            1,
+            "{}",
+            n.name
+        );
     }
     // A downgrade migration: a schema change, then disable(), in one transaction.
     east.execute("BEGIN; ALTER TABLE hippos ADD COLUMN last_seen date; SELECT federation.disable('hippos'); COMMIT");
     for n in c.all() {
-        assert_eq!(n.scalar("SELECT relkind::text FROM pg_class WHERE relname = 'hippos'").as_deref(), Some("r"), "{}", n.name);
-        assert_eq!(n.row_count("SELECT 1 FROM hippos"), 17, "every row kept on {}", n.name);
-        assert!(columns(n, "hippos").contains("last_seen date"), "{}", n.name);
-        assert_eq!(n.row_count("SELECT 1 FROM federation.federated_table"), 0, "{}", n.name);
-        assert_eq!(n.row_count("SELECT 1 FROM pg_prepared_xacts"), 0, "{}", n.name);
+        assert_eq!(
+            n.scalar("SELECT relkind::text FROM pg_class WHERE relname = 'hippos'")
+                .as_deref(),
+            Some("r"),
+            "{}",
+            n.name
+        );
+        assert_eq!(
+            n.row_count("SELECT 1 FROM hippos"),
+            17,
+            "every row kept on {}",
+            n.name
+        );
+        assert!(
+            columns(n, "hippos").contains("last_seen date"),
+            "{}",
+            n.name
+        );
+        assert_eq!(
+            n.row_count("SELECT 1 FROM federation.federated_table"),
+            0,
+            "{}",
+            n.name
+        );
+        assert_eq!(
+            n.row_count("SELECT 1 FROM pg_prepared_xacts"),
+            0,
+            "{}",
+            n.name
+        );
     }
     let notices = west.notices("SELECT federation.disable('hippos')");
-    assert!(notices.iter().any(|n| n.contains("not federated here; nothing to do")), "{notices:?}");
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("not federated here; nothing to do")),
+        "{notices:?}"
+    );
     for n in c.all() {
         wait_health_ok(n, &c.all());
     }
+}
+
+#[test]
+fn two_nodes_changing_the_same_table_at_once_leave_one_schema_everywhere() {
+    let c = joined(&["central", "east", "west"]);
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let runs: Vec<_> = ["east", "west"]
+        .into_iter()
+        .map(|name| {
+            let conninfo = c.node(name).client_conninfo();
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                let mut client = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+                b.wait();
+                let r = client.batch_execute(&format!(
+                    "BEGIN; ALTER TABLE hippos ADD COLUMN from_{name} int; ALTER TABLE hippos ADD COLUMN shared int; COMMIT"
+                ));
+                (name, r.map_err(|e| e.as_db_error().map(|d| (d.code().code().to_string(), d.message().to_string()))))
+            })
+        })
+        .collect();
+    let results: Vec<_> = runs.into_iter().map(|h| h.join().unwrap()).collect();
+    // Both add `shared`: one succeeds, the other then finds it there (42701) or, had the two
+    // queued behind each other's locks past federation.ddl_timeout, gets 55P03; never both.
+    let ok: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(ok.len(), 1, "{results:?}");
+    for (name, r) in &results {
+        if let Err(Some((code, message))) = r {
+            assert!(
+                ["42701", "55P03"].contains(&code.as_str()),
+                "{name}: {code} {message}"
+            );
+        }
+    }
+    let schema = same_schema_everywhere(&c, "hippos");
+    assert!(
+        schema.contains(&format!("from_{} integer", ok[0])) && schema.contains("shared integer"),
+        "{schema}"
+    );
+    for n in c.all() {
+        assert_eq!(
+            n.row_count("SELECT 1 FROM pg_prepared_xacts"),
+            0,
+            "{}",
+            n.name
+        );
+        wait_health_ok(n, &c.all());
+    }
+}
+
+#[test]
+fn a_link_cut_before_commit_leaves_the_change_nowhere_and_replication_heals() {
+    let net = pg_test::Net::new(); // declared first: dropped after the servers
+    let c = Cluster::start(&["east", "west"].map(|n| net.place(pg_test::NodeSpec::guc(n))));
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in c.all() {
+        n.execute(pg_test::scenario::HIPPOS);
+    }
+    pg_test::scenario::join(west, east);
+    let mut client = east.connect().unwrap();
+    client
+        .batch_execute("BEGIN; ALTER TABLE hippos ADD COLUMN cut_off int")
+        .unwrap();
+    net.cut(west);
+    let e = client.batch_execute("COMMIT").unwrap_err();
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("member \"west\""), "{e:?}");
+    drop(client);
+    net.restore(west);
+    // west's side of the change was never prepared, and its session ends (TCP keepalives),
+    // releasing the table's locks there: west's writers go on.
+    assert_eq!(west.row_count("SELECT 1 FROM pg_prepared_xacts"), 0);
+    wait_until(
+        "west's session of the failed change to end",
+        Duration::from_secs(60),
+        &c.all(),
+        || {
+            Ok(west.row_count("SELECT 1 FROM pg_stat_activity WHERE application_name = 'pg_federation' AND state LIKE 'idle in transaction%'") == 0)
+        },
+    );
+    assert!(!columns(east, "hippos").contains("cut_off"));
+    assert!(!columns(west, "hippos").contains("cut_off"));
+    east.execute("INSERT INTO hippos (value) VALUES (1)");
+    west.execute("INSERT INTO hippos (value) VALUES (2)");
+    assert_converged(&c, "hippos");
+    east.execute("ALTER TABLE hippos ADD COLUMN after_cut int");
+    same_schema_everywhere(&c, "hippos");
+}
+
+#[test]
+fn a_node_joining_without_the_tables_gets_them_from_its_peer() {
+    let c = Cluster::start(&[
+        pg_test::NodeSpec::guc("east"),
+        pg_test::NodeSpec::guc("west"),
+    ]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in c.all() {
+        n.execute("CREATE ROLE keeper");
+    }
+    east.execute(
+        "CREATE TABLE herd (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+                            name text COLLATE \"C\" NOT NULL DEFAULT 'unnamed',
+                            weight numeric CHECK (weight > 0),
+                            serial_no bigserial,
+                            email text UNIQUE,
+                            name_upper text GENERATED ALWAYS AS (upper(name)) STORED);
+         COMMENT ON TABLE herd IS 'the herd';
+         COMMENT ON COLUMN herd.weight IS 'kilograms';
+         GRANT SELECT ON herd TO keeper;
+         SELECT federation.enable('herd');
+         CREATE INDEX herd_weight ON herd (weight);
+         INSERT INTO herd (name, weight, email) SELECT 'h' || g, g, 'h' || g || '@example.org' FROM generate_series(1, 20) g;",
+    );
+    // west has nothing of it: join() makes it from east's definition, then wires the mesh.
+    let notices = west.notices(&format!("SELECT federation.join('{}')", east.conninfo()));
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("created table public.herd from \"east\"'s definition")),
+        "{notices:?}"
+    );
+    west.execute("SELECT federation.wait_ready('90 s')");
+    let definition = |n: &Node| {
+        n.scalar(
+            "SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' '
+                               || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' || a.attidentity::text || a.attgenerated::text
+                               || ' ' || coalesce(col_description(a.attrelid, a.attnum), ''), '; ' ORDER BY a.attnum)
+                    || ' | ' || (SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), '; ' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'herd'::regclass)
+                    || ' | ' || (SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'herd')
+                    || ' | ' || obj_description('herd'::regclass, 'pg_class')
+                    || ' | ' || has_table_privilege('keeper', 'herd', 'SELECT')
+             FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+             WHERE a.attrelid = 'herd'::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+        )
+        .unwrap_or_default()
+    };
+    let (e, w) = (definition(east), definition(west));
+    // The serial column's sequence has a node-specific name nowhere; everything else is equal.
+    assert_eq!(w, e);
+    assert!(
+        e.contains("herd_weight")
+            && e.contains("CHECK ((weight > (0)::numeric))")
+            && e.contains("kilograms"),
+        "{e}"
+    );
+    assert_converged(&c, "herd");
+    let id: i64 = west
+        .scalar("INSERT INTO herd (name, weight, email) VALUES ('w', 5, 'w@example.org') RETURNING serial_no")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let k: i64 = west
+        .scalar("SELECT node_number FROM federation.local_node")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(id >> 48, k, "west's serial draws from west's range");
+    assert_converged(&c, "herd");
 }

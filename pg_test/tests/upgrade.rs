@@ -178,7 +178,9 @@ fn a_federation_upgraded_from_the_previous_release_changes_schemas_on_every_memb
     let names = ["east", "central", "west"];
     let c = Cluster::start(&names.map(|n| NodeSpec::guc(n).without_extension()));
     for n in &c.nodes {
-        n.execute(&format!("CREATE EXTENSION pg_federation VERSION '{PREVIOUS}'; {HIPPOS}"));
+        n.execute(&format!(
+            "CREATE EXTENSION pg_federation VERSION '{PREVIOUS}'; {HIPPOS}"
+        ));
     }
     for n in &c.nodes[1..] {
         join(n, &c.nodes[0]);
@@ -191,8 +193,17 @@ fn a_federation_upgraded_from_the_previous_release_changes_schemas_on_every_memb
     // Mixed versions: a schema change is refused before anything changes, naming the member.
     let e = east.expect_error("ALTER TABLE hippos ADD COLUMN weight_kg numeric");
     assert_eq!(e.code, "55000", "{e}");
-    assert!(e.message.contains("central") && e.message.contains(PREVIOUS), "{e}");
-    assert!(e.hint.as_deref().unwrap_or_default().contains("ALTER EXTENSION pg_federation UPDATE"), "{e}");
+    assert!(
+        e.message.contains("central") && e.message.contains(PREVIOUS),
+        "{e}"
+    );
+    assert!(
+        e.hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains("ALTER EXTENSION pg_federation UPDATE"),
+        "{e}"
+    );
     for n in &all {
         assert_eq!(n.row_count("SELECT 1 FROM pg_attribute WHERE attrelid = 'hippos'::regclass AND attname = 'weight_kg'"), 0);
     }

@@ -181,26 +181,8 @@ pub(super) unsafe fn classify(stmt: *mut pg_sys::Node) -> FedResult<Verdict> {
             one_table(tables, "DROP INDEX")
         }
         T_CommentStmt => {
-            let s = stmt as *mut pg_sys::CommentStmt;
-            let names_list = (*s).object as *mut pg_sys::List;
-            let oid = match (*s).objtype {
-                pg_sys::ObjectType::OBJECT_TABLE => relid_of_names(names_list),
-                pg_sys::ObjectType::OBJECT_COLUMN => {
-                    let n = names(names_list);
-                    if n.len() < 2 {
-                        return Ok(Verdict::Pass);
-                    }
-                    let mut list = std::ptr::null_mut::<pg_sys::List>();
-                    for part in &n[..n.len() - 1] {
-                        let c = std::ffi::CString::new(part.as_str()).unwrap_or_default();
-                        list = pg_sys::lappend(
-                            list,
-                            pg_sys::makeString(pg_sys::pstrdup(c.as_ptr())).cast(),
-                        );
-                    }
-                    relid_of_names(list)
-                }
-                _ => return Ok(Verdict::Pass),
+            let Some(oid) = table_named(stmt) else {
+                return Ok(Verdict::Pass);
             };
             Ok(match role(oid)? {
                 Role::Parent { .. } => Verdict::Federate(Change::of(oid)),
@@ -257,6 +239,49 @@ pub(super) unsafe fn classify(stmt: *mut pg_sys::Node) -> FedResult<Verdict> {
         }
         _ => Ok(Verdict::Pass),
     }
+}
+
+/// The one table a COMMENT ON TABLE/COLUMN or a GRANT/REVOKE on tables is about (for a GRANT
+/// naming several, the first).
+pub(super) unsafe fn table_named(stmt: *mut pg_sys::Node) -> Option<pg_sys::Oid> {
+    use pg_sys::NodeTag::*;
+    let oid = match (*stmt).type_ {
+        T_CommentStmt => {
+            let s = stmt as *mut pg_sys::CommentStmt;
+            let names_list = (*s).object as *mut pg_sys::List;
+            match (*s).objtype {
+                pg_sys::ObjectType::OBJECT_TABLE => relid_of_names(names_list),
+                pg_sys::ObjectType::OBJECT_COLUMN => {
+                    let n = names(names_list);
+                    if n.len() < 2 {
+                        return None;
+                    }
+                    let mut list = std::ptr::null_mut::<pg_sys::List>();
+                    for part in &n[..n.len() - 1] {
+                        let c = std::ffi::CString::new(part.as_str()).unwrap_or_default();
+                        list = pg_sys::lappend(
+                            list,
+                            pg_sys::makeString(pg_sys::pstrdup(c.as_ptr())).cast(),
+                        );
+                    }
+                    relid_of_names(list)
+                }
+                _ => return None,
+            }
+        }
+        T_GrantStmt => {
+            let s = stmt as *mut pg_sys::GrantStmt;
+            if (*s).targtype != pg_sys::GrantTargetType::ACL_TARGET_OBJECT
+                || (*s).objtype != pg_sys::ObjectType::OBJECT_TABLE
+            {
+                return None;
+            }
+            let first = pgrx::PgList::<pg_sys::RangeVar>::from_pg((*s).objects).get_ptr(0)?;
+            relid_of(first)
+        }
+        _ => return None,
+    };
+    (oid != pg_sys::InvalidOid).then_some(oid)
 }
 
 /// A statement naming several tables is federated when all of them are; a mix is refused.
@@ -391,11 +416,24 @@ unsafe fn alter_table(s: *mut pg_sys::AlterTableStmt) -> FedResult<Verdict> {
             AT_ColumnDefault | AT_DropNotNull | AT_AddIdentity | AT_SetIdentity
             | AT_DropIdentity | AT_DropExpression
                 if !on_node_column => {}
-            AT_DropConstraint | AT_AlterConstraint | AT_SetStatistics | AT_SetOptions
-            | AT_ResetOptions | AT_SetStorage | AT_SetCompression | AT_ChangeOwner
-            | AT_SetRelOptions | AT_ResetRelOptions | AT_ReplaceRelOptions
-            | AT_EnableRowSecurity | AT_DisableRowSecurity | AT_ForceRowSecurity
-            | AT_NoForceRowSecurity | AT_ClusterOn | AT_DropCluster | AT_SetTableSpace => {}
+            AT_DropConstraint
+            | AT_AlterConstraint
+            | AT_SetStatistics
+            | AT_SetOptions
+            | AT_ResetOptions
+            | AT_SetStorage
+            | AT_SetCompression
+            | AT_ChangeOwner
+            | AT_SetRelOptions
+            | AT_ResetRelOptions
+            | AT_ReplaceRelOptions
+            | AT_EnableRowSecurity
+            | AT_DisableRowSecurity
+            | AT_ForceRowSecurity
+            | AT_NoForceRowSecurity
+            | AT_ClusterOn
+            | AT_DropCluster
+            | AT_SetTableSpace => {}
             AT_DropColumn | AT_AlterColumnType | AT_ColumnDefault | AT_DropNotNull
             | AT_AddIdentity | AT_SetIdentity | AT_DropIdentity | AT_DropExpression => {
                 return Ok(node_column_refused(oid, &node_column));
@@ -408,13 +446,19 @@ unsafe fn alter_table(s: *mut pg_sys::AlterTableStmt) -> FedResult<Verdict> {
             }
             AT_SetUnLogged | AT_SetLogged => {
                 return Ok(unsupported(
-                    format!("cannot change the persistence of federated table {}", relname(oid)),
+                    format!(
+                        "cannot change the persistence of federated table {}",
+                        relname(oid)
+                    ),
                     "Unlogged tables cannot be replicated; a federated table stays logged.",
                 ));
             }
             AT_ReplicaIdentity => {
                 return Ok(unsupported(
-                    format!("cannot change the replica identity of federated table {}", relname(oid)),
+                    format!(
+                        "cannot change the replica identity of federated table {}",
+                        relname(oid)
+                    ),
                     "pg_federation sets every partition's replica identity from the primary key.",
                 ));
             }

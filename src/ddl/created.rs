@@ -1,5 +1,5 @@
 //! Tables created in this transaction, with the statements that shaped them (CREATE TABLE,
-//! then CREATE INDEX and ALTER TABLE on it), so that `enable()` on a running federation can
+//! then CREATE INDEX, ALTER TABLE, COMMENT and GRANT on it), so that `enable()` on a running federation can
 //! create the table on the members that lack it: a migration that creates a table and enables
 //! it runs in one transaction on one node. Recorded only on a node with members; forgotten at
 //! the end of the transaction (and of a rolled-back savepoint).
@@ -43,6 +43,7 @@ unsafe fn shaped(stmt: *mut pg_sys::Node) -> Option<(pg_sys::Oid, bool)> {
             classify::relid_of((*(stmt as *mut pg_sys::AlterTableStmt)).relation),
             false,
         )),
+        T_CommentStmt | T_GrantStmt => classify::table_named(stmt).map(|t| (t, false)),
         _ => None,
     }
 }
@@ -63,13 +64,11 @@ pub(super) unsafe fn note(stmt: *mut pg_sys::Node, text: impl FnOnce() -> String
     if creates && !crate::catalog::has_members().unwrap_or(false) {
         return;
     }
-    let search_path = crate::spi::one::<String>(
-        "SELECT pg_catalog.current_setting('search_path')",
-        &[],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+    let search_path =
+        crate::spi::one::<String>("SELECT pg_catalog.current_setting('search_path')", &[])
+            .ok()
+            .flatten()
+            .unwrap_or_default();
     let statement = text();
     RECORDED.with(|r| {
         r.borrow_mut().push(Recorded {

@@ -4,9 +4,9 @@
 //! a constraint must be checked against every row it will hold.
 //!
 //! So, in name order on every node (this one included, each in the schema change's
-//! transaction): lock the table and the node's own partition in SHARE mode (local writers
-//! of the table wait; the apply workers, which write only the other nodes' partitions, do not),
-//! then mark the node's WAL position; then wait until every member's subscription to each node
+//! transaction): lock the table and the node's own partition in SHARE ROW EXCLUSIVE mode
+//! (local writers of the table and other schema changes of it wait; the apply workers, which
+//! write only the other nodes' partitions, do not), then mark the node's WAL position; then wait until every member's subscription to each node
 //! has applied up to that node's mark. Name order on every node means two schema changes of
 //! the same table queue behind each other instead of deadlocking; `federation.ddl_timeout`
 //! bounds every wait.
@@ -20,7 +20,7 @@ use crate::spi::{self, quote_ident};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-/// Locks this node's own partition of `table` in SHARE mode (waiting at most lock_timeout)
+/// Locks the table and this node's own partition of it (waiting at most lock_timeout)
 /// and returns this node's WAL position after the lock: every row of the partition committed
 /// before the lock lies before it.
 pub fn here(table: pg_sys::Oid) -> FedResult<String> {
@@ -38,8 +38,11 @@ pub fn here(table: pg_sys::Oid) -> FedResult<String> {
     // The parent first, as a writer's INSERT into the parent locks it (then routes the row
     // to the partition); the partition too, for writes addressed to it directly. Apply
     // workers write the other nodes' partitions directly and take neither lock.
+    // SHARE ROW EXCLUSIVE, not SHARE: it also conflicts with itself, so that two schema
+    // changes of the table queue at the first node in name order instead of both going on
+    // and each waiting for the other's lock on its own node.
     spi::exec(&format!(
-        "LOCK TABLE ONLY {} IN SHARE MODE; LOCK TABLE ONLY {own} IN SHARE MODE",
+        "LOCK TABLE ONLY {} IN SHARE ROW EXCLUSIVE MODE; LOCK TABLE ONLY {own} IN SHARE ROW EXCLUSIVE MODE",
         crate::table::oid_sql(table)?
     ))?;
     // A record of its own, so that the mark is the end of a record the walsenders decode

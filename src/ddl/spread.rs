@@ -93,8 +93,10 @@ fn open(table: &str) -> FedResult<()> {
         &[table.into()],
     )?;
     if pending.as_deref() == Some("pending") {
-        return Err(FedError::prerequisite(format!("cannot change {table}: it is still being federated on the members"))
-            .hint("Wait until it is (SELECT federation.wait_ready();), then run the change again."));
+        return Err(FedError::prerequisite(format!(
+            "cannot change {table}: it is still being federated on the members"
+        ))
+        .hint("Wait until it is (SELECT federation.wait_ready();), then run the change again."));
     }
     let version = catalog::extension_version()?;
     let role = spi::one::<String>("SELECT current_user::text", &[])?.unwrap_or_default();
@@ -115,7 +117,10 @@ fn open(table: &str) -> FedResult<()> {
         })?;
         r.check_version(&what, &version)?;
         let prepared = r
-            .scalar("SELECT pg_catalog.current_setting('max_prepared_transactions')", &[])?
+            .scalar(
+                "SELECT pg_catalog.current_setting('max_prepared_transactions')",
+                &[],
+            )?
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0);
         if prepared < 1 {
@@ -126,9 +131,14 @@ fn open(table: &str) -> FedResult<()> {
             .detail("A schema change commits on every member with two-phase commit, so that it commits everywhere or nowhere.")
             .hint(format!("Set max_prepared_transactions = 10 on \"{}\" (and every node) and restart it (docs/migrations.md).", m.name)));
         }
-        // A member stops working on a statement whose session this node dropped (an error
-        // here while the member still runs it).
-        r.exec("SET client_connection_check_interval = '1s'")?;
+        // The member's session ends (and its locks go) when this node is gone: while it runs a
+        // statement (client_connection_check_interval), and while it waits for the next one
+        // behind a cut link or after a crash here (TCP keepalives: about 11 s), however long a
+        // live migration takes between two statements.
+        r.exec(
+            "SET client_connection_check_interval = '1s'; SET tcp_keepalives_idle = 5; \
+             SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3",
+        )?;
         r.exec(&format!(
             "BEGIN; SET LOCAL lock_timeout = '{}s'; SET LOCAL federation.ddl_origin = {}",
             gucs::ddl_timeout().as_secs(),
@@ -163,7 +173,8 @@ fn sync_depth(s: &mut Session) -> FedResult<()> {
     let level = nest_level();
     while s.depth < level {
         s.depth += 1;
-        s.remote.exec(&format!("SAVEPOINT pg_federation_{}", s.depth))?;
+        s.remote
+            .exec(&format!("SAVEPOINT pg_federation_{}", s.depth))?;
     }
     Ok(())
 }
@@ -191,7 +202,11 @@ pub fn before(table_oid: pg_sys::Oid, table: &str) -> FedResult<()> {
         let mut marks = vec![];
         // In name order, this node among the members.
         let mut order: Vec<Option<usize>> = (0..txn.sessions.len()).map(Some).collect();
-        let my_place = txn.sessions.iter().position(|s| s.name > me).unwrap_or(txn.sessions.len());
+        let my_place = txn
+            .sessions
+            .iter()
+            .position(|s| s.name > me)
+            .unwrap_or(txn.sessions.len());
         order.insert(my_place, None);
         for slot in order {
             match slot {
@@ -259,7 +274,9 @@ fn with_lock_timeout<T>(f: impl FnOnce() -> FedResult<T>) -> FedResult<T> {
     let level = unsafe { pg_sys::NewGUCNestLevel() };
     spi::exec_args(
         "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
-        &[format!("{}s", gucs::ddl_timeout().as_secs()).as_str().into()],
+        &[format!("{}s", gucs::ddl_timeout().as_secs())
+            .as_str()
+            .into()],
     )?;
     let r = f();
     // SAFETY: pops the level pushed above.
@@ -292,7 +309,8 @@ impl Caller {
             "SELECT pg_catalog.set_config('search_path', $1, true)",
             &[Some(search_path.unwrap_or(&self.search_path))],
         )?;
-        s.remote.exec(&format!("SET LOCAL ROLE {}", quote_ident(&self.role)))
+        s.remote
+            .exec(&format!("SET LOCAL ROLE {}", quote_ident(&self.role)))
     }
 }
 
@@ -370,7 +388,9 @@ pub fn replay_on(member: &str, table: &str, statements: &[(String, String)]) -> 
         let mut guard = cell.borrow_mut();
         let txn = guard.as_mut().expect("opened above");
         let Some(s) = txn.sessions.iter_mut().find(|s| s.name == member) else {
-            return Err(FedError::internal(format!("no session to member \"{member}\"")));
+            return Err(FedError::internal(format!(
+                "no session to member \"{member}\""
+            )));
         };
         for (statement, search_path) in statements {
             caller.enter(s, Some(search_path))?;
@@ -407,10 +427,15 @@ fn prepare_all() -> FedResult<()> {
             if s.broken || s.in_flight {
                 return Some((
                     s.name.clone(),
-                    FedError::prerequisite("its part of the change failed earlier in this transaction"),
+                    FedError::prerequisite(
+                        "its part of the change failed earlier in this transaction",
+                    ),
                 ));
             }
-            if let Err(e) = s.remote.exec(&format!("PREPARE TRANSACTION {}", quote_literal(&gid))) {
+            if let Err(e) = s
+                .remote
+                .exec(&format!("PREPARE TRANSACTION {}", quote_literal(&gid)))
+            {
                 return Some((s.name.clone(), e));
             }
             // PREPARE of a transaction that failed there rolls it back without an error.
@@ -436,10 +461,15 @@ fn prepare_all() -> FedResult<()> {
         }
         return Err(FedError::new(
             PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
-            format!("could not commit the schema change on member \"{name}\": {}", e.message),
+            format!(
+                "could not commit the schema change on member \"{name}\": {}",
+                e.message
+            ),
         )
         .detail("No node has the change: it was rolled back everywhere.")
-        .hint(format!("Bring \"{name}\" back (federation.status() shows it), then run the change again.")));
+        .hint(format!(
+            "Bring \"{name}\" back (federation.status() shows it), then run the change again."
+        )));
     }
     Ok(())
 }
@@ -449,7 +479,10 @@ fn commit_all(mut txn: Txn) {
         if !s.prepared {
             continue;
         }
-        if let Err(e) = s.remote.exec(&format!("COMMIT PREPARED {}", quote_literal(&txn.gid))) {
+        if let Err(e) = s
+            .remote
+            .exec(&format!("COMMIT PREPARED {}", quote_literal(&txn.gid)))
+        {
             pgrx::warning!(
                 "the schema change is committed here; member \"{}\" holds it prepared and its pg_federation worker will commit it: {}",
                 s.name,
@@ -481,9 +514,15 @@ fn rollback_all(mut txn: Txn) {
 
 #[pg_guard]
 #[allow(non_upper_case_globals)]
-unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
     use pg_sys::XactEvent::*;
-    if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE) {
+    if matches!(
+        event,
+        XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE
+    ) {
         super::created::forget_all();
     }
     if TXN.with(|t| t.borrow().is_none()) {

@@ -16,8 +16,8 @@ use crate::identity;
 use crate::naming::canonical;
 use crate::preconditions::require_superuser;
 use crate::remote::{self, mask, PeerInfo, Remote, TableShape};
-use crate::spi::quote_ident;
 use crate::spi;
+use crate::spi::quote_ident;
 use crate::table::{partitions, publication, sequences};
 use crate::worker;
 use pgrx::prelude::*;
@@ -60,7 +60,7 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     }
     remote::parse(&my_conninfo)?;
     remote::parse(peer_conninfo)?;
-    let mine = local_info()?;
+    let mut mine = local_info()?;
     if mine.wal_level != "logical" {
         return Err(FedError::prerequisite(format!(
             "wal_level is {} on this node, not logical",
@@ -97,6 +97,10 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     if !known.is_empty() {
         return Err(FedError::prerequisite(format!("this node already belongs to a federation (with {})", known.join(", ")))
             .hint("Join the other federation's nodes from a node that is in no federation, or call federation.leave() first."));
+    }
+    // Federated tables this node lacks altogether: made here from the peer's definitions.
+    if create_missing_tables(&mut peer, &pinfo, &mine)? {
+        mine = local_info()?;
     }
     let mut infos = vec![(peer_conninfo.to_string(), pinfo.clone())];
     for m in &pinfo.members {
@@ -273,12 +277,64 @@ fn check_capacity(node: &str, i: &PeerInfo, size: i64, joining: bool) -> FedResu
     Ok(())
 }
 
+/// Creates here, from the peer's definitions, every table the peer federates that does not
+/// exist here at all (a new node that joins before it has the schema), and federates it;
+/// a table that exists here but differs is left to compare_tables() to report. Returns
+/// whether it created any.
+fn create_missing_tables(peer: &mut Remote, pinfo: &PeerInfo, mine: &PeerInfo) -> FedResult<bool> {
+    let mut created = false;
+    for t in &pinfo.tables {
+        if mine.tables.iter().any(|x| x.table == t.table)
+            || spi::one::<bool>(
+                "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+                &[t.table.as_str().into()],
+            )?
+            .unwrap_or(false)
+        {
+            continue;
+        }
+        let (before, after) = peer.table_definition(&t.table)?;
+        for statement in &before {
+            spi::exec(statement).map_err(|e| {
+                FedError {
+                    message: format!(
+                        "could not create table {} from \"{}\"'s definition: {}",
+                        t.table, pinfo.node_name, e.message
+                    ),
+                    ..e
+                }
+                .detail(format!("Statement: {statement}"))
+            })?;
+        }
+        let oid = spi::one::<pg_sys::Oid>(
+            "SELECT pg_catalog.to_regclass($1)::oid",
+            &[t.table.as_str().into()],
+        )?
+        .ok_or_else(|| FedError::internal(format!("table {} was not created", t.table)))?;
+        crate::enable::enable_with(oid, &t.node_column, crate::enable::Spread::HereOnly)?;
+        for statement in &after {
+            spi::exec(statement)?;
+        }
+        notice!(
+            "pg_federation: created table {} from \"{}\"'s definition ({} statement(s))",
+            t.table,
+            pinfo.node_name,
+            before.len() + after.len()
+        );
+        created = true;
+    }
+    Ok(created)
+}
+
 /// The ALTER TABLE statements that give `table`, with columns `mine`, the columns `theirs`.
 fn level_with(table: &str, mine: &[(String, String)], theirs: &[(String, String)]) -> String {
     let mut out = vec![];
     for (name, ty) in theirs {
         match mine.iter().find(|(n, _)| n == name) {
-            None => out.push(format!("ALTER TABLE {table} ADD COLUMN {} {ty};", quote_ident(name))),
+            None => out.push(format!(
+                "ALTER TABLE {table} ADD COLUMN {} {ty};",
+                quote_ident(name)
+            )),
             Some((_, mine_ty)) if mine_ty != ty => out.push(format!(
                 "ALTER TABLE {table} ALTER COLUMN {} TYPE {ty};",
                 quote_ident(name)
@@ -288,7 +344,10 @@ fn level_with(table: &str, mine: &[(String, String)], theirs: &[(String, String)
     }
     for (name, _) in mine {
         if !theirs.iter().any(|(n, _)| n == name) {
-            out.push(format!("ALTER TABLE {table} DROP COLUMN {};", quote_ident(name)));
+            out.push(format!(
+                "ALTER TABLE {table} DROP COLUMN {};",
+                quote_ident(name)
+            ));
         }
     }
     out.join(" ")

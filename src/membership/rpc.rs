@@ -246,3 +246,18 @@ fn disable_here(tbl: &str) {
         table::disable::to_ordinary(oid).or_raise();
     }
 }
+
+/// A node that joins without one of the federation's tables asks for its definition:
+/// `{"before": [...], "after": [...]}`, the statements to run before and after enable()
+/// there (src/table/definition.rs).
+#[pg_extern(volatile, strict)]
+#[search_path(pg_catalog, pg_temp)]
+fn table_definition(tbl: &str) -> String {
+    require_superuser("federation.table_definition()").or_raise();
+    let oid = catalog::federated_table_named(tbl)
+        .or_raise()
+        .ok_or_else(|| FedError::prerequisite(format!("table {tbl} is not federated on this node")))
+        .or_raise();
+    let (before, after) = table::definition::statements(oid).or_raise();
+    serde_json::json!({ "before": before, "after": after }).to_string()
+}

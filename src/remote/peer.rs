@@ -182,6 +182,30 @@ impl Remote {
     }
 
     /// federation.enable_check() there: raises what that node's enable() would refuse.
+    /// The statements that create `table` as the node behind this connection has it, before
+    /// and after enable() ([`crate::table::definition`]).
+    pub fn table_definition(&mut self, table: &str) -> FedResult<(Vec<String>, Vec<String>)> {
+        let json = self
+            .scalar("SELECT federation.table_definition($1)", &[Some(table)])?
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| {
+            FedError::internal(format!(
+                "{} answered table_definition() with something unexpected: {e}",
+                self.target
+            ))
+        })?;
+        let list = |k: &str| -> Vec<String> {
+            v[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok((list("before"), list("after")))
+    }
+
     pub fn enable_check(&mut self, table: &str, node_column: &str) -> FedResult<()> {
         self.query(
             "SELECT federation.enable_check($1, $2)",

@@ -1,9 +1,11 @@
 //! Tables: what a table is ([`Table`]), the checks before enrolling one (inspect), and the
 //! changes enable() and disable() make on this node (convert, adopt, partitions, dressing,
-//! keys, sequences, guards, publication, disable).
+//! keys, sequences, guards, publication, disable); a federated table's definition as SQL for
+//! a node that joins without it (definition).
 
 pub mod adopt;
 pub mod convert;
+pub mod definition;
 pub mod disable;
 pub mod dressing;
 pub mod guards;

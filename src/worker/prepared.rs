@@ -76,12 +76,17 @@ pub fn resolve_orphans() {
             continue;
         };
         let what = format!("node \"{}\"", o.origin);
-        let status = Remote::connect_within(&conninfo, &what, Duration::from_secs(3))
-            .and_then(|mut r| r.scalar("SELECT pg_catalog.pg_xact_status($1::xid8)", &[Some(&o.xid)]));
+        let status =
+            Remote::connect_within(&conninfo, &what, Duration::from_secs(3)).and_then(|mut r| {
+                r.scalar(
+                    "SELECT pg_catalog.pg_xact_status($1::xid8)",
+                    &[Some(&o.xid)],
+                )
+            });
         let commit = match status {
             Ok(Some(s)) if s == "committed" => true,
             Ok(Some(s)) if s == "aborted" => false,
-            Ok(_) => continue, // in progress, or too old to know: ask again later
+            Ok(_) => continue,  // in progress, or too old to know: ask again later
             Err(_) => continue, // unreachable: ask again later
         };
         let gid = o.gid.clone();
