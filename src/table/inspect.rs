@@ -286,7 +286,10 @@ pub fn check_node_column(t: &Table, column: &str, me: &str) -> FedResult<NodeCol
             t.qualified()
         ))
         .detail(format!("{others} row(s) hold another value, for example \"{}\". Rows that exist before enrollment belong to this node.", sample.unwrap_or_default()))
-        .hint(format!("Set the column to '{me}' or NULL in every row, or name another node column with node_column => '...'.")));
+        .hint(format!(
+            "If those rows were written by other nodes (a table disabled on a federation keeps every node's rows), do not claim them: move them aside, e.g. CREATE TABLE {0}_from_others AS SELECT * FROM {0} WHERE {qcol} IS DISTINCT FROM '{me}'; then DELETE them from {0}, and enable the table: once it is enabled on every node, each owner sends its rows back (compare with the table you kept before you drop it). If they are this node's rows under an old name, set the column to '{me}'; or name another node column with node_column => '...'.",
+            t.qualified()
+        )));
     }
     Ok(NodeColumn::Present {
         not_null,
