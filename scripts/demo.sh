@@ -75,6 +75,7 @@ max_replication_slots = 20
 max_wal_senders = 20
 max_logical_replication_workers = 16
 max_worker_processes = 32
+max_prepared_transactions = 10
 wal_retrieve_retry_interval = '1s'
 shared_preload_libraries = 'pg_federation'
 federation.database = 'postgres'

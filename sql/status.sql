@@ -193,8 +193,11 @@ needs AS (
              WHEN 'max_wal_senders' THEN m.n + current_setting('max_sync_workers_per_subscription')::bigint
              WHEN 'max_logical_replication_workers' THEN m.n + current_setting('max_sync_workers_per_subscription')::bigint
              WHEN 'max_worker_processes' THEN current_setting('max_logical_replication_workers')::bigint + 3
+             -- A schema change commits on every member with two-phase commit.
+             WHEN 'max_prepared_transactions' THEN CASE WHEN m.n > 0 THEN 1 ELSE 0 END
          END AS need) x
-    WHERE name IN ('max_replication_slots', 'max_wal_senders', 'max_logical_replication_workers', 'max_worker_processes')
+    WHERE name IN ('max_replication_slots', 'max_wal_senders', 'max_logical_replication_workers', 'max_worker_processes',
+                   'max_prepared_transactions')
       AND EXISTS (SELECT 1 FROM me)
 ),
 settings AS (

@@ -547,7 +547,9 @@ fn disable_turns_it_back_into_an_ordinary_table() {
     // Disabling it again: nothing to do, said so (a downgrade may run it on every node).
     let notices = west.notices("SELECT federation.disable('t')");
     assert!(
-        notices.iter().any(|n| n.contains("not federated here; nothing to do")),
+        notices
+            .iter()
+            .any(|n| n.contains("not federated here; nothing to do")),
         "{notices:?}"
     );
     // Enabling it again is refused while it holds other nodes' rows (rows present at

@@ -212,10 +212,15 @@ fn join_refuses_incompatible_peers() {
     assert!(e.message.contains("not installed"), "{e}");
     // A federated table that exists on this side but is not federated (a table missing
     // altogether is made from the peer's definition: schema_changes.rs).
-    west.execute("CREATE TABLE hippos (id uuid PRIMARY KEY, value numeric, created_at timestamptz NOT NULL)");
+    west.execute(
+        "CREATE TABLE hippos (id uuid PRIMARY KEY, value numeric, created_at timestamptz NOT NULL)",
+    );
     let e = west.expect_error(&format!("SELECT federation.join('{}')", east.conninfo()));
     assert_eq!(e.code, "55000", "{e}");
-    assert!(e.message.contains("hippos") && e.message.contains("not federated on this node"), "{e}");
+    assert!(
+        e.message.contains("hippos") && e.message.contains("not federated on this node"),
+        "{e}"
+    );
     // ... or with other columns.
     west.execute("DROP TABLE hippos; CREATE TABLE hippos (id uuid PRIMARY KEY, value text, created_at timestamptz NOT NULL); SELECT federation.enable('hippos')");
     let e = west.expect_error(&format!("SELECT federation.join('{}')", east.conninfo()));

@@ -749,3 +749,43 @@ fn a_node_joining_without_the_tables_gets_them_from_its_peer() {
     assert_eq!(id >> 48, k, "west's serial draws from west's range");
     assert_converged(&c, "herd");
 }
+
+#[test]
+fn a_member_without_prepared_transactions_is_named_before_anything_changes() {
+    let c = Cluster::start(&[
+        pg_test::NodeSpec::guc("east"),
+        pg_test::NodeSpec::guc("west").with_conf("max_prepared_transactions = 0"),
+    ]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in c.all() {
+        n.execute(pg_test::scenario::HIPPOS);
+    }
+    pg_test::scenario::join(west, east);
+    let e = east.expect_error("ALTER TABLE hippos ADD COLUMN never int");
+    assert_eq!(e.code, "F0000", "{e}");
+    assert!(
+        e.message
+            .contains("member \"west\" has max_prepared_transactions = 0"),
+        "{e}"
+    );
+    assert!(
+        e.hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains("max_prepared_transactions = 10"),
+        "{e}"
+    );
+    for n in c.all() {
+        assert!(!columns(n, "hippos").contains("never"), "{}", n.name);
+    }
+    // And west's health() says so before anyone tries.
+    let r = west.query("SELECT health, reason FROM federation.status WHERE direction = 'settings'");
+    assert_eq!(r[0][0].as_deref(), Some("WARNING"), "{r:?}");
+    assert!(
+        r[0][1]
+            .as_deref()
+            .unwrap_or_default()
+            .contains("max_prepared_transactions = 0, needs at least 1"),
+        "{r:?}"
+    );
+}
