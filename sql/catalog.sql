@@ -16,7 +16,10 @@ CREATE TABLE federation.local_node (
     node_number     integer CHECK (node_number BETWEEN 1 AND 32767),
     -- The highest node number this node has seen given out in its federation: the next
     -- join takes a number above the highest of every member's.
-    numbers_issued  integer NOT NULL DEFAULT 0
+    numbers_issued  integer NOT NULL DEFAULT 0,
+    -- The server and database this state was made on (system identifier / database OID):
+    -- a dump restored elsewhere carries it, and knows itself to be a copy.
+    server_id       text
 );
 
 -- Members of the federation other than this node (filled by federation.join()).
@@ -64,7 +67,7 @@ CREATE UNIQUE INDEX partition_per_node ON federation.partition (relid, coalesce(
 REVOKE ALL ON federation.local_node, federation.node, federation.federated_table, federation.partition FROM PUBLIC;
 -- node_name() checks the recorded name for every session (it is every federated table's
 -- column default): the name is readable by all, the connection string is not.
-GRANT SELECT (node_name, node_number) ON federation.local_node TO PUBLIC;
+GRANT SELECT (node_name, node_number, server_id) ON federation.local_node TO PUBLIC;
 -- Whether this node has joined a federation, without showing how it is reached.
 CREATE FUNCTION federation.local_node_joined() RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

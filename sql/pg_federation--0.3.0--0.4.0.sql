@@ -370,3 +370,38 @@ COMMENT ON FUNCTION federation.status() IS
   'the member receiving this node''s), plus server settings, identity (a node that refuses '
   'writes), keys (duplicate key values, sequences outside this node''s range) and schema (columns differing from a member''s, a prepared schema change): state, health (OK, WARNING, CRITICAL), reason, lag, '
   'WAL kept, copies in progress, errors, stale partitions and the repair.';
+
+-- A restored copy knows itself: the server and database this node's state was made on (a
+-- dump restored elsewhere carries the original's). Stamped now with this server's.
+CREATE FUNCTION federation."server_id"() RETURNS TEXT /* String */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'server_id_sql_wrapper';
+ALTER TABLE federation.local_node ADD COLUMN server_id text;
+GRANT SELECT (server_id) ON federation.local_node TO PUBLIC;
+UPDATE federation.local_node SET server_id = federation.server_id();
+
+-- health() puts a node that must not act (renamed, a restored copy) first in its reason.
+CREATE OR REPLACE FUNCTION federation.health(OUT health text, OUT reason text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+WITH s AS (
+    SELECT st.*, CASE st.health WHEN 'CRITICAL' THEN 2 WHEN 'WARNING' THEN 1 ELSE 0 END AS rank
+    FROM federation.status() st
+), worst AS (
+    SELECT max(rank) AS rank, count(*) FILTER (WHERE rank = (SELECT max(rank) FROM s)) AS n FROM s
+)
+SELECT CASE w.rank WHEN 2 THEN 'CRITICAL' WHEN 1 THEN 'WARNING' ELSE 'OK' END,
+       CASE
+           WHEN NOT EXISTS (SELECT 1 FROM s) THEN 'this node has not joined a federation'
+           WHEN w.rank = 0 THEN 'every member replicates both ways'
+           ELSE (SELECT coalesce(s.peer || ' ' || s.direction || ': ', '') || s.reason
+                 FROM s WHERE s.rank = w.rank
+                 -- A node that must not act (renamed, a restored copy) says so first.
+                 ORDER BY s.direction = 'identity' DESC, s.peer NULLS LAST, s.direction LIMIT 1)
+                || CASE WHEN w.n > 1 THEN format(' (and %s more)', w.n - 1) ELSE '' END
+       END
+FROM worst w
+$$;

@@ -369,7 +369,9 @@ SELECT CASE w.rank WHEN 2 THEN 'CRITICAL' WHEN 1 THEN 'WARNING' ELSE 'OK' END,
            WHEN NOT EXISTS (SELECT 1 FROM s) THEN 'this node has not joined a federation'
            WHEN w.rank = 0 THEN 'every member replicates both ways'
            ELSE (SELECT coalesce(s.peer || ' ' || s.direction || ': ', '') || s.reason
-                 FROM s WHERE s.rank = w.rank ORDER BY s.peer NULLS LAST, s.direction LIMIT 1)
+                 FROM s WHERE s.rank = w.rank
+                 -- A node that must not act (renamed, a restored copy) says so first.
+                 ORDER BY s.direction = 'identity' DESC, s.peer NULLS LAST, s.direction LIMIT 1)
                 || CASE WHEN w.n > 1 THEN format(' (and %s more)', w.n - 1) ELSE '' END
        END
 FROM worst w

@@ -110,6 +110,16 @@ impl Node {
         }
     }
 
+    /// One parameter of [`Node::client_conninfo`] (host, port, ...), for tools that take
+    /// them apart (pg_dump, psql, sqitch's libpq environment, SQLAlchemy URLs).
+    pub fn client_param(&self, key: &str) -> String {
+        self.client_conninfo()
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     fn initdb(&self) {
         let bindir = pg_bindir();
         run_as_server_user(

@@ -21,15 +21,6 @@ fn python() -> String {
     p
 }
 
-/// One key of the node's client conninfo (host, port).
-fn conninfo_field(node: &Node, key: &str) -> String {
-    node.client_conninfo()
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Runs a tool; panics with its output when it fails.
 fn run(node: &Node, what: &str, cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
@@ -47,8 +38,8 @@ fn alembic(node: &Node, args: &[&str]) {
     let ini = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/alembic_project/alembic.ini");
     let url = format!(
         "postgresql+psycopg://postgres@/postgres?host={}&port={}",
-        conninfo_field(node, "host").replace('/', "%2F"),
-        conninfo_field(node, "port")
+        node.client_param("host").replace('/', "%2F"),
+        node.client_param("port")
     );
     run(
         node,
@@ -71,8 +62,8 @@ fn sqitch(node: &Node, args: &[&str]) {
             .arg(&project)
             .args(args)
             .args(["--target", "db:pg:"])
-            .env("PGHOST", conninfo_field(node, "host"))
-            .env("PGPORT", conninfo_field(node, "port"))
+            .env("PGHOST", node.client_param("host"))
+            .env("PGPORT", node.client_param("port"))
             .env("PGUSER", "postgres")
             .env("PGDATABASE", "postgres")
             .env("SQITCH_FULLNAME", "pg_federation tests")

@@ -131,10 +131,13 @@ pub fn claim_local_name(me: &str) -> FedResult<()> {
     match local_node()? {
         Some((recorded, _)) if recorded != me => Err(renamed_error(&recorded, me)),
         Some(_) => Ok(()),
-        None => spi::exec_args(
-            "INSERT INTO federation.local_node (node_name) VALUES ($1)",
-            &[me.into()],
-        ),
+        None => {
+            spi::exec_args(
+                "INSERT INTO federation.local_node (node_name) VALUES ($1)",
+                &[me.into()],
+            )?;
+            stamp_server()
+        }
     }
 }
 
@@ -142,7 +145,60 @@ pub fn set_local_conninfo(conninfo: &str) -> FedResult<()> {
     spi::exec_args(
         "UPDATE federation.local_node SET conninfo = $1",
         &[conninfo.into()],
+    )?;
+    stamp_server()
+}
+
+/// This server and database, as local_node.server_id records them: the cluster's system
+/// identifier and the database's OID. A pg_dump restored on another server, or into another
+/// database, differs; a physical copy (a standby, a base backup) does not.
+pub fn server_id() -> String {
+    // SAFETY: reads the control file's identifier and this backend's database.
+    unsafe {
+        format!(
+            "{}/{}",
+            pg_sys::GetSystemIdentifier(),
+            pg_sys::MyDatabaseId.to_u32()
+        )
+    }
+}
+
+/// SQL face of [`server_id`], for the upgrade script.
+#[pg_extern(stable, name = "server_id")]
+fn server_id_sql() -> String {
+    server_id()
+}
+
+/// Records this server as the one the local state belongs to (join, and a claim of the name).
+fn stamp_server() -> FedResult<()> {
+    if !sql_0_4_installed()? {
+        return Ok(());
+    }
+    spi::exec_args(
+        "UPDATE federation.local_node SET server_id = $1",
+        &[server_id().as_str().into()],
     )
+}
+
+/// On a node of a federation whose state was made on another server or database (a pg_dump
+/// restored elsewhere): the error every write and federation operation gets there. None on
+/// the node itself, on a node in no federation, or before 0.4.0's SQL.
+pub fn copy_problem(name: &str) -> FedResult<Option<FedError>> {
+    if !sql_0_4_installed()? {
+        return Ok(None);
+    }
+    let recorded = spi::one::<String>("SELECT server_id FROM federation.local_node", &[])?;
+    let joined = spi::one::<bool>("SELECT federation.local_node_joined()", &[])?.unwrap_or(false);
+    match recorded {
+        Some(r) if joined && r != server_id() => Ok(Some(
+            FedError::prerequisite(format!(
+                "this database is a copy of node \"{name}\" of a federation (its pg_federation state was made on another server or database); writes to federated tables and federation operations are refused here"
+            ))
+            .detail(format!("The state was made on {r}; this is {}. Acting as \"{name}\" here would change the real node's place in the federation.", server_id()))
+            .hint("To use the copy on its own, detach it without touching the federation: docs/runbook.md, \"A restored copy of a node\"."),
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// This node's address once it has joined a federation (None: standalone).

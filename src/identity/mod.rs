@@ -257,6 +257,9 @@ pub fn current() -> FedResult<Resolved> {
         if recorded != resolved.name {
             return Err(catalog::renamed_error(&recorded, &resolved.name));
         }
+        if let Some(e) = catalog::copy_problem(&recorded)? {
+            return Err(e);
+        }
     }
     CACHE.with(|c| {
         *c.borrow_mut() = Some(Cache {

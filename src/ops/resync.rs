@@ -46,6 +46,8 @@ fn resync_node(node: Option<&str>, tbl: Option<pg_sys::Oid>, timeout_ms: Option<
 pub fn resync(node: &str, tbl: Option<pg_sys::Oid>, timeout: Duration) -> FedResult<()> {
     require_superuser_for("federation.resync()", "It drops and creates subscriptions and replication slots, which PostgreSQL 15 allows only to superusers.")?;
     must_run_alone("federation.resync()")?;
+    // Not on a renamed node or a restored copy: it would drop and make slots as the real node.
+    crate::identity::current_name()?;
     let Some((me, Some(my_conninfo))) = catalog::local_node()? else {
         return Err(FedError::prerequisite("this node is not in a federation").hint("federation.resync() repairs a copy of a member's partitions; join a federation first."));
     };

@@ -87,10 +87,16 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
     log!("pg_federation worker started in database \"{db}\"");
     let mut pause = Duration::from_millis(200);
     let mut last_probe: Option<std::time::Instant> = None;
+    let mut quiet = false;
     while BackgroundWorker::wait_latch(Some(pause)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: the standard way a background worker applies a reload.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        // A restored copy of a node (or a renamed one) acts as nobody: no wiring, no probes.
+        if !acting_as_itself(&mut quiet) {
+            pause = Duration::from_millis(1000);
+            continue;
         }
         let busy = reconcile::reconcile_once();
         pause = Duration::from_millis(if busy { 100 } else { 1000 });
@@ -98,6 +104,38 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
             probe::probe_members();
             prepared::resolve_orphans();
             last_probe = Some(std::time::Instant::now());
+        }
+    }
+}
+
+/// Whether this database is the node itself rather than a restored copy of it (its state was
+/// made on this server: catalog::copy_problem). A copy says so once, in the log, and again
+/// once it is detached.
+fn acting_as_itself(quiet: &mut bool) -> bool {
+    let problem = BackgroundWorker::transaction(|| {
+        let name = match crate::catalog::extension_installed() {
+            Ok(true) => crate::catalog::recorded_name().ok().flatten()?,
+            _ => return None,
+        };
+        crate::catalog::copy_problem(&name)
+            .ok()
+            .flatten()
+            .map(|e| e.message)
+    });
+    match problem {
+        Some(why) => {
+            if !*quiet {
+                log!("pg_federation worker: idle: {why}");
+                *quiet = true;
+            }
+            false
+        }
+        None => {
+            if *quiet {
+                log!("pg_federation worker: this node's identity holds again; resuming");
+                *quiet = false;
+            }
+            true
         }
     }
 }
