@@ -352,10 +352,9 @@ unsafe fn rename(s: *mut pg_sys::RenameStmt) -> FedResult<Verdict> {
         return Ok(Verdict::Pass);
     }
     let oid = relid_of((*s).relation);
-    let node_column = match role(oid)? {
-        Role::None => return Ok(Verdict::Pass),
-        Role::Partition { parent } => return Ok(partition_refused(oid, &parent)),
-        Role::Parent { node_column } => node_column,
+    let node_column = match parent_node_column(oid)? {
+        Ok(col) => col,
+        Err(verdict) => return Ok(verdict),
     };
     let mut change = Change::of(oid);
     if kind == OBJECT_COLUMN {
@@ -368,6 +367,16 @@ unsafe fn rename(s: *mut pg_sys::RenameStmt) -> FedResult<Verdict> {
         change.renames_table = true;
     }
     Ok(Verdict::Federate(change))
+}
+
+/// For a statement that alters `oid` itself: the node column when it is a federated table;
+/// otherwise what becomes of the statement (it runs as usual, or, on a partition, is refused).
+fn parent_node_column(oid: pg_sys::Oid) -> FedResult<Result<String, Verdict>> {
+    Ok(match role(oid)? {
+        Role::None => Err(Verdict::Pass),
+        Role::Partition { parent } => Err(partition_refused(oid, &parent)),
+        Role::Parent { node_column } => Ok(node_column),
+    })
 }
 
 fn node_column_refused(table: pg_sys::Oid, col: &str) -> Verdict {
@@ -388,10 +397,9 @@ unsafe fn alter_table(s: *mut pg_sys::AlterTableStmt) -> FedResult<Verdict> {
         return Ok(Verdict::Pass);
     }
     let oid = relid_of((*s).relation);
-    let node_column = match role(oid)? {
-        Role::None => return Ok(Verdict::Pass),
-        Role::Partition { parent } => return Ok(partition_refused(oid, &parent)),
-        Role::Parent { node_column } => node_column,
+    let node_column = match parent_node_column(oid)? {
+        Ok(col) => col,
+        Err(verdict) => return Ok(verdict),
     };
     let mut change = Change::of(oid);
     for cmd in pgrx::PgList::<pg_sys::AlterTableCmd>::from_pg((*s).cmds).iter_ptr() {
