@@ -121,10 +121,45 @@ CREATE TABLE federation.copy_check (
 REVOKE ALL ON federation.copy_check FROM PUBLIC;
 GRANT SELECT ON federation.copy_check TO pg_monitor;
 
+-- While a table enabled on a running federation is pending: the worker's last failure
+-- federating it on the members (the member and its error; never holds a password, but names
+-- hosts: not for PUBLIC), for status().
+CREATE TABLE federation.spread_failure (
+    relid      regclass PRIMARY KEY REFERENCES federation.federated_table ON DELETE CASCADE,
+    error      text NOT NULL,
+    failed_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+REVOKE ALL ON federation.spread_failure FROM PUBLIC;
+
+-- Rows this node held in another node's name when a table was federated again after a
+-- federation-wide disable() (every node kept every row): they cannot be claimed by this node,
+-- and the owner's own copy replaces them. Kept here, never dropped, until the worker finds an
+-- identical row in the owner's partition; a row that differs stays until a DBA resolves it
+-- (health() names it; docs/enable.md, "Enabling a table again"). Application data: each role
+-- sees and removes only rows of tables it may read and delete from.
+CREATE TABLE federation.set_aside (
+    id           uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    relid        oid NOT NULL,        -- the federated table (oid: a dropped table leaves rows)
+    table_name   text NOT NULL,       -- its name when the rows were set aside
+    node         text NOT NULL,       -- the node column's value: the row's owner
+    row_data     jsonb NOT NULL,      -- the whole row, as to_jsonb(row)
+    reason       text NOT NULL,
+    set_aside_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX set_aside_by_table ON federation.set_aside (relid, node);
+REVOKE ALL ON federation.set_aside FROM PUBLIC;
+ALTER TABLE federation.set_aside ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readable ON federation.set_aside FOR SELECT
+    USING (pg_catalog.has_table_privilege(relid, 'SELECT'));
+CREATE POLICY removable ON federation.set_aside FOR DELETE
+    USING (pg_catalog.has_table_privilege(relid, 'DELETE'));
+GRANT SELECT, DELETE ON federation.set_aside TO PUBLIC;
+
 -- pg_dump of a database keeps the federation's state.
 SELECT pg_catalog.pg_extension_config_dump('federation.local_node', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.node', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.federated_table', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.partition', '');
+SELECT pg_catalog.pg_extension_config_dump('federation.set_aside', '');
 
 GRANT USAGE ON SCHEMA federation TO PUBLIC;

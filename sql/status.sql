@@ -12,12 +12,16 @@
 -- row when this node refuses writes (its name unresolved or changed); and 'keys' rows:
 -- key values held by more than one node (federation.key_check) and sequences of federated
 -- tables outside this node's range; 'schema' rows: a federated table whose columns differ from
--- a member's, and a schema change prepared here whose outcome is not yet known.
+-- a member's, and a schema change prepared here whose outcome is not yet known; 'set aside'
+-- rows: rows kept in a member's name (federation.set_aside) that its own copy does not hold;
+-- on a hot standby, one 'standby' row.
 -- Thresholds: federation.lag_warning / lag_critical (time), federation.retained_wal_warning /
 -- retained_wal_critical (bytes). SECURITY DEFINER so that pg_monitor sees every row; it shows
 -- no connection string.
 
-CREATE FUNCTION federation.status()
+-- status() on a primary; status() below also answers on a hot standby, where this query cannot
+-- even be planned (it reads federation.peer_probe, an unlogged table).
+CREATE FUNCTION federation.primary_status()
 RETURNS TABLE (
     peer               text,
     direction          text,
@@ -213,12 +217,18 @@ settings AS (
 spreading AS (
     -- A table enabled here on a running federation but not yet federated on every member
     -- (the worker spreads it after COMMIT): WARNING once that takes longer than lag_warning.
+    -- At once when an attempt failed: the member and its error.
     SELECT 'WARNING'::text AS health,
-           format('table %s is federated here but not yet on every member (enabled %s): the worker is still spreading it',
-                  t.relid, date_trunc('second', t.enabled_at)) AS reason,
-           'read this server''s log for what the worker reports about it; SELECT federation.wait_ready(); waits until it is done' AS repair
+           CASE WHEN f.error IS NULL
+                THEN format('table %s is federated here but not yet on every member (enabled %s): the worker is still spreading it',
+                            t.relid, date_trunc('second', t.enabled_at))
+                ELSE format('table %s is federated here but not yet on every member (enabled %s); the last attempt (%s) failed: %s',
+                            t.relid, date_trunc('second', t.enabled_at), date_trunc('second', f.failed_at), f.error)
+           END AS reason,
+           'fix what the error names on that member; the worker retries by itself; SELECT federation.wait_ready(); waits until it is done' AS repair
     FROM federation.federated_table t CROSS JOIN limits l
-    WHERE t.mesh_state = 'pending' AND t.enabled_at < now() - l.lag_warn
+    LEFT JOIN federation.spread_failure f ON f.relid = t.relid
+    WHERE t.mesh_state = 'pending' AND (t.enabled_at < now() - l.lag_warn OR f.error IS NOT NULL)
 ),
 copies AS (
     -- What the last verify() on this node found wrong with a copy of a partition, until a
@@ -281,6 +291,26 @@ schemas AS (
     FROM pg_catalog.pg_prepared_xacts x CROSS JOIN limits l
     WHERE x.gid LIKE 'pg\_federation\_ddl:%' AND x.database = current_database()
       AND x.prepared < now() - l.lag_warn
+),
+aside AS (
+    -- Rows held in a member's name when a table was enabled again (federation.set_aside)
+    -- that the member's own copy here does not hold as they are: while that copy is still
+    -- coming, and for good once it has come (changed here after the disable, or gone there).
+    SELECT a.node AS peer,
+           CASE WHEN a.waiting THEN 'waiting' ELSE 'differs' END AS state,
+           'WARNING'::text AS health,
+           CASE WHEN a.waiting
+                THEN format('%s row(s) of %s in node %s''s name are set aside until its own copy arrives here, then compared with it',
+                            a.differing, a.table_name, a.node)
+                ELSE format('%s of the %s row(s) of %s set aside in node %s''s name differ from its own rows: they were kept, not dropped',
+                            a.differing, a.set_aside, a.table_name, a.node)
+           END AS reason,
+           CASE WHEN a.waiting
+                THEN 'none: the worker compares them once the copy is complete (tables_syncing)'
+                ELSE format('review them: SELECT row_data FROM federation.set_aside WHERE table_name = %L AND node = %L; write on node %s what must stay, then DELETE them from federation.set_aside (docs/enable.md, "Enabling a table again")',
+                            a.table_name, a.node, a.node)
+           END AS repair
+    FROM federation.set_aside_state() a
 )
 SELECT i.peer, 'in', CASE
            WHEN i.member_state <> 'ready' THEN i.member_state
@@ -341,13 +371,83 @@ UNION ALL
 SELECT sc.peer, 'schema', sc.state, sc.health, sc.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, sc.repair, now()
 FROM schemas sc
+UNION ALL
+SELECT a.peer, 'set aside', a.state, a.health, a.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, a.repair, now()
+FROM aside a
 ORDER BY 1 NULLS FIRST, 2
+$$;
+
+-- On a hot standby of a node (a member's HA replica: Patroni, CloudNativePG, PGO and
+-- pg_auto_failover run health probes on every pod) the federation is the primary's business:
+-- one 'standby' row says whose standby this is and whether it keeps up with its primary.
+CREATE FUNCTION federation.status()
+RETURNS TABLE (
+    peer               text,
+    direction          text,
+    state              text,
+    health             text,
+    reason             text,
+    lag_bytes          numeric,
+    lag                interval,
+    retained_wal_bytes numeric,
+    wal_status         text,
+    tables_syncing     bigint,
+    rows_copied        bigint,
+    rows_to_copy       bigint,
+    apply_errors       bigint,
+    sync_errors        bigint,
+    last_error_at      timestamptz,
+    stale_partitions   text[],
+    repair             text,
+    probed_at          timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF NOT pg_is_in_recovery() THEN
+        RETURN QUERY SELECT * FROM federation.primary_status();
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH me AS (
+        SELECT l.node_name FROM federation.local_node l WHERE l.conninfo IS NOT NULL
+    ), receiver AS (
+        SELECT coalesce((SELECT r.status FROM pg_stat_wal_receiver r), 'not connected') AS status,
+               pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) AS behind,
+               pg_last_xact_replay_timestamp() AS replayed_at,
+               coalesce(current_setting('federation.lag_warning', true), '1min')::interval AS lag_warn
+    ), judged AS (
+        SELECT me.node_name, r.status, r.behind,
+               -- Time behind only while WAL waits to be replayed (an idle primary sends none).
+               CASE WHEN coalesce(r.behind, 0) > 0 THEN now() - r.replayed_at ELSE interval '0' END AS lag,
+               r.lag_warn
+        FROM me, receiver r
+    )
+    SELECT NULL::text, 'standby'::text, j.status,
+           CASE WHEN j.status <> 'streaming' OR j.lag > j.lag_warn THEN 'WARNING' ELSE 'OK' END,
+           CASE WHEN j.status <> 'streaming'
+                THEN format('hot standby of node %s, not receiving its primary''s WAL (%s); the federation''s health is read on the primary', j.node_name, j.status)
+                WHEN j.lag > j.lag_warn
+                THEN format('hot standby of node %s, %s behind its primary; the federation''s health is read on the primary', j.node_name, date_trunc('second', j.lag))
+                ELSE format('hot standby of node %s, keeping up with its primary; the federation''s health is read on the primary', j.node_name)
+           END,
+           j.behind, j.lag, NULL::numeric, NULL::text, NULL::bigint, NULL::bigint, NULL::bigint,
+           NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::text[],
+           CASE WHEN j.status <> 'streaming'
+                THEN 'Check the primary and this standby''s primary_conninfo (SELECT * FROM pg_stat_wal_receiver;).'
+           END,
+           now()
+    FROM judged j;
+END
 $$;
 
 COMMENT ON FUNCTION federation.status() IS
   'One row per member and direction (in: this node receiving the member''s partitions; out: '
   'the member receiving this node''s), plus server settings, identity (a node that refuses '
-  'writes), keys (duplicate key values, sequences outside this node''s range) and schema (columns differing from a member''s, a prepared schema change): state, health (OK, WARNING, CRITICAL), reason, lag, '
+  'writes), keys (duplicate key values, sequences outside this node''s range) and schema (columns differing from a member''s, a prepared schema change) and set aside (rows kept in a member''s name that its copy does not hold); on a hot standby one standby row: state, health (OK, WARNING, CRITICAL), reason, lag, '
   'WAL kept, copies in progress, errors, stale partitions and the repair.';
 
 CREATE VIEW federation.status AS SELECT * FROM federation.status();
@@ -367,7 +467,8 @@ WITH s AS (
 SELECT CASE w.rank WHEN 2 THEN 'CRITICAL' WHEN 1 THEN 'WARNING' ELSE 'OK' END,
        CASE
            WHEN NOT EXISTS (SELECT 1 FROM s) THEN 'this node has not joined a federation'
-           WHEN w.rank = 0 THEN 'every member replicates both ways'
+           WHEN w.rank = 0 THEN coalesce((SELECT s.reason FROM s WHERE s.direction = 'standby'),
+                                         'every member replicates both ways')
            ELSE (SELECT coalesce(s.peer || ' ' || s.direction || ': ', '') || s.reason
                  FROM s WHERE s.rank = w.rank
                  -- A node that must not act (renamed, a restored copy) says so first.
@@ -380,7 +481,8 @@ $$;
 COMMENT ON FUNCTION federation.health() IS
   'The worst health in federation.status() (OK, WARNING or CRITICAL) and a one-line reason.';
 
-REVOKE EXECUTE ON FUNCTION federation.status(), federation.health() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION federation.status(), federation.primary_status(), federation.health(),
+    federation.set_aside_state() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION federation.status(), federation.health() TO pg_monitor;
 REVOKE ALL ON federation.status FROM PUBLIC;
 GRANT SELECT ON federation.status TO pg_monitor;

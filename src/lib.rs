@@ -79,8 +79,16 @@ pgrx::extension_sql_file!(
         identity::identity_problem,
         naming::subscription_name_sql,
         ops::verify::verify_tables,
-        ops::resync::resync_node
+        ops::resync::resync_node,
+        ops::set_aside::set_aside_state
     ]
+);
+
+pgrx::extension_sql_file!(
+    "../sql/comments.sql",
+    name = "comments",
+    requires = ["catalog", "guards", "api", "keys", "views", "status"],
+    finalize
 );
 
 ::pgrx::pg_module_magic!();

@@ -81,15 +81,46 @@ pub fn fresh_slot(publisher_conn: &mut Remote, slot: &str) -> FedResult<()> {
     )
 }
 
-/// The statement that empties a node's copies of an owner's partitions before a new
-/// subscription copies them afresh (rows kept from an earlier membership would collide with
-/// the initial copy). Run in replica mode: guards are ordinary triggers, which it passes.
-fn empty_copies_sql(copies: &[String]) -> String {
+/// The statements that empty a node's copies of an owner's partitions before they are copied
+/// afresh (rows kept from an earlier membership would collide with the initial copy). What
+/// they held is kept first, whole, in federation.set_aside (where that node's pg_federation
+/// has it): the worker drops each kept row once the fresh copy holds it as it is, and
+/// status() names those it does not (rows the owner lacks, or holds otherwise): a repair
+/// never deletes a row that a copy held (ops::set_aside). Run in replica mode: guards are
+/// ordinary triggers, which it passes.
+pub fn empty_copies_sql(copies: &[String], keep: bool) -> String {
     if copies.is_empty() {
-        String::new()
-    } else {
-        format!("TRUNCATE {};\n", copies.join(", "))
+        return String::new();
     }
+    let mut sql = String::new();
+    if keep {
+        for c in copies {
+            sql.push_str(&format!(
+                "INSERT INTO federation.set_aside (relid, table_name, node, row_data, reason)
+                 SELECT p.relid, p.relid::regclass::text, p.node_name, pg_catalog.to_jsonb(c), {}
+                 FROM ONLY {c} c JOIN federation.partition p ON p.partition = {}::regclass;\n",
+                quote_literal(KEPT_FROM_COPY),
+                quote_literal(c)
+            ));
+        }
+    }
+    sql.push_str(&format!("TRUNCATE {};\n", copies.join(", ")));
+    sql
+}
+
+/// Why a row is in federation.set_aside after a copy was made afresh.
+const KEPT_FROM_COPY: &str = "held by this node's copy before it was copied afresh from its owner";
+
+/// Whether the pg_federation of the node behind `on` keeps emptied copies (0.5.0 on; during a
+/// rolling upgrade its SQL objects may be older than this library).
+pub fn keeps_copies(on: &mut Remote) -> FedResult<bool> {
+    Ok(on
+        .scalar(
+            "SELECT (pg_catalog.to_regclass('federation.set_aside') IS NOT NULL)::text",
+            &[],
+        )?
+        .as_deref()
+        == Some("true"))
 }
 
 /// Creates subscription `sub` (on the node behind `on`) to `publisher`'s publication, on the
@@ -122,9 +153,10 @@ pub struct NewSubscription {
 /// create_slot may run in one). One commit, so PostgreSQL 15's launcher, which starts apply
 /// workers at most once per wal_retrieve_retry_interval, starts them all at once.
 pub fn create_subscriptions(on: &mut Remote, subs: &[NewSubscription]) -> FedResult<()> {
+    let keep = keeps_copies(on)?;
     let mut sql = String::from("SET session_replication_role = replica;\n");
     for s in subs {
-        sql.push_str(&empty_copies_sql(&s.copies));
+        sql.push_str(&empty_copies_sql(&s.copies, keep));
         sql.push_str(&create_subscription_sql(
             &s.name,
             &s.publisher,

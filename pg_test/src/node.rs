@@ -72,6 +72,77 @@ impl Node {
         node
     }
 
+    /// A hot standby of `primary` (pg_basebackup -R, streaming), started on a port of its own:
+    /// what an operator's HA replica of a node is. Same name, same identity settings.
+    pub fn standby_of(primary: &Node) -> Node {
+        let root = run_root().join(format!("{}-standby-{}", primary.name, unique_suffix()));
+        fs::create_dir_all(&root).expect("create standby directory");
+        chown_to_server_user(&root);
+        let mut node = Node {
+            name: primary.name.clone(),
+            port: 0,
+            host: primary.host.clone(),
+            netns: primary.netns.clone(),
+            root,
+            client: RefCell::new(None),
+        };
+        register_for_signals(&node.data_dir());
+        run_as_server_user(
+            &[
+                pg_bindir().join("pg_basebackup").to_str().unwrap(),
+                "--no-sync",
+                "-R",
+                "-X",
+                "stream",
+                "-D",
+                node.data_dir().to_str().unwrap(),
+                "-d",
+                &primary.client_conninfo(),
+            ],
+            "pg_basebackup",
+        );
+        for dir in [node.socket_dir(), node.files_dir()] {
+            fs::create_dir_all(&dir).unwrap();
+            chown_to_server_user(&dir);
+        }
+        let identity = fs::read_to_string(primary.root.join("identity.conf")).unwrap_or_default();
+        write_file_as_server_user(&node.root.join("identity.conf"), &identity);
+        // The primary's extra settings come along in its configuration; only the test's own
+        // file is written again (this port, this socket).
+        let extra: Vec<String> =
+            fs::read_to_string(primary.data_dir().join("pg_federation_test.conf"))
+                .unwrap_or_default()
+                .split("include = '")
+                .nth(1)
+                .and_then(|rest| rest.split_once('\n'))
+                .map(|(_, tail)| tail.lines().map(str::to_string).collect())
+                .unwrap_or_default();
+        let auto =
+            fs::read_to_string(node.data_dir().join("postgresql.auto.conf")).unwrap_or_default();
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            node.port = free_port();
+            node.write_conf(&extra);
+            // pg_basebackup -R wrote primary_conninfo there; write_conf emptied it.
+            write_file_as_server_user(&node.data_dir().join("postgresql.auto.conf"), &auto);
+            match node.try_start() {
+                Ok(()) => {
+                    last_err.clear();
+                    break;
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        if !last_err.is_empty() {
+            panic!(
+                "could not start a standby of {}: {last_err}\n{}",
+                primary.name,
+                node.log_tail(60)
+            );
+        }
+        node
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.root.join("data")
     }

@@ -552,17 +552,51 @@ fn disable_turns_it_back_into_an_ordinary_table() {
             .any(|n| n.contains("not federated here; nothing to do")),
         "{notices:?}"
     );
-    // Enabling it again is refused while it holds other nodes' rows (rows present at
-    // enrollment belong to this node)...
-    assert_eq!(
-        west.expect_error("SELECT federation.enable('t')").code,
-        "22023"
+    // Enabling it again: a row in the name of a node that is no member is refused, nothing
+    // changed (it is not this node's to claim, and no owner will send it back)...
+    west.execute("INSERT INTO t (v, node_name) VALUES ('stray', 'north')");
+    let before = snapshot(west, "public");
+    let e = west.expect_error("SELECT federation.enable('t')");
+    assert_eq!(e.code, "22023", "{e}");
+    assert!(e.message.contains("not members"), "{e}");
+    assert!(
+        e.detail.clone().unwrap_or_default().contains("north"),
+        "{e}"
     );
-    // ...and works once they are gone (they come back from their owner by replication).
-    west.execute("DELETE FROM t WHERE node_name <> 'west'; SELECT federation.enable('t')");
+    assert_eq!(snapshot(west, "public"), before);
+    west.execute("DELETE FROM t WHERE node_name = 'north'");
+    // ...and the rows in a member's name are set aside, not claimed and not dropped...
+    let notices = west.notices("SELECT federation.enable('t')");
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("20 row(s) in other members' names (20 of \"east\")")),
+        "{notices:?}"
+    );
     assert_eq!(
         west.scalar("SELECT count(*) FROM t_west").as_deref(),
         Some("11")
+    );
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM t_east").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM federation.set_aside WHERE node = 'east' AND table_name = 'public.t' AND relid = 't'::regclass")
+            .as_deref(),
+        Some("20")
+    );
+    // ...until east's own copy arrives (here it never does: no subscription), which status()
+    // says.
+    assert_eq!(
+        west.query(
+            "SELECT peer, state, health FROM federation.status WHERE direction = 'set aside'"
+        ),
+        vec![vec![
+            Some("east".to_string()),
+            Some("waiting".to_string()),
+            Some("WARNING".to_string())
+        ]]
     );
 }
 

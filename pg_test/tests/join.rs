@@ -876,3 +876,53 @@ fn health_says_when_a_table_is_not_yet_federated_on_every_member() {
     wait_health_ok(east, &c.all());
     east.execute("RESET federation.lag_warning");
 }
+
+#[test]
+fn a_member_that_refuses_a_table_after_the_checks_is_named_with_its_error_at_once() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in [east, west] {
+        n.execute("CREATE TABLE pens (id bigint PRIMARY KEY, name text, node_name text)");
+    }
+    // enable() checks every member, then west changes before COMMIT: a row in the name of a
+    // node that is no member, which west's worker-run enable then refuses.
+    east.execute("BEGIN; SELECT federation.enable('pens')");
+    west.execute("INSERT INTO pens VALUES (1, 'stray', 'north')");
+    east.execute("COMMIT");
+    wait_until(
+        "status() to name west's refusal",
+        Duration::from_secs(60),
+        &c.all(),
+        || {
+            let r = east.query(
+                "SELECT health, reason, repair FROM federation.status WHERE direction = 'table'",
+            );
+            match r.first() {
+                Some(row) => {
+                    let reason = row[1].clone().unwrap_or_default();
+                    Ok(row[0].as_deref() == Some("WARNING")
+                        && reason.contains("west")
+                        && reason.contains("not members")
+                        && reason.contains("north"))
+                }
+                None => Err("no table row yet".into()),
+            }
+        },
+    );
+    // Nobody else sees the error text (it may name hosts).
+    east.execute("CREATE ROLE nosy LOGIN");
+    let e = east.expect_error("SET ROLE nosy; SELECT * FROM federation.spread_failure");
+    assert_eq!(e.code, "42501", "{e}");
+    east.execute("RESET ROLE");
+    // Fixed on west: the worker retries by itself, and the row goes.
+    west.execute("UPDATE pens SET node_name = 'west' WHERE node_name = 'north'");
+    east.execute("SELECT federation.wait_ready('60 s')");
+    assert_eq!(
+        east.row_count("SELECT 1 FROM federation.status WHERE direction = 'table'"),
+        0
+    );
+    assert_eq!(east.row_count("SELECT 1 FROM federation.spread_failure"), 0);
+    east.execute("INSERT INTO pens (id, name) VALUES (2, 'from east')");
+    assert_converged(&c, "pens");
+    wait_health_ok(east, &c.all());
+}

@@ -310,6 +310,37 @@ fn verify_finds_a_corrupted_copy_and_resync_of_one_table_repairs_it() {
     // The later verify() cleared what health() reported.
     let all = c.all();
     wait_health_ok(east, &all);
+    // What the copies held before they were copied afresh was kept, not deleted: the worker
+    // drops every kept row the fresh copies hold as they are (990 of hippos, 49 of pens);
+    // the one that differs (the damaged row) stays, and health() on west names it.
+    wait_until(
+        "west's kept rows to settle",
+        Duration::from_secs(60),
+        &all,
+        || {
+            let kept = west
+                .query("SELECT node, row_data->>'id', row_data->>'name' FROM federation.set_aside");
+            let want = vec![vec![
+                Some("east".to_string()),
+                Some("1".to_string()),
+                Some("x".to_string()),
+            ]];
+            if kept == want {
+                Ok(true)
+            } else {
+                Err(format!("{} kept: {:?}", kept.len(), kept.first()))
+            }
+        },
+    );
+    assert_eq!(
+        west.query("SELECT state, health FROM federation.status WHERE direction = 'set aside'"),
+        vec![vec![
+            Some("differs".to_string()),
+            Some("WARNING".to_string())
+        ]]
+    );
+    west.execute("DELETE FROM federation.set_aside");
+    wait_health_ok(west, &all);
 
     // A copy holding rows its owner lacks: reported, and the repair is not a resync.
     west.execute("SET session_replication_role = replica; INSERT INTO pens_east VALUES (999, 'only in the copy', 'east'); RESET session_replication_role");

@@ -592,6 +592,138 @@ fn disable_runs_in_the_migration_transaction_on_every_member_and_again_is_a_noti
     }
 }
 
+/// Rows set aside on `n` for `table`, as (owner, value), in order.
+fn set_aside(n: &Node) -> Vec<(String, String)> {
+    n.query("SELECT node, row_data->>'value' FROM federation.set_aside ORDER BY 1, 2")
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap_or_default(),
+                r[1].clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn enable_after_a_federation_wide_disable_claims_no_other_node_row_and_loses_none() {
+    let c = joined(&["central", "east", "west"]);
+    let (central, east, west) = (c.node("central"), c.node("east"), c.node("west"));
+    for (n, k) in [(central, 1), (east, 2), (west, 3)] {
+        n.execute(&format!(
+            "INSERT INTO hippos (value) SELECT {k}00 + g FROM generate_series(1, 10) g"
+        ));
+    }
+    assert_converged(&c, "hippos");
+    east.execute("SELECT federation.disable('hippos')");
+    // While the table is ordinary everywhere, the nodes go on writing: west changes one of
+    // east's rows and adds rows of its own; east deletes one of its own rows.
+    west.execute("UPDATE hippos SET value = 299 WHERE value = 201");
+    west.execute("INSERT INTO hippos (value) VALUES (351), (352)");
+    east.execute("DELETE FROM hippos WHERE value = 210");
+
+    let notices = east.notices("SELECT federation.enable('hippos')");
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("20 row(s) in other members' names")
+                && n.contains("10 of \"central\"")
+                && n.contains("10 of \"west\"")),
+        "{notices:?}"
+    );
+    // Nothing in another node's name was claimed by east.
+    assert_eq!(
+        east.row_count("SELECT 1 FROM hippos_east WHERE node_name <> 'east'"),
+        0
+    );
+    east.execute("SELECT federation.wait_ready('90 s')");
+    // Each owner's copy replaces what the others kept; the worker drops the set-aside rows
+    // that the copies hold as they are, and keeps the two that differ, on the node that has them.
+    for (n, want) in [
+        (east, vec![]),
+        (central, vec![("east".to_string(), "210".to_string())]),
+        (
+            west,
+            vec![
+                ("east".to_string(), "210".to_string()),
+                ("east".to_string(), "299".to_string()),
+            ],
+        ),
+    ] {
+        wait_until(
+            &format!("the rows set aside on {} to settle", n.name),
+            Duration::from_secs(60),
+            &c.all(),
+            || {
+                let got = set_aside(n);
+                if got == want {
+                    Ok(true)
+                } else {
+                    Err(format!("{got:?}"))
+                }
+            },
+        );
+    }
+    assert_converged(&c, "hippos");
+    assert_verified(east);
+    for n in c.all() {
+        // The owners' rows everywhere: west's new rows, east's row as east has it.
+        assert_eq!(
+            n.row_count("SELECT 1 FROM hippos WHERE value IN (351, 352, 201)"),
+            3,
+            "{}",
+            n.name
+        );
+        assert_eq!(n.row_count("SELECT 1 FROM hippos"), 31, "{}", n.name);
+    }
+    // health() names what differs, on the nodes that keep it; OK where nothing is kept.
+    wait_health_ok(east, &c.all());
+    let (state, reason, repair) = {
+        let r = west.query(
+            "SELECT state, reason, repair FROM federation.status WHERE direction = 'set aside'",
+        );
+        assert_eq!(r.len(), 1, "{r:?}");
+        (
+            r[0][0].clone().unwrap(),
+            r[0][1].clone().unwrap(),
+            r[0][2].clone().unwrap(),
+        )
+    };
+    assert_eq!(state, "differs");
+    assert!(
+        reason.contains("2 of the 2 row(s) of public.hippos") && reason.contains("east"),
+        "{reason}"
+    );
+    assert!(repair.contains("federation.set_aside"), "{repair}");
+    assert_eq!(
+        west.scalar("SELECT health FROM federation.health()")
+            .as_deref(),
+        Some("WARNING")
+    );
+    // Application data: a role sees the rows of tables it may read, and no others.
+    for n in c.all() {
+        n.execute("CREATE ROLE reader; CREATE ROLE stranger");
+    }
+    west.execute("GRANT SELECT ON hippos TO reader");
+    assert_eq!(
+        west.scalar("SET ROLE stranger; SELECT count(*) FROM federation.set_aside")
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        west.scalar("SET ROLE reader; SELECT count(*) FROM federation.set_aside")
+            .as_deref(),
+        Some("2")
+    );
+    west.execute("RESET ROLE");
+    // The DBA resolves them: health is OK again.
+    west.execute("DELETE FROM federation.set_aside WHERE node = 'east'");
+    central.execute("DELETE FROM federation.set_aside WHERE node = 'east'");
+    for n in c.all() {
+        wait_health_ok(n, &c.all());
+    }
+}
+
 #[test]
 fn two_nodes_changing_the_same_table_at_once_leave_one_schema_everywhere() {
     let c = joined(&["central", "east", "west"]);

@@ -7,9 +7,9 @@ use pg_test::scenario::{assert_converged, join, settle, wait_health_ok, HIPPOS};
 use pg_test::{install_release_script, Cluster, Node, NodeSpec, Writer};
 
 /// Every earlier release: an install of each must upgrade to exactly the current one.
-const RELEASES: [&str; 3] = ["0.1.0", "0.2.0", "0.3.0"];
+const RELEASES: [&str; 4] = ["0.1.0", "0.2.0", "0.3.0", "0.4.0"];
 /// The release before this one: a running federation upgrades from it.
-const PREVIOUS: &str = "0.3.0";
+const PREVIOUS: &str = "0.4.0";
 /// An older release a running federation also upgrades from (node numbers and keys arrive).
 const OLDER: &str = "0.2.0";
 
@@ -25,10 +25,13 @@ fn objects(n: &Node) -> Vec<String> {
         "SELECT pg_describe_object(d.classid, d.objid, 0) || ' | ' || coalesce(CASE d.classid
                 WHEN 'pg_proc'::regclass THEN (SELECT pg_get_functiondef(p.oid) || ' ' || coalesce(p.proacl::text, '') || ' ' || coalesce(p.proconfig::text, '') FROM pg_proc p WHERE p.oid = d.objid)
                 WHEN 'pg_class'::regclass THEN (SELECT c.relkind::text || ' ' || coalesce(c.relacl::text, '') || ' ' || coalesce(pg_get_viewdef(c.oid), '')
-                     || ' ' || (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull::text || ' ' || coalesce(a.attacl::text, ''), ', ' ORDER BY a.attnum)
+                     || ' ' || (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull::text || ' ' || coalesce(a.attacl::text, '')
+                                                  || ' ' || coalesce(col_description(c.oid, a.attnum), ''), ', ' ORDER BY a.attnum)
                                 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+                     || ' rls ' || c.relrowsecurity::text || ' ' || coalesce((SELECT string_agg(pol.polname || ' ' || pol.polcmd::text || ' ' || pg_get_expr(pol.polqual, pol.polrelid), ', ' ORDER BY pol.polname)
+                                                                           FROM pg_policy pol WHERE pol.polrelid = c.oid), '')
                      FROM pg_class c WHERE c.oid = d.objid)
-                END, '')
+                END, '') || ' | ' || coalesce(obj_description(d.objid, (SELECT relname FROM pg_class WHERE oid = d.classid)), '')
          FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid AND d.refclassid = 'pg_extension'::regclass
          WHERE e.extname = 'pg_federation' AND d.deptype = 'e' ORDER BY 1",
     )

@@ -265,7 +265,33 @@ pub fn set_mesh_state(table: &str, state: MeshState) -> FedResult<()> {
     spi::exec_args(
         "UPDATE federation.federated_table SET mesh_state = $2 WHERE relid = pg_catalog.to_regclass($1)",
         &[table.into(), state.as_str().into()],
-    )
+    )?;
+    set_spread_error(table, None)
+}
+
+/// Records (or clears) the worker's last failure federating `table` on the members, for
+/// status(). A no-op where this database's pg_federation predates it (0.5.0).
+pub fn set_spread_error(table: &str, error: Option<&str>) -> FedResult<()> {
+    let exists = spi::one::<bool>(
+        "SELECT pg_catalog.to_regclass('federation.spread_failure') IS NOT NULL",
+        &[],
+    )?;
+    if exists != Some(true) {
+        return Ok(());
+    }
+    match error {
+        None => spi::exec_args(
+            "DELETE FROM federation.spread_failure WHERE relid = pg_catalog.to_regclass($1)",
+            &[table.into()],
+        ),
+        Some(e) => spi::exec_args(
+            "INSERT INTO federation.spread_failure (relid, error)
+             SELECT pg_catalog.to_regclass($1), $2
+             ON CONFLICT (relid) DO UPDATE SET error = EXCLUDED.error, failed_at = EXCLUDED.failed_at
+             WHERE federation.spread_failure.error IS DISTINCT FROM EXCLUDED.error",
+            &[table.into(), e.into()],
+        ),
+    }
 }
 
 /// Tables enabled here on a running federation, still to federate on the members:

@@ -3,4 +3,5 @@
 
 pub mod duplicates;
 pub mod resync;
+pub mod set_aside;
 pub mod verify;

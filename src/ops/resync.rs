@@ -145,13 +145,14 @@ fn resync_tables(
         .collect();
     // One implicit transaction: the copies are emptied and marked together. Replica mode
     // passes the guards (ordinary triggers); the copies are in no publication of this node.
+    let keep = replication::keeps_copies(here)?;
     let marked = here.exec(&format!(
         "SET session_replication_role = replica;
-         TRUNCATE {};
+         {}
          UPDATE pg_catalog.pg_subscription_rel SET srsubstate = 'i', srsublsn = NULL
           WHERE srsubid = (SELECT oid FROM pg_catalog.pg_subscription WHERE subname = {}) AND srrelid IN ({});
          RESET session_replication_role;",
-        copies.join(", "),
+        replication::empty_copies_sql(copies, keep),
         quote_literal(sub),
         rels.join(", ")
     ));

@@ -10,8 +10,9 @@ use super::inspect::{self, NodeColumn};
 use super::partitions::{self, ClaimNodeColumn};
 use super::{keys, publication, sequences, Table};
 use crate::catalog;
-use crate::errors::{FedError, FedResult};
+use crate::errors::{notice, FedError, FedResult};
 use crate::naming::partition_name;
+use crate::ops::set_aside;
 use crate::spi::{self, qualified, quote_ident, quote_literal};
 
 /// Every check convert_ordinary() makes before it changes anything: what a member runs
@@ -19,8 +20,8 @@ use crate::spi::{self, qualified, quote_ident, quote_literal};
 pub fn check(t: &Table, col: &str, me: &str) -> FedResult<NodeColumn> {
     inspect::check_replica_identity(t, "it")?;
     sequences::check_numberable(t)?;
-    let node_col = inspect::check_node_column(t, col, me)?;
     let others = catalog::other_members()?;
+    let node_col = inspect::check_node_column(t, col, me, &others)?;
     for n in &others {
         inspect::check_name_free(&t.schema, &partition_name(&t.name, Some(n)), t)?;
     }
@@ -50,8 +51,30 @@ pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
     let dressing = Dressing::capture(t.oid, &table_sql)?;
     let keys = keys::movable(t.oid)?;
 
-    // 1. The node column: every existing row belongs to this node.
+    // 1. The node column: every existing row belongs to this node, but rows in another
+    //    member's name, which are set aside until their owner's copy arrives.
     dressing.strip_triggers(&table_sql)?;
+    if let NodeColumn::Present { of_members, .. } = node_col {
+        if of_members > 0 {
+            let moved = set_aside::move_rows(
+                t.oid,
+                &table_sql,
+                col,
+                &others,
+                "enabled again: rows held in another member's name",
+            )?;
+            let list: Vec<String> = moved
+                .iter()
+                .map(|(n, c)| format!("{c} of \"{n}\""))
+                .collect();
+            notice(format!(
+                "table {table_sql}: {} row(s) in other members' names ({}) set aside in federation.set_aside; \
+                 each is dropped from there once its owner's own copy holds it, and one that differs stays (health() names it)",
+                of_members,
+                list.join(", ")
+            ));
+        }
+    }
     match node_col {
         NodeColumn::Absent => {
             // A constant default fills existing rows without rewriting the table.
@@ -72,6 +95,7 @@ pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
         NodeColumn::Present {
             not_null,
             has_nulls,
+            ..
         } => partitions::claim_node_column(
             &table_sql,
             &qcol,
@@ -95,6 +119,7 @@ pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
          INCLUDING IDENTITY INCLUDING COMMENTS INCLUDING STORAGE INCLUDING COMPRESSION) PARTITION BY LIST ({qcol})"
     ))?;
     let parent = super::relation_oid(&t.schema, &t.name)?;
+    set_aside::retarget(t.oid, parent)?;
     spi::exec(&format!(
         "ALTER TABLE {table_sql} OWNER TO {}",
         quote_ident(&t.owner)

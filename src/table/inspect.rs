@@ -232,10 +232,24 @@ pub fn check_replica_identity(t: &Table, what: &str) -> FedResult<()> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeColumn {
     Absent,
-    Present { not_null: bool, has_nulls: bool },
+    /// `of_members`: rows in the name of another member of this node's federation (a table
+    /// disabled on a federation kept every node's rows): enable() sets them aside
+    /// (ops::set_aside) rather than claim them.
+    Present {
+        not_null: bool,
+        has_nulls: bool,
+        of_members: i64,
+    },
 }
 
-pub fn check_node_column(t: &Table, column: &str, me: &str) -> FedResult<NodeColumn> {
+/// The node column of an ordinary table about to be federated by this node `me`, whose
+/// federation's other members are `members`.
+pub fn check_node_column(
+    t: &Table,
+    column: &str,
+    me: &str,
+    members: &[String],
+) -> FedResult<NodeColumn> {
     let col = spi::rows(
         "SELECT pg_catalog.format_type(atttypid, atttypmod), attnotnull, attgenerated::text, attidentity::text
          FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND NOT attisdropped AND attnum > 0",
@@ -265,35 +279,40 @@ pub fn check_node_column(t: &Table, column: &str, me: &str) -> FedResult<NodeCol
             .hint("The node column must be a plain text column; name another one with node_column => '...'."));
     }
     let q = format!(
-        "SELECT count(*) FILTER (WHERE {qcol} IS NULL), count(*) FILTER (WHERE {qcol} IS DISTINCT FROM $1 AND {qcol} IS NOT NULL),
-                min({qcol}) FILTER (WHERE {qcol} <> $1)
+        "SELECT count(*) FILTER (WHERE {qcol} IS NULL),
+                count(*) FILTER (WHERE {qcol} <> $1 AND {qcol} <> ALL($2)),
+                min({qcol}) FILTER (WHERE {qcol} <> $1 AND {qcol} <> ALL($2)),
+                count(*) FILTER (WHERE {qcol} = ANY($2))
          FROM {}",
         t.qualified()
     );
-    let (nulls, others, sample) = spi::rows(&q, &[me.into()], |r| {
-        Ok((
-            r.get::<i64>(1)?.unwrap_or(0),
-            r.get::<i64>(2)?.unwrap_or(0),
-            r.get::<String>(3)?,
-        ))
-    })?
-    .into_iter()
-    .next()
-    .unwrap_or((0, 0, None));
+    let (nulls, others, sample, of_members) =
+        spi::rows(&q, &[me.into(), members.to_vec().into()], |r| {
+            Ok((
+                r.get::<i64>(1)?.unwrap_or(0),
+                r.get::<i64>(2)?.unwrap_or(0),
+                r.get::<String>(3)?,
+                r.get::<i64>(4)?.unwrap_or(0),
+            ))
+        })?
+        .into_iter()
+        .next()
+        .unwrap_or((0, 0, None, 0));
     if others > 0 {
         return Err(FedError::invalid_value(format!(
-            "cannot federate {}: column {qcol} holds other values than this node's name \"{me}\"",
+            "cannot federate {}: column {qcol} holds names of nodes that are not members of this federation",
             t.qualified()
         ))
-        .detail(format!("{others} row(s) hold another value, for example \"{}\". Rows that exist before enrollment belong to this node.", sample.unwrap_or_default()))
+        .detail(format!("{others} row(s) hold a value that is neither this node's name \"{me}\" nor a member's, for example \"{}\". Rows that exist before enrollment belong to this node; rows in a member's name are set aside until their owner's copy arrives.", sample.unwrap_or_default()))
         .hint(format!(
-            "If those rows were written by other nodes (a table disabled on a federation keeps every node's rows), do not claim them: move them aside, e.g. CREATE TABLE {0}_from_others AS SELECT * FROM {0} WHERE {qcol} IS DISTINCT FROM '{me}'; then DELETE them from {0}, and enable the table: once it is enabled on every node, each owner sends its rows back (compare with the table you kept before you drop it). If they are this node's rows under an old name, set the column to '{me}'; or name another node column with node_column => '...'.",
+            "If they are this node's rows under an old name, set the column: UPDATE {0} SET {qcol} = '{me}' WHERE {qcol} = '...'; if they belong to a node that left, move them to a table of their own first; or name another node column with node_column => '...'.",
             t.qualified()
         )));
     }
     Ok(NodeColumn::Present {
         not_null,
         has_nulls: nulls > 0,
+        of_members,
     })
 }
 

@@ -103,8 +103,16 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
         if last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {
             probe::probe_members();
             prepared::resolve_orphans();
+            settle_set_aside();
             last_probe = Some(std::time::Instant::now());
         }
+    }
+}
+
+/// Drops the rows set aside that their owners' copies now hold (ops::set_aside).
+fn settle_set_aside() {
+    if let Err(e) = BackgroundWorker::transaction(crate::ops::set_aside::settle) {
+        warning!("pg_federation worker: settling rows set aside: {e}");
     }
 }
 

@@ -101,7 +101,15 @@ pub fn reconcile_once() -> bool {
                     }
                 }
                 Ok(false) => {}
-                Err(e) => warning!("pg_federation: federating {table} on the members: {e}"),
+                Err(e) => {
+                    warning!("pg_federation: federating {table} on the members: {e}");
+                    let (t, why) = (table.clone(), e.to_string());
+                    if let Err(e) = BackgroundWorker::transaction(move || {
+                        catalog::set_spread_error(&t, Some(&why))
+                    }) {
+                        warning!("pg_federation worker: {e}");
+                    }
+                }
             }
         }
     }

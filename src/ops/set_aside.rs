@@ -1,0 +1,228 @@
+//! Rows set aside (federation.set_aside, sql/catalog.sql): rows this node holds in another
+//! node's name that it must not claim and must not drop. Today: a table enabled again after
+//! a federation-wide disable() (every node kept every node's rows, as an ordinary table).
+//!
+//! enable() moves such rows here before the table becomes partitioned ([`move_rows`]); the
+//! owner's own copy then arrives through its subscription. The worker drops a set-aside row
+//! only once an identical row is in the owner's partition here ([`settle`]): that row is the
+//! owner's, so nothing acknowledged is lost. A row that differs (changed on this node after
+//! the disable, or gone from the owner) stays, and status() names it
+//! (federation.set_aside_state()) until a DBA resolves it (docs/enable.md).
+
+use crate::catalog;
+use crate::errors::{FedError, FedResult, OrRaise};
+use crate::spi::{self, quote_ident};
+use pgrx::prelude::*;
+
+/// Moves every row of the ordinary table `table_sql` (oid `relid`) whose node column `col`
+/// names one of `owners` into federation.set_aside, in the caller's transaction. Returns how
+/// many rows of each owner moved, by owner name.
+pub fn move_rows(
+    relid: pg_sys::Oid,
+    table_sql: &str,
+    col: &str,
+    owners: &[String],
+    reason: &str,
+) -> FedResult<Vec<(String, i64)>> {
+    if owners.is_empty() {
+        return Ok(vec![]);
+    }
+    if !exists()? {
+        return Err(FedError::prerequisite(format!(
+            "cannot federate {table_sql}: it holds rows in other members' names, and this database's pg_federation {} cannot set them aside",
+            catalog::extension_version()?
+        ))
+        .hint("Update the extension first: ALTER EXTENSION pg_federation UPDATE;"));
+    }
+    let qcol = quote_ident(col);
+    let moved = format!(
+        "WITH moved AS (DELETE FROM ONLY {table_sql} t WHERE t.{qcol} = ANY($1) RETURNING t)
+         , kept AS (INSERT INTO federation.set_aside (relid, table_name, node, row_data, reason)
+                    SELECT $2, $3, (m.t).{qcol}, pg_catalog.to_jsonb(m.t), $4 FROM moved m
+                    RETURNING node)
+         SELECT node, count(*) FROM kept GROUP BY node ORDER BY node"
+    );
+    catalog::as_extension_owner(|| {
+        spi::rows(
+            &moved,
+            &[
+                owners.to_vec().into(),
+                relid.into(),
+                table_sql.into(),
+                reason.into(),
+            ],
+            |r| {
+                Ok((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<i64>(2)?.unwrap_or(0),
+                ))
+            },
+        )
+    })
+}
+
+/// The rows set aside under `from` belong to `to` now (enable() replaced the ordinary table
+/// by a partitioned parent of the same name).
+pub fn retarget(from: pg_sys::Oid, to: pg_sys::Oid) -> FedResult<()> {
+    if !exists()? {
+        return Ok(());
+    }
+    catalog::as_extension_owner(|| {
+        spi::exec_args(
+            "UPDATE federation.set_aside SET relid = $2 WHERE relid = $1",
+            &[from.into(), to.into()],
+        )
+    })
+}
+
+/// Whether this database's pg_federation has the table (0.5.0 on; the library may be newer
+/// than the SQL objects during a rolling upgrade).
+fn exists() -> FedResult<bool> {
+    Ok(spi::one::<bool>(
+        "SELECT pg_catalog.to_regclass('federation.set_aside') IS NOT NULL",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
+/// (federated table, owner, its partition here) for every group of rows set aside.
+fn groups() -> FedResult<Vec<(pg_sys::Oid, String, String, pg_sys::Oid)>> {
+    spi::rows(
+        "SELECT DISTINCT s.relid, s.table_name, s.node, p.partition::oid
+         FROM federation.set_aside s
+         JOIN federation.partition p ON p.relid::oid = s.relid AND p.node_name = s.node
+         ORDER BY 2, 3",
+        &[],
+        |r| {
+            Ok((
+                r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<pg_sys::Oid>(4)?.unwrap_or(pg_sys::InvalidOid),
+            ))
+        },
+    )
+}
+
+/// The set-aside rows of (`relid`, `node`) that an identical row of the owner's partition
+/// `part` now holds.
+fn matched_sql(verb: &str, part_sql: &str) -> String {
+    format!(
+        "{verb} federation.set_aside s WHERE s.relid = $1 AND s.node = $2
+         AND s.row_data IN (SELECT pg_catalog.to_jsonb(p) FROM ONLY {part_sql} p)"
+    )
+}
+
+/// The worker: drops every set-aside row that its owner's partition here now holds as it is.
+/// Returns how many went.
+pub fn settle() -> FedResult<usize> {
+    if !exists()? {
+        return Ok(0);
+    }
+    let any = spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM federation.set_aside)", &[])?;
+    if any != Some(true) {
+        return Ok(0);
+    }
+    let mut settled = 0;
+    for (relid, table, node, part) in groups()? {
+        let part_sql = crate::table::oid_sql(part)?;
+        let n = spi::exec_count(
+            &matched_sql("DELETE FROM", &part_sql),
+            &[relid.into(), node.clone().into()],
+        )?;
+        if n > 0 {
+            log!("pg_federation: {n} row(s) of {table} set aside in node \"{node}\"'s name are in its own copy now; no longer kept aside");
+        }
+        settled += n;
+    }
+    Ok(settled)
+}
+
+/// For status(): each group of rows still set aside, how many of them the owner's partition
+/// here does not hold as they are, and whether that partition still waits for its copy.
+/// One group of rows still set aside: a table, an owner, how many rows, how many of them the
+/// owner's copy here does not hold as they are, and whether that copy is still coming.
+struct Kept {
+    table: String,
+    node: String,
+    rows: i64,
+    differing: i64,
+    waiting: bool,
+}
+
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn set_aside_state() -> TableIterator<
+    'static,
+    (
+        name!(table_name, String),
+        name!(node, String),
+        name!(set_aside, i64),
+        name!(differing, i64),
+        name!(waiting, bool),
+    ),
+> {
+    TableIterator::new(
+        state()
+            .or_raise()
+            .into_iter()
+            .map(|k| (k.table, k.node, k.rows, k.differing, k.waiting)),
+    )
+}
+
+fn state() -> FedResult<Vec<Kept>> {
+    let any = spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM federation.set_aside)", &[])?;
+    if any != Some(true) {
+        return Ok(vec![]);
+    }
+    let mut out = vec![];
+    for (relid, table, node, part) in groups()? {
+        let part_sql = crate::table::oid_sql(part)?;
+        let rows = spi::one::<i64>(
+            "SELECT count(*) FROM federation.set_aside WHERE relid = $1 AND node = $2",
+            &[relid.into(), node.clone().into()],
+        )?
+        .unwrap_or(0);
+        let matched = spi::one::<i64>(
+            &matched_sql("SELECT count(*) FROM", &part_sql),
+            &[relid.into(), node.clone().into()],
+        )?
+        .unwrap_or(0);
+        // The copy of the owner's partition is complete once a subscription has it 'ready'.
+        let waiting = spi::one::<bool>(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel
+                                WHERE srrelid = $1 AND srsubstate = 'r')",
+            &[part.into()],
+        )?
+        .unwrap_or(true);
+        if rows > matched {
+            out.push(Kept {
+                table,
+                node,
+                rows,
+                differing: rows - matched,
+                waiting,
+            });
+        }
+    }
+    // Rows of tables no longer federated (dropped, disabled) are reported as differing.
+    let orphans = spi::rows(
+        "SELECT s.table_name, s.node, count(*) FROM federation.set_aside s
+         WHERE NOT EXISTS (SELECT 1 FROM federation.partition p
+                           WHERE p.relid::oid = s.relid AND p.node_name = s.node)
+         GROUP BY 1, 2 ORDER BY 1, 2",
+        &[],
+        |r| {
+            let rows = r.get::<i64>(3)?.unwrap_or(0);
+            Ok(Kept {
+                table: r.get::<String>(1)?.unwrap_or_default(),
+                node: r.get::<String>(2)?.unwrap_or_default(),
+                rows,
+                differing: rows,
+                waiting: false,
+            })
+        },
+    )?;
+    out.extend(orphans);
+    Ok(out)
+}
