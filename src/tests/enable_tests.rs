@@ -193,7 +193,7 @@ mod tests {
         );
         refused(
             "CREATE TABLE r.oc (id int PRIMARY KEY, node_name text); INSERT INTO r.oc VALUES (1, 'pgrx_test'), (2, 'west')",
-            "r.oc", "node_name", PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "other values",
+            "r.oc", "node_name", PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "not members",
         );
         refused(
             "CREATE TABLE r.gc (id int PRIMARY KEY, n text GENERATED ALWAYS AS ('x') STORED)",
