@@ -31,7 +31,7 @@ as_root() {
 
 packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib sudo
           libclang-dev clang pkg-config build-essential libssl-dev iproute2 procps
-          python3-venv sqitch libdbd-pg-perl)
+          python3-venv sqitch libdbd-pg-perl prometheus prometheus-postgres-exporter)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -39,7 +39,19 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # The tests start their own servers and exporters: packages must not start services
+    # (prometheus, postgres_exporter) that would outlive them.
+    no_services=/usr/sbin/policy-rc.d
+    placed=""
+    if [ ! -e "$no_services" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$no_services" >/dev/null
+        as_root chmod 755 "$no_services"
+        placed=1
+    fi
+    rc=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
+    [ -z "$placed" ] || as_root rm -f "$no_services"
+    [ "$rc" = 0 ] || exit "$rc"
 fi
 
 # Debian starts a default cluster on port 5432 when postgresql-15 is installed; we never use

@@ -80,7 +80,7 @@ pgrx::extension_sql_file!(
         naming::subscription_name_sql,
         ops::verify::verify_tables,
         ops::resync::resync_node,
-        ops::set_aside::set_aside_state
+        table::set_aside::set_aside_state
     ]
 );
 

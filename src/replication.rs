@@ -86,7 +86,7 @@ pub fn fresh_slot(publisher_conn: &mut Remote, slot: &str) -> FedResult<()> {
 /// they held is kept first, whole, in federation.set_aside (where that node's pg_federation
 /// has it): the worker drops each kept row once the fresh copy holds it as it is, and
 /// status() names those it does not (rows the owner lacks, or holds otherwise): a repair
-/// never deletes a row that a copy held (ops::set_aside). Run in replica mode: guards are
+/// never deletes a row that a copy held (table::set_aside). Run in replica mode: guards are
 /// ordinary triggers, which it passes.
 pub fn empty_copies_sql(copies: &[String], keep: bool) -> String {
     if copies.is_empty() {

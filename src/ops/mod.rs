@@ -3,5 +3,4 @@
 
 pub mod duplicates;
 pub mod resync;
-pub mod set_aside;
 pub mod verify;

@@ -234,7 +234,7 @@ pub enum NodeColumn {
     Absent,
     /// `of_members`: rows in the name of another member of this node's federation (a table
     /// disabled on a federation kept every node's rows): enable() sets them aside
-    /// (ops::set_aside) rather than claim them.
+    /// (table::set_aside) rather than claim them.
     Present {
         not_null: bool,
         has_nulls: bool,

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod partitions;
 pub mod publication;
 pub mod sequences;
+pub mod set_aside;
 
 use crate::errors::{FedError, FedResult};
 use crate::spi::{self, qualified};

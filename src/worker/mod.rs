@@ -109,9 +109,9 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
     }
 }
 
-/// Drops the rows set aside that their owners' copies now hold (ops::set_aside).
+/// Drops the rows set aside that their owners' copies now hold (table::set_aside).
 fn settle_set_aside() {
-    if let Err(e) = BackgroundWorker::transaction(crate::ops::set_aside::settle) {
+    if let Err(e) = BackgroundWorker::transaction(crate::table::set_aside::settle) {
         warning!("pg_federation worker: settling rows set aside: {e}");
     }
 }

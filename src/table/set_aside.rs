@@ -125,7 +125,7 @@ pub fn settle() -> FedResult<usize> {
     }
     let mut settled = 0;
     for (relid, table, node, part) in groups()? {
-        let part_sql = crate::table::oid_sql(part)?;
+        let part_sql = super::oid_sql(part)?;
         let n = spi::exec_count(
             &matched_sql("DELETE FROM", &part_sql),
             &[relid.into(), node.clone().into()],
@@ -177,7 +177,7 @@ fn state() -> FedResult<Vec<Kept>> {
     }
     let mut out = vec![];
     for (relid, table, node, part) in groups()? {
-        let part_sql = crate::table::oid_sql(part)?;
+        let part_sql = super::oid_sql(part)?;
         let rows = spi::one::<i64>(
             "SELECT count(*) FROM federation.set_aside WHERE relid = $1 AND node = $2",
             &[relid.into(), node.clone().into()],

@@ -1,0 +1,174 @@
+//! Monitoring with the tools users run (issue 16): Debian's postgres_exporter with
+//! docs/postgres_exporter.yaml against a real federation, and promtool checking and
+//! unit-testing docs/prometheus/pg_federation.rules.yaml. While a member is down its lag is
+//! reported as unknown (known = 0, lag NaN), never as 0; every series names this node.
+
+use pg_test::scenario::{joined, wait_health_ok};
+use pg_test::{wait_until, Node};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn docs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+}
+
+/// A postgres_exporter process, stopped when dropped.
+struct Exporter {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Exporter {
+    fn start(n: &Node) -> Exporter {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("/usr/bin/prometheus-postgres-exporter")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--extend.query-path={}",
+                docs().join("postgres_exporter.yaml").display()
+            ))
+            .arg("--log.level=warn")
+            .env(
+                "DATA_SOURCE_NAME",
+                format!(
+                    "host={} port={} user=postgres dbname=postgres sslmode=disable",
+                    n.client_param("host"),
+                    n.port
+                ),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run /usr/bin/prometheus-postgres-exporter (Debian's prometheus-postgres-exporter; scripts/setup.sh installs it)");
+        Exporter { child, port }
+    }
+
+    /// The exporter's /metrics page, or why it could not be read.
+    fn metrics(&self) -> Result<String, String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+        Ok(body)
+    }
+}
+
+/// The value of the series `name` whose labels include every one of `labels`.
+fn value(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<String> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        let (labelset, v) = rest.strip_prefix('{')?.split_once("} ")?;
+        labels
+            .iter()
+            .all(|(k, val)| labelset.split(',').any(|kv| kv == format!("{k}=\"{val}\"")))
+            .then(|| v.trim().to_string())
+    })
+}
+
+#[test]
+fn promtool_checks_and_unit_tests_the_alert_rules() {
+    let dir = docs().join("prometheus");
+    for args in [
+        vec!["check", "rules", "pg_federation.rules.yaml"],
+        vec!["test", "rules", "pg_federation.rules.test.yaml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("run promtool (Debian's prometheus; scripts/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn postgres_exporter_reports_an_unreachable_member_as_unknown_never_as_zero_lag() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("CREATE ROLE exporter LOGIN; GRANT pg_monitor TO exporter");
+    wait_health_ok(east, &c.all());
+    let exporter = Exporter::start(east);
+    let in_west = [("node", "east"), ("peer", "west"), ("direction", "in")];
+    let out_west = [("node", "east"), ("peer", "west"), ("direction", "out")];
+    wait_until(
+        "postgres_exporter to report a healthy federation",
+        Duration::from_secs(60),
+        &[east, west],
+        || {
+            let m = exporter.metrics()?;
+            let ok = value(&m, "pg_federation_health_health", &[("node", "east")]).as_deref()
+                == Some("0")
+                && value(&m, "pg_federation_status_known", &in_west).as_deref() == Some("1")
+                && value(&m, "pg_federation_status_known", &out_west).as_deref() == Some("1")
+                && value(&m, "pg_federation_status_lag_bytes", &in_west).is_some();
+            if ok {
+                Ok(true)
+            } else {
+                Err(m.lines().filter(|l| l.starts_with("pg_federation")).collect::<Vec<_>>().join("\n"))
+            }
+        },
+    );
+
+    west.stop();
+    // While west is down: its lag is unknown, not zero, and health says so.
+    wait_until(
+        "postgres_exporter to report west's lag as unknown",
+        Duration::from_secs(90),
+        &[east],
+        || {
+            let m = exporter.metrics()?;
+            let unknown = value(&m, "pg_federation_status_known", &out_west).as_deref()
+                == Some("0")
+                && value(&m, "pg_federation_status_known", &in_west).as_deref() == Some("0");
+            let lag = value(&m, "pg_federation_status_lag_seconds", &out_west);
+            let health = value(&m, "pg_federation_health_health", &[("node", "east")]);
+            if unknown && lag.as_deref() == Some("NaN") && health.as_deref() != Some("0") {
+                Ok(true)
+            } else {
+                Err(format!("lag_seconds {lag:?}, health {health:?}\n{}", m.lines().filter(|l| l.starts_with("pg_federation")).collect::<Vec<_>>().join("\n")))
+            }
+        },
+    );
+    let m = exporter.metrics().unwrap();
+    for series in ["pg_federation_status_lag_seconds", "pg_federation_status_lag_bytes"] {
+        assert_ne!(
+            value(&m, series, &in_west).as_deref(),
+            Some("0"),
+            "{series} of an unreachable member must not read 0"
+        );
+    }
+
+    west.start_again();
+    wait_until(
+        "postgres_exporter to report west known again",
+        Duration::from_secs(90),
+        &[east, west],
+        || {
+            let m = exporter.metrics()?;
+            Ok(value(&m, "pg_federation_status_known", &in_west).as_deref() == Some("1")
+                && value(&m, "pg_federation_status_known", &out_west).as_deref() == Some("1"))
+        },
+    );
+    drop(exporter);
+}
