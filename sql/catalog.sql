@@ -19,7 +19,11 @@ CREATE TABLE federation.local_node (
     numbers_issued  integer NOT NULL DEFAULT 0,
     -- The server and database this state was made on (system identifier / database OID):
     -- a dump restored elsewhere carries it, and knows itself to be a copy.
-    server_id       text
+    server_id       text,
+    -- The WAL timeline this node's replication state was last known good on. A standby
+    -- promoted in its place (or a point-in-time restore) writes on a new one: the worker then
+    -- rebuilds this node's copies of every member's partitions (worker/heal.rs).
+    timeline        integer
 );
 
 -- Members of the federation other than this node (filled by federation.join()).

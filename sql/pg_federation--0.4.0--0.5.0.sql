@@ -1,6 +1,6 @@
 -- pg_federation 0.4.0 -> 0.5.0: a table enabled again after a federation-wide disable()
 -- sets the rows held in other members' names aside (federation.set_aside) instead of
--- refusing; join() and resync() keep what the copies they empty held; status() names a
+-- refusing; a node promoted or restored in place heals by itself; join() and resync() keep what the copies they empty held; status() names a
 -- member's failure to federate a table at once, and status() and health() answer on a hot
 -- standby. A released upgrade script is
 -- never edited: a later change gets a script of its own.
@@ -40,6 +40,9 @@ CREATE POLICY removable ON federation.set_aside FOR DELETE
     USING (pg_catalog.has_table_privilege(relid, 'DELETE'));
 GRANT SELECT, DELETE ON federation.set_aside TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('federation.set_aside', '');
+
+-- The WAL timeline this node's replication state was last known good on (worker/heal.rs).
+ALTER TABLE federation.local_node ADD COLUMN timeline integer;
 
 
 

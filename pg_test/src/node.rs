@@ -109,14 +109,7 @@ impl Node {
         write_file_as_server_user(&node.root.join("identity.conf"), &identity);
         // The primary's extra settings come along in its configuration; only the test's own
         // file is written again (this port, this socket).
-        let extra: Vec<String> =
-            fs::read_to_string(primary.data_dir().join("pg_federation_test.conf"))
-                .unwrap_or_default()
-                .split("include = '")
-                .nth(1)
-                .and_then(|rest| rest.split_once('\n'))
-                .map(|(_, tail)| tail.lines().map(str::to_string).collect())
-                .unwrap_or_default();
+        let extra = primary.extra_conf();
         let auto =
             fs::read_to_string(node.data_dir().join("postgresql.auto.conf")).unwrap_or_default();
         let mut last_err = String::new();
@@ -141,6 +134,53 @@ impl Node {
             );
         }
         node
+    }
+
+    /// The settings a test gave this node (NodeSpec::with_conf), as written in its file.
+    fn extra_conf(&self) -> Vec<String> {
+        fs::read_to_string(self.data_dir().join("pg_federation_test.conf"))
+            .unwrap_or_default()
+            .split("include = '")
+            .nth(1)
+            .and_then(|rest| rest.split_once('\n'))
+            .map(|(_, tail)| tail.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops this server and starts it again on `port` (and the address the node's peers use
+    /// with it): a standby taking over its failed primary's address, as an operator's Service
+    /// does.
+    pub fn move_to_port(&mut self, port: u16) {
+        if self.is_running() {
+            self.stop();
+        }
+        let extra = self.extra_conf();
+        let auto =
+            fs::read_to_string(self.data_dir().join("postgresql.auto.conf")).unwrap_or_default();
+        self.port = port;
+        self.write_conf(&extra);
+        write_file_as_server_user(&self.data_dir().join("postgresql.auto.conf"), &auto);
+        self.start_again();
+    }
+
+    /// Promotes this hot standby (`pg_ctl promote`, waiting until it accepts writes).
+    pub fn promote(&self) {
+        let out = run_server_cmd(&[
+            pg_bindir().join("pg_ctl").to_str().unwrap(),
+            "promote",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            self.data_dir().to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl promote of {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.client.borrow_mut().take();
     }
 
     pub fn data_dir(&self) -> PathBuf {

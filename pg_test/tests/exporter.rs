@@ -125,7 +125,11 @@ fn postgres_exporter_reports_an_unreachable_member_as_unknown_never_as_zero_lag(
             if ok {
                 Ok(true)
             } else {
-                Err(m.lines().filter(|l| l.starts_with("pg_federation")).collect::<Vec<_>>().join("\n"))
+                Err(m
+                    .lines()
+                    .filter(|l| l.starts_with("pg_federation"))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
             }
         },
     );
@@ -146,12 +150,21 @@ fn postgres_exporter_reports_an_unreachable_member_as_unknown_never_as_zero_lag(
             if unknown && lag.as_deref() == Some("NaN") && health.as_deref() != Some("0") {
                 Ok(true)
             } else {
-                Err(format!("lag_seconds {lag:?}, health {health:?}\n{}", m.lines().filter(|l| l.starts_with("pg_federation")).collect::<Vec<_>>().join("\n")))
+                Err(format!(
+                    "lag_seconds {lag:?}, health {health:?}\n{}",
+                    m.lines()
+                        .filter(|l| l.starts_with("pg_federation"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ))
             }
         },
     );
     let m = exporter.metrics().unwrap();
-    for series in ["pg_federation_status_lag_seconds", "pg_federation_status_lag_bytes"] {
+    for series in [
+        "pg_federation_status_lag_seconds",
+        "pg_federation_status_lag_bytes",
+    ] {
         assert_ne!(
             value(&m, series, &in_west).as_deref(),
             Some("0"),
@@ -166,8 +179,10 @@ fn postgres_exporter_reports_an_unreachable_member_as_unknown_never_as_zero_lag(
         &[east, west],
         || {
             let m = exporter.metrics()?;
-            Ok(value(&m, "pg_federation_status_known", &in_west).as_deref() == Some("1")
-                && value(&m, "pg_federation_status_known", &out_west).as_deref() == Some("1"))
+            Ok(
+                value(&m, "pg_federation_status_known", &in_west).as_deref() == Some("1")
+                    && value(&m, "pg_federation_status_known", &out_west).as_deref() == Some("1"),
+            )
         },
     );
     drop(exporter);

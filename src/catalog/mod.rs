@@ -163,6 +163,46 @@ pub fn server_id() -> String {
     }
 }
 
+/// The timeline this server writes WAL on now (a promoted standby, a point-in-time restore
+/// starts a new one). From the current WAL file's name: pg_control's checkpoint timeline
+/// lags until the first checkpoint after a promotion.
+pub fn current_timeline() -> FedResult<i64> {
+    Ok(spi::one::<i64>(
+        "SELECT ('x' || substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::bigint",
+        &[],
+    )?
+    .unwrap_or(0))
+}
+
+/// The timeline local_node.timeline records: the one this node's replication state was
+/// known good on. None when not recorded yet, or where this database's pg_federation
+/// predates the column (0.5.0).
+pub fn recorded_timeline() -> FedResult<Option<i64>> {
+    if !local_node_has("timeline")? {
+        return Ok(None);
+    }
+    spi::one::<i64>("SELECT timeline::bigint FROM federation.local_node", &[])
+}
+
+pub fn record_timeline(timeline: i64) -> FedResult<()> {
+    if !local_node_has("timeline")? {
+        return Ok(());
+    }
+    spi::exec_args(
+        "UPDATE federation.local_node SET timeline = $1::integer",
+        &[timeline.into()],
+    )
+}
+
+fn local_node_has(column: &str) -> FedResult<bool> {
+    Ok(spi::one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                        WHERE attrelid = pg_catalog.to_regclass('federation.local_node') AND attname = $1 AND NOT attisdropped)",
+        &[column.into()],
+    )?
+    .unwrap_or(false))
+}
+
 /// SQL face of [`server_id`], for the upgrade script.
 #[pg_extern(stable, name = "server_id")]
 fn server_id_sql() -> String {

@@ -44,6 +44,25 @@ fn resync_node(node: Option<&str>, tbl: Option<pg_sys::Oid>, timeout_ms: Option<
 }
 
 pub fn resync(node: &str, tbl: Option<pg_sys::Oid>, timeout: Duration) -> FedResult<()> {
+    resync_with(node, tbl, timeout, Wait::UntilCopied)
+}
+
+/// Whether resync waits for the fresh copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The DBA's call: until every copy is done (or `timeout`).
+    UntilCopied,
+    /// The worker healing a node after a failover (worker::heal): start the copies and go on;
+    /// status() shows their progress.
+    No,
+}
+
+pub fn resync_with(
+    node: &str,
+    tbl: Option<pg_sys::Oid>,
+    timeout: Duration,
+    wait: Wait,
+) -> FedResult<()> {
     require_superuser_for("federation.resync()", "It drops and creates subscriptions and replication slots, which PostgreSQL 15 allows only to superusers.")?;
     must_run_alone("federation.resync()")?;
     // Not on a renamed node or a restored copy: it would drop and make slots as the real node.
@@ -104,6 +123,9 @@ pub fn resync(node: &str, tbl: Option<pg_sys::Oid>, timeout: Duration) -> FedRes
             notice!("pg_federation: this node's replication slot on \"{node}\" is gone or invalidated: every table's copy of \"{node}\"'s partitions is rebuilt");
         }
         rebuild_subscription(&mut here, &mut there, &sub, node, &member.conninfo, timeout)?;
+    }
+    if wait == Wait::No {
+        return Ok(());
     }
     poll_until(
         &format!("the copies of \"{node}\"'s partitions"),

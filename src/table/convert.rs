@@ -8,11 +8,11 @@
 use super::dressing::{self, Dressing};
 use super::inspect::{self, NodeColumn};
 use super::partitions::{self, ClaimNodeColumn};
+use super::set_aside;
 use super::{keys, publication, sequences, Table};
 use crate::catalog;
 use crate::errors::{notice, FedError, FedResult};
 use crate::naming::partition_name;
-use super::set_aside;
 use crate::spi::{self, qualified, quote_ident, quote_literal};
 
 /// Every check convert_ordinary() makes before it changes anything: what a member runs

@@ -8,6 +8,7 @@
 //! joined through another node).
 
 mod discovery;
+mod heal;
 mod launcher;
 mod prepared;
 mod probe;
@@ -88,10 +89,18 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
     let mut pause = Duration::from_millis(200);
     let mut last_probe: Option<std::time::Instant> = None;
     let mut quiet = false;
+    let mut healer = heal::Healer::default();
     while BackgroundWorker::wait_latch(Some(pause)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: the standard way a background worker applies a reload.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        // A hot standby of a node waits for its promotion (its primary does the work; then
+        // heal.rs sees the new timeline).
+        // SAFETY: reads shared recovery state.
+        if unsafe { pg_sys::RecoveryInProgress() } {
+            pause = Duration::from_millis(1000);
+            continue;
         }
         // A restored copy of a node (or a renamed one) acts as nobody: no wiring, no probes.
         if !acting_as_itself(&mut quiet) {
@@ -101,7 +110,8 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
         let busy = reconcile::reconcile_once();
         pause = Duration::from_millis(if busy { 100 } else { 1000 });
         if last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {
-            probe::probe_members();
+            let slots = probe::probe_members();
+            healer.after_probe(&slots);
             prepared::resolve_orphans();
             settle_set_aside();
             last_probe = Some(std::time::Instant::now());

@@ -22,9 +22,16 @@ struct Sample {
     their_members: Vec<(String, String)>,
 }
 
+/// What one probe saw of a ready member's slot for this node, for worker::heal.
+pub struct SlotSeen {
+    pub member: String,
+    /// Reachable, and this node's slot there is missing (Some(false)) or present.
+    pub slot_found: Option<bool>,
+}
+
 /// Probes every member and records the samples; never raises (a failed probe is itself the
-/// finding).
-pub fn probe_members() {
+/// finding). Returns what it saw of this node's slot on each ready member.
+pub fn probe_members() -> Vec<SlotSeen> {
     let loaded = BackgroundWorker::transaction(|| -> FedResult<Option<(String, Vec<Member>)>> {
         if !catalog::extension_installed()? {
             return Ok(None);
@@ -35,7 +42,7 @@ pub fn probe_members() {
         Ok(Some((me, catalog::members()?)))
     });
     let Ok(Some((me, members))) = loaded else {
-        return;
+        return vec![];
     };
     let mut samples: Vec<Sample> = members.iter().map(|m| sample(&me, m)).collect();
     // Same rhythm and connections, other concern: members this node should know but does
@@ -47,11 +54,21 @@ pub fn probe_members() {
         .flat_map(|(_, s)| std::mem::take(&mut s.their_members))
         .collect();
     let recorded: Vec<ProbeSample> = samples.into_iter().map(|s| s.recorded).collect();
+    let slots: Vec<SlotSeen> = members
+        .iter()
+        .zip(&recorded)
+        .filter(|(m, _)| m.state == MemberState::Ready)
+        .map(|(m, s)| SlotSeen {
+            member: m.name.clone(),
+            slot_found: if s.reachable { s.slot_found } else { None },
+        })
+        .collect();
     let r = BackgroundWorker::transaction(move || catalog::record_probe(&recorded));
     if let Err(e) = r {
         warning!("pg_federation worker: recording the probe: {e}");
     }
     super::discovery::discover(&me, &members, &seen);
+    slots
 }
 
 fn sample(me: &str, m: &Member) -> Sample {

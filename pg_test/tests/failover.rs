@@ -1,0 +1,146 @@
+//! A node's failover to its hot standby (issue 14), on PostgreSQL 15 where logical slots do
+//! not follow a promotion: the standby, behind its primary, is promoted at the node's address
+//! while the other nodes keep writing. The federation heals with no command typed (each
+//! member rebuilds its copy of the node from the node's new primary; the new primary, on a
+//! new WAL timeline, rebuilds its copies of every member), and no acknowledged row is lost:
+//! the rows the old primary had acknowledged and the standby never received stay in the
+//! members' federation.set_aside, named by health(), until the DBA gives them back.
+
+use pg_test::scenario::{assert_converged_among, assert_verified, joined, wait_health_ok};
+use pg_test::{assert_all_present, wait_until, Node, Writer};
+use std::time::Duration;
+
+fn health(n: &Node) -> (String, String) {
+    let r = n.query("SELECT health, reason FROM federation.health()");
+    (
+        r[0][0].clone().unwrap_or_default(),
+        r[0][1].clone().unwrap_or_default(),
+    )
+}
+
+/// Values of the rows set aside on `n` in `owner`'s name, in order.
+fn kept(n: &Node, owner: &str) -> Vec<String> {
+    n.query(&format!(
+        "SELECT row_data->>'value' FROM federation.set_aside WHERE node = '{owner}' ORDER BY (row_data->>'value')::numeric"
+    ))
+    .into_iter()
+    .map(|r| r[0].clone().unwrap_or_default())
+    .collect()
+}
+
+#[test]
+fn a_lagging_standby_promoted_in_place_heals_by_itself_and_no_acknowledged_row_is_lost() {
+    let c = joined(&["central", "east", "west"]);
+    let (central, east, west) = (c.node("central"), c.node("east"), c.node("west"));
+    for (n, k) in [(central, 1), (east, 2), (west, 3)] {
+        n.execute(&format!(
+            "INSERT INTO hippos (value) SELECT {k}000 + g FROM generate_series(1, 20) g"
+        ));
+    }
+    assert_converged_among(&[central, east, west], "hippos");
+    // east's worker has recorded the WAL timeline its state is good on.
+    wait_until(
+        "east to record its WAL timeline",
+        Duration::from_secs(30),
+        &[east],
+        || Ok(east.scalar("SELECT timeline FROM federation.local_node").as_deref() == Some("1")),
+    );
+
+    // east's HA replica, caught up; then it falls behind: stopped while east acknowledges 30
+    // more rows, which reach the members.
+    let mut standby = Node::standby_of(east);
+    let on_east = east.scalar("SELECT count(*) FROM hippos");
+    wait_until(
+        "the standby to catch up",
+        Duration::from_secs(60),
+        &[east, &standby],
+        || Ok(standby.scalar("SELECT count(*) FROM hippos") == on_east),
+    );
+    standby.stop();
+    east.execute("INSERT INTO hippos (value) SELECT 5000 + g FROM generate_series(1, 30) g");
+    assert_converged_among(&[central, east, west], "hippos");
+    // The other nodes write on through the failover.
+    let writers = [Writer::start(central, "hippos"), Writer::start(west, "hippos")];
+    writers[0].wait_for_more(20, &[central]);
+
+    // east dies; its standby takes its address and is promoted. Nobody types a command.
+    let port = east.port;
+    east.kill9();
+    standby.move_to_port(port);
+    standby.promote();
+    let new_east = &standby;
+    let nodes = [central, new_east, west];
+    for w in &writers {
+        w.wait_for_more(20, &nodes);
+    }
+    new_east.execute("INSERT INTO hippos (value) SELECT 6000 + g FROM generate_series(1, 10) g");
+    let acked: Vec<(Vec<i64>, &str)> = writers
+        .into_iter()
+        .map(|w| w.finish())
+        .zip(["central", "west"])
+        .collect();
+
+    // Healed: every copy equals its owner again, on every node, both ways.
+    assert_converged_among(&nodes, "hippos");
+    // The 30 rows the old primary acknowledged and the standby never received are kept, not
+    // dropped, on both members; every other row the members held is in the fresh copies.
+    let lost_by_standby: Vec<String> = (5001..=5030).map(|v| v.to_string()).collect();
+    for n in [central, west] {
+        wait_until(
+            &format!("{}'s kept rows of east to settle", n.name),
+            Duration::from_secs(90),
+            &nodes,
+            || {
+                let got = kept(n, "east");
+                if got == lost_by_standby {
+                    Ok(true)
+                } else {
+                    Err(format!("{} kept: {:?}", got.len(), got.first()))
+                }
+            },
+        );
+        let (h, reason) = health(n);
+        assert_eq!(h, "WARNING", "{}: {reason}", n.name);
+        assert!(
+            reason.contains("set aside in node east's name") && reason.contains("30 of the"),
+            "{}: {reason}",
+            n.name
+        );
+    }
+    wait_health_ok(new_east, &nodes);
+    assert_verified(new_east);
+    for (values, owner) in &acked {
+        for n in nodes {
+            assert_all_present(n, &format!("hippos_{owner}"), values);
+        }
+    }
+
+    // The DBA gives them back to east (docs/runbook.md, "Failover"): they replicate, the
+    // members' kept rows match east's partition, and the worker drops them: OK everywhere.
+    let rows = central.query(
+        "SELECT row_data::text FROM federation.set_aside WHERE node = 'east' ORDER BY 1",
+    );
+    for r in rows {
+        new_east.execute(&format!(
+            "INSERT INTO hippos SELECT * FROM jsonb_populate_record(NULL::hippos, '{}'::jsonb)",
+            r[0].clone().unwrap().replace('\'', "''")
+        ));
+    }
+    for n in nodes {
+        wait_until(
+            &format!("the worker on {} to drop the kept rows east now holds", n.name),
+            Duration::from_secs(60),
+            &nodes,
+            || Ok(n.row_count("SELECT 1 FROM federation.set_aside") == 0),
+        );
+        wait_health_ok(n, &nodes);
+        assert_eq!(
+            n.row_count("SELECT 1 FROM hippos_east WHERE value BETWEEN 5001 AND 5030"),
+            30,
+            "{}",
+            n.name
+        );
+    }
+    assert_converged_among(&nodes, "hippos");
+    assert_verified(central);
+}

@@ -1,0 +1,150 @@
+//! Self-healing after a node's failover, switchover or restore in place (issue 14), on
+//! PostgreSQL 15, where logical slots do not follow a promotion: the promoted standby serves
+//! at the node's address without any of the slots its members stream from, and its own
+//! subscriptions resume from whatever its replication origins replayed, which may be behind
+//! what the members' slots already confirmed to the old primary.
+//!
+//! Two findings, two repairs, each by the worker of the node that holds the broken copy, with
+//! the same machinery as federation.resync() (ops::resync), which never deletes a row a copy
+//! held (table::set_aside):
+//! - **this node's slot on a ready member is gone** (two probes in a row, the member
+//!   reachable): the member was promoted or restored; this node's copy of its partitions is
+//!   rebuilt from it (a fresh slot there, a fresh copy here);
+//! - **this node writes on a new WAL timeline** (local_node.timeline records the last known
+//!   good one): this node is the promoted standby or a point-in-time restore; its copies of
+//!   every member's partitions are rebuilt from their owners, since its origins cannot be
+//!   trusted.
+//!
+//! Rows a copy held that the owner lacks (a lagging standby lost them) stay in
+//! federation.set_aside, named by health(); deciding whether the owner deleted them or lost
+//! them is the DBA's (docs/runbook.md, "Failover").
+
+use super::probe::SlotSeen;
+use crate::catalog;
+use crate::ops::resync::{self, Wait};
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Probes in a row that must see a slot missing before its copy is rebuilt (a slot is
+/// missing for a moment while a join or a resync replaces it).
+const MISSING_PROBES: u32 = 2;
+/// At most one rebuild of one member's copy per this interval.
+const RETRY_EVERY: Duration = Duration::from_secs(30);
+/// How long a rebuild may take to start (drop the old subscription, make a slot).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+pub struct Healer {
+    missing: HashMap<String, u32>,
+    last_rebuild: HashMap<String, Instant>,
+    /// After a new timeline: the members whose copies are already being rebuilt.
+    rebuilt_since_promotion: HashSet<String>,
+}
+
+impl Healer {
+    /// After a probe: rebuilds this node's copy of every member whose slot for this node is
+    /// gone; then, on a new timeline, every copy.
+    pub fn after_probe(&mut self, seen: &[SlotSeen]) {
+        for s in seen {
+            let streak = self.missing.entry(s.member.clone()).or_default();
+            *streak = if s.slot_found == Some(false) {
+                *streak + 1
+            } else {
+                0
+            };
+            if *streak >= MISSING_PROBES {
+                let why = format!(
+                    "this node's replication slot on \"{}\" is gone (the member was promoted, restored or its slot dropped)",
+                    s.member
+                );
+                if self.rebuild(&s.member, &why) {
+                    self.missing.insert(s.member.clone(), 0);
+                }
+            }
+        }
+        // Not in a federation (probe_members saw no ready member): nothing to heal.
+        if !seen.is_empty() {
+            self.after_promotion(seen);
+        }
+    }
+
+    fn after_promotion(&mut self, seen: &[SlotSeen]) {
+        let timelines = BackgroundWorker::transaction(|| {
+            Ok::<_, crate::errors::FedError>((
+                catalog::recorded_timeline()?,
+                catalog::current_timeline()?,
+            ))
+        });
+        let (recorded, current) = match timelines {
+            Ok(t) => t,
+            Err(e) => {
+                warning!("pg_federation worker: reading the WAL timeline: {e}");
+                return;
+            }
+        };
+        match recorded {
+            Some(r) if r == current => return,
+            None => {
+                // First look (a new node, an upgrade): this is the known good timeline.
+                self.record(current);
+                return;
+            }
+            Some(r) => {
+                if self.rebuilt_since_promotion.is_empty() {
+                    log!("pg_federation: this node writes on WAL timeline {current}, not {r}: it was promoted from a standby or restored; rebuilding its copies of every member's partitions from their owners (rows they held are kept in federation.set_aside until the fresh copies hold them)");
+                }
+            }
+        }
+        // Every ready member's copy; the timeline is recorded once all of them are under way.
+        let mut all = true;
+        for s in seen {
+            if self.rebuilt_since_promotion.contains(&s.member) {
+                continue;
+            }
+            let why = format!(
+                "this node writes on a new WAL timeline ({current}): its copy of \"{}\"'s partitions may miss changes its old primary had applied",
+                s.member
+            );
+            if self.rebuild(&s.member, &why) {
+                self.rebuilt_since_promotion.insert(s.member.clone());
+            } else {
+                all = false;
+            }
+        }
+        if all {
+            self.record(current);
+            self.rebuilt_since_promotion.clear();
+        }
+    }
+
+    fn record(&self, timeline: i64) {
+        if let Err(e) = BackgroundWorker::transaction(move || catalog::record_timeline(timeline)) {
+            warning!("pg_federation worker: recording the WAL timeline: {e}");
+        }
+    }
+
+    /// Starts rebuilding this node's copy of `member`'s partitions; true once it has started.
+    fn rebuild(&mut self, member: &str, why: &str) -> bool {
+        if self
+            .last_rebuild
+            .get(member)
+            .is_some_and(|t| t.elapsed() < RETRY_EVERY)
+        {
+            return false;
+        }
+        self.last_rebuild.insert(member.to_string(), Instant::now());
+        log!("pg_federation: {why}; rebuilding this node's copy of \"{member}\"'s partitions from it");
+        let m = member.to_string();
+        match BackgroundWorker::transaction(move || {
+            resync::resync_with(&m, None, START_TIMEOUT, Wait::No)
+        }) {
+            Ok(()) => true,
+            Err(e) => {
+                warning!("pg_federation worker: rebuilding this node's copy of \"{member}\"'s partitions: {e}; retrying");
+                false
+            }
+        }
+    }
+}
