@@ -47,25 +47,7 @@ impl Node {
         register_for_signals(&node.data_dir());
         node.initdb();
         node.write_identity(&spec.identity);
-        let mut last_err = String::new();
-        for _ in 0..5 {
-            node.port = free_port();
-            node.write_conf(&spec.conf);
-            match node.try_start() {
-                Ok(()) => {
-                    last_err.clear();
-                    break;
-                }
-                Err(e) => last_err = e, // most likely the port was taken meanwhile: try another
-            }
-        }
-        if !last_err.is_empty() {
-            panic!(
-                "could not start node {}: {last_err}\n{}",
-                node.name,
-                node.log_tail(60)
-            );
-        }
+        node.start_on_a_free_port(&spec.conf, None);
         if spec.create_extension {
             node.execute("CREATE EXTENSION pg_federation");
         }
@@ -112,28 +94,31 @@ impl Node {
         let extra = primary.extra_conf();
         let auto =
             fs::read_to_string(node.data_dir().join("postgresql.auto.conf")).unwrap_or_default();
+        // pg_basebackup -R wrote primary_conninfo there; write_conf would empty it.
+        node.start_on_a_free_port(&extra, Some(&auto));
+        node
+    }
+
+    /// Writes the configuration for a free port and starts; another port if that one was
+    /// taken meanwhile. `auto`: postgresql.auto.conf to keep (a standby's primary_conninfo).
+    fn start_on_a_free_port(&mut self, extra: &[String], auto: Option<&str>) {
         let mut last_err = String::new();
         for _ in 0..5 {
-            node.port = free_port();
-            node.write_conf(&extra);
-            // pg_basebackup -R wrote primary_conninfo there; write_conf emptied it.
-            write_file_as_server_user(&node.data_dir().join("postgresql.auto.conf"), &auto);
-            match node.try_start() {
-                Ok(()) => {
-                    last_err.clear();
-                    break;
-                }
-                Err(e) => last_err = e,
+            self.port = free_port();
+            self.write_conf(extra);
+            if let Some(auto) = auto {
+                write_file_as_server_user(&self.data_dir().join("postgresql.auto.conf"), auto);
+            }
+            match self.try_start() {
+                Ok(()) => return,
+                Err(e) => last_err = e, // most likely the port was taken meanwhile: try another
             }
         }
-        if !last_err.is_empty() {
-            panic!(
-                "could not start a standby of {}: {last_err}\n{}",
-                primary.name,
-                node.log_tail(60)
-            );
-        }
-        node
+        panic!(
+            "could not start node {}: {last_err}\n{}",
+            self.name,
+            self.log_tail(60)
+        );
     }
 
     /// The settings a test gave this node (NodeSpec::with_conf), as written in its file.
@@ -165,22 +150,24 @@ impl Node {
 
     /// Promotes this hot standby (`pg_ctl promote`, waiting until it accepts writes).
     pub fn promote(&self) {
-        let out = run_server_cmd(&[
-            pg_bindir().join("pg_ctl").to_str().unwrap(),
-            "promote",
-            "-w",
-            "-t",
-            "60",
-            "-D",
-            self.data_dir().to_str().unwrap(),
-        ]);
+        self.pg_ctl(&["promote"]);
+    }
+
+    /// `pg_ctl <args> -w -t 60 -D <data>`, which must succeed; this test's session ends first.
+    fn pg_ctl(&self, args: &[&str]) {
+        self.client.borrow_mut().take();
+        let data = self.data_dir();
+        let mut argv = vec![pg_bindir().join("pg_ctl").to_str().unwrap().to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv.extend(["-w", "-t", "60", "-D", data.to_str().unwrap()].map(String::from));
+        let out = run_server_cmd(&argv.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
             out.status.success(),
-            "pg_ctl promote of {} failed: {}",
+            "pg_ctl {} of {} failed: {}",
+            args[0],
             self.name,
             String::from_utf8_lossy(&out.stderr)
         );
-        self.client.borrow_mut().take();
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -367,24 +354,7 @@ impl Node {
 
     /// Clean shutdown (`pg_ctl stop -m fast`).
     pub fn stop(&self) {
-        self.client.borrow_mut().take();
-        let out = run_server_cmd(&[
-            pg_bindir().join("pg_ctl").to_str().unwrap(),
-            "stop",
-            "-w",
-            "-t",
-            "60",
-            "-m",
-            "fast",
-            "-D",
-            self.data_dir().to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "pg_ctl stop of {} failed: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.pg_ctl(&["stop", "-m", "fast"]);
     }
 
     pub fn restart(&self) {

@@ -83,6 +83,30 @@ pub fn assert_verified(node: &Node) {
     assert!(bad.is_empty(), "verify on {}: {bad:?}", node.name);
 }
 
+/// health() on `node`: (health, reason).
+pub fn health(node: &Node) -> (String, String) {
+    let r = node.query("SELECT health, reason FROM federation.health()");
+    (
+        r[0][0].clone().unwrap_or_default(),
+        r[0][1].clone().unwrap_or_default(),
+    )
+}
+
+/// Waits until the worker on `node` has recorded the WAL timeline its state is good on
+/// (worker/heal.rs), as it does within a probe of joining.
+pub fn wait_timeline_recorded(node: &Node) {
+    wait_until(
+        &format!("{} to record its WAL timeline", node.name),
+        Duration::from_secs(30),
+        &[node],
+        || {
+            Ok(node
+                .scalar("SELECT timeline FROM federation.local_node")
+                .is_some())
+        },
+    );
+}
+
 /// Waits until health() on `node` says OK.
 pub fn wait_health_ok(node: &Node, all: &[&Node]) {
     wait_until(

@@ -6,17 +6,11 @@
 //! the rows the old primary had acknowledged and the standby never received stay in the
 //! members' federation.set_aside, named by health(), until the DBA gives them back.
 
-use pg_test::scenario::{assert_converged_among, assert_verified, joined, wait_health_ok};
+use pg_test::scenario::{
+    assert_converged_among, assert_verified, health, joined, wait_health_ok, wait_timeline_recorded,
+};
 use pg_test::{assert_all_present, wait_until, Node, Writer};
 use std::time::Duration;
-
-fn health(n: &Node) -> (String, String) {
-    let r = n.query("SELECT health, reason FROM federation.health()");
-    (
-        r[0][0].clone().unwrap_or_default(),
-        r[0][1].clone().unwrap_or_default(),
-    )
-}
 
 /// Values of the rows set aside on `n` in `owner`'s name, in order.
 fn kept(n: &Node, owner: &str) -> Vec<String> {
@@ -39,12 +33,7 @@ fn a_lagging_standby_promoted_in_place_heals_by_itself_and_no_acknowledged_row_i
     }
     assert_converged_among(&[central, east, west], "hippos");
     // east's worker has recorded the WAL timeline its state is good on.
-    wait_until(
-        "east to record its WAL timeline",
-        Duration::from_secs(30),
-        &[east],
-        || Ok(east.scalar("SELECT timeline FROM federation.local_node").as_deref() == Some("1")),
-    );
+    wait_timeline_recorded(east);
 
     // east's HA replica, caught up; then it falls behind: stopped while east acknowledges 30
     // more rows, which reach the members.
@@ -60,7 +49,10 @@ fn a_lagging_standby_promoted_in_place_heals_by_itself_and_no_acknowledged_row_i
     east.execute("INSERT INTO hippos (value) SELECT 5000 + g FROM generate_series(1, 30) g");
     assert_converged_among(&[central, east, west], "hippos");
     // The other nodes write on through the failover.
-    let writers = [Writer::start(central, "hippos"), Writer::start(west, "hippos")];
+    let writers = [
+        Writer::start(central, "hippos"),
+        Writer::start(west, "hippos"),
+    ];
     writers[0].wait_for_more(20, &[central]);
 
     // east dies; its standby takes its address and is promoted. Nobody types a command.
@@ -117,9 +109,8 @@ fn a_lagging_standby_promoted_in_place_heals_by_itself_and_no_acknowledged_row_i
 
     // The DBA gives them back to east (docs/runbook.md, "Failover"): they replicate, the
     // members' kept rows match east's partition, and the worker drops them: OK everywhere.
-    let rows = central.query(
-        "SELECT row_data::text FROM federation.set_aside WHERE node = 'east' ORDER BY 1",
-    );
+    let rows = central
+        .query("SELECT row_data::text FROM federation.set_aside WHERE node = 'east' ORDER BY 1");
     for r in rows {
         new_east.execute(&format!(
             "INSERT INTO hippos SELECT * FROM jsonb_populate_record(NULL::hippos, '{}'::jsonb)",
@@ -128,7 +119,10 @@ fn a_lagging_standby_promoted_in_place_heals_by_itself_and_no_acknowledged_row_i
     }
     for n in nodes {
         wait_until(
-            &format!("the worker on {} to drop the kept rows east now holds", n.name),
+            &format!(
+                "the worker on {} to drop the kept rows east now holds",
+                n.name
+            ),
             Duration::from_secs(60),
             &nodes,
             || Ok(n.row_count("SELECT 1 FROM federation.set_aside") == 0),
@@ -143,4 +137,66 @@ fn a_lagging_standby_promoted_in_place_heals_by_itself_and_no_acknowledged_row_i
     }
     assert_converged_among(&nodes, "hippos");
     assert_verified(central);
+}
+
+#[test]
+fn a_switchover_to_a_caught_up_standby_heals_by_itself_with_nothing_kept_aside() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 50) g");
+    west.execute("INSERT INTO hippos (value) SELECT 100 + g FROM generate_series(1, 50) g");
+    assert_converged_among(&[east, west], "hippos");
+    wait_timeline_recorded(east);
+    let mut standby = Node::standby_of(east);
+    let writer = Writer::start(west, "hippos");
+    writer.wait_for_more(50, &[west]);
+    // A planned switchover: the primary stops cleanly (its standby has every byte), the
+    // standby is promoted at its address.
+    let target = east.scalar("SELECT pg_current_wal_lsn()::text").unwrap();
+    wait_until(
+        "the standby to replay east's last WAL",
+        Duration::from_secs(60),
+        &[east, &standby],
+        || {
+            Ok(standby
+                .scalar(&format!("SELECT pg_last_wal_replay_lsn() >= '{target}'"))
+                .as_deref()
+                == Some("t"))
+        },
+    );
+    let port = east.port;
+    east.stop();
+    standby.move_to_port(port);
+    standby.promote();
+    let started = std::time::Instant::now();
+    let nodes = [&standby, west];
+    writer.wait_for_more(50, &nodes);
+    standby.execute("INSERT INTO hippos (value) SELECT 200 + g FROM generate_series(1, 10) g");
+    let acked = writer.finish();
+    assert_converged_among(&nodes, "hippos");
+    for n in nodes {
+        wait_until(
+            &format!(
+                "{}'s kept rows to be dropped (the fresh copies hold them)",
+                n.name
+            ),
+            Duration::from_secs(60),
+            &nodes,
+            || Ok(n.row_count("SELECT 1 FROM federation.set_aside") == 0),
+        );
+        wait_health_ok(n, &nodes);
+        assert_verified(n);
+        assert_all_present(n, "hippos_west", &acked);
+    }
+    eprintln!(
+        "switchover: health OK on every node {:.1} s after the promotion",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        standby
+            .scalar("SELECT timeline FROM federation.local_node")
+            .as_deref(),
+        Some("2"),
+        "the new primary records its timeline once its copies are rebuilt"
+    );
 }

@@ -2,17 +2,9 @@
 //! run one): status() and health() answer there (issue 13: "They work on a hot standby"),
 //! say whose standby it is, and tell whether it keeps up with its primary now.
 
-use pg_test::scenario::{assert_converged, joined, wait_health_ok};
+use pg_test::scenario::{assert_converged, health, joined, wait_health_ok};
 use pg_test::{wait_until, Node};
 use std::time::Duration;
-
-fn health(n: &Node) -> (String, String) {
-    let r = n.query("SELECT health, reason FROM federation.health()");
-    (
-        r[0][0].clone().unwrap_or_default(),
-        r[0][1].clone().unwrap_or_default(),
-    )
-}
 
 #[test]
 fn status_and_health_answer_on_a_hot_standby_and_tell_its_state() {
