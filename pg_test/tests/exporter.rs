@@ -41,6 +41,8 @@ impl Exporter {
                 docs().join("postgres_exporter.yaml").display()
             ))
             .arg("--log.level=warn")
+            // 0.11's bgwriter collector reads columns PostgreSQL 17 moved to pg_stat_checkpointer.
+            .arg("--no-collector.bgwriter")
             .env(
                 "DATA_SOURCE_NAME",
                 format!(
