@@ -39,6 +39,8 @@ COMMENT ON FUNCTION federation.primary_status() IS
   'internal: status() on a primary; federation.status() also answers on a hot standby.';
 COMMENT ON FUNCTION federation.set_aside_state() IS
   'internal: for status(): groups of rows in federation.set_aside that the owner''s copy does not hold.';
+COMMENT ON FUNCTION federation.passfile_problem() IS
+  'internal: for status(): what is wrong with federation.passfile, if it is set and refused.';
 COMMENT ON FUNCTION federation.identity_problem() IS
   'internal: for status(): why this node refuses writes now, if it does.';
 COMMENT ON FUNCTION federation.subscription_name(text, text) IS

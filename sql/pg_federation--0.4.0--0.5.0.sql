@@ -59,6 +59,13 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'set_aside_state_wrapper';
 
+-- For status(): what is wrong with federation.passfile, if anything.
+CREATE FUNCTION federation."passfile_problem"() RETURNS TEXT /* Option < String > */
+STRICT VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'passfile_problem_wrapper';
+
 -- status() becomes primary_status() plus a hot standby's answer; health() says what a
 -- standby is. (Copied whole from sql/status.sql of 0.5.0.)
 -- status() on a primary; status() below also answers on a hot standby, where this query cannot
@@ -256,6 +263,12 @@ settings AS (
     FROM needs
     HAVING count(*) > 0
 ),
+passfile AS (
+    -- federation.passfile refused (others may read it, not a file): no copy is made from it.
+    SELECT 'WARNING'::text AS health, pr.problem AS reason
+    FROM (SELECT federation.passfile_problem() AS problem) pr
+    WHERE pr.problem IS NOT NULL
+),
 spreading AS (
     -- A table enabled here on a running federation but not yet federated on every member
     -- (the worker spreads it after COMMIT): WARNING once that takes longer than lag_warning.
@@ -394,6 +407,10 @@ SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.health <> 'OK' THEN 'raise the settings named in reason (docs/operations.md, "Settings")' END, now()
 FROM settings s
 UNION ALL
+SELECT NULL, 'settings', 'passfile', p.health, p.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       'fix the file''s mode (chmod 0640 or 0600, or defaultMode: 0640 on the Secret volume); the copy is refreshed within a second', now()
+FROM passfile p
+UNION ALL
 SELECT NULL, 'table', 'spreading', t.health, t.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, t.repair, now()
 FROM spreading t
@@ -522,7 +539,7 @@ COMMENT ON FUNCTION federation.health() IS
   'The worst health in federation.status() (OK, WARNING or CRITICAL) and a one-line reason.';
 
 REVOKE EXECUTE ON FUNCTION federation.status(), federation.primary_status(), federation.health(),
-    federation.set_aside_state() FROM PUBLIC;
+    federation.set_aside_state(), federation.passfile_problem() FROM PUBLIC;
 
 -- What psql's \df+, \dv+, \dt+ and \d+ say about pg_federation's objects. The public API's
 -- own comments stand beside its definitions (api.sql, status.sql, keys.sql); here: what
@@ -565,6 +582,8 @@ COMMENT ON FUNCTION federation.primary_status() IS
   'internal: status() on a primary; federation.status() also answers on a hot standby.';
 COMMENT ON FUNCTION federation.set_aside_state() IS
   'internal: for status(): groups of rows in federation.set_aside that the owner''s copy does not hold.';
+COMMENT ON FUNCTION federation.passfile_problem() IS
+  'internal: for status(): what is wrong with federation.passfile, if it is set and refused.';
 COMMENT ON FUNCTION federation.identity_problem() IS
   'internal: for status(): why this node refuses writes now, if it does.';
 COMMENT ON FUNCTION federation.subscription_name(text, text) IS

@@ -214,6 +214,12 @@ settings AS (
     FROM needs
     HAVING count(*) > 0
 ),
+passfile AS (
+    -- federation.passfile refused (others may read it, not a file): no copy is made from it.
+    SELECT 'WARNING'::text AS health, pr.problem AS reason
+    FROM (SELECT federation.passfile_problem() AS problem) pr
+    WHERE pr.problem IS NOT NULL
+),
 spreading AS (
     -- A table enabled here on a running federation but not yet federated on every member
     -- (the worker spreads it after COMMIT): WARNING once that takes longer than lag_warning.
@@ -352,6 +358,10 @@ SELECT NULL, 'settings', NULL, s.health, s.reason, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.health <> 'OK' THEN 'raise the settings named in reason (docs/operations.md, "Settings")' END, now()
 FROM settings s
 UNION ALL
+SELECT NULL, 'settings', 'passfile', p.health, p.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       'fix the file''s mode (chmod 0640 or 0600, or defaultMode: 0640 on the Secret volume); the copy is refreshed within a second', now()
+FROM passfile p
+UNION ALL
 SELECT NULL, 'table', 'spreading', t.health, t.reason, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, t.repair, now()
 FROM spreading t
@@ -482,7 +492,7 @@ COMMENT ON FUNCTION federation.health() IS
   'The worst health in federation.status() (OK, WARNING or CRITICAL) and a one-line reason.';
 
 REVOKE EXECUTE ON FUNCTION federation.status(), federation.primary_status(), federation.health(),
-    federation.set_aside_state() FROM PUBLIC;
+    federation.set_aside_state(), federation.passfile_problem() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION federation.status(), federation.health() TO pg_monitor;
 REVOKE ALL ON federation.status FROM PUBLIC;
 GRANT SELECT ON federation.status TO pg_monitor;

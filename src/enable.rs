@@ -136,6 +136,12 @@ pub fn enable_with(relid: pg_sys::Oid, node_column: &str, spread: Spread) -> Fed
             catalog::set_mesh_state(&t.qualified(), MeshState::Pending)
         })?;
         worker::wake();
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        notice(format!(
+            "table {} is federated here; after COMMIT the background worker federates it on {} and copies their rows: SELECT federation.wait_ready(); waits until it is done",
+            t.qualified(),
+            names.join(", ")
+        ));
     }
     Ok(())
 }

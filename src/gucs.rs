@@ -8,16 +8,18 @@ use std::ffi::{CStr, CString};
 static NODE_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// `federation.labels_path`: the Kubernetes downward-API labels file.
-static LABELS_PATH: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"/etc/podinfo/labels"));
+/// Empty: the places the operators use (identity::KNOWN_LABELS_PATHS).
+static LABELS_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
-/// `federation.node_label`: which label of that file holds the node name.
-static NODE_LABEL: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(DEFAULT_NODE_LABEL));
-const DEFAULT_NODE_LABEL: &CStr = c"pg-cluster";
+/// `federation.node_label`: which label of that file holds the node name. Empty: the
+/// operators' cluster labels (identity::KNOWN_NODE_LABELS).
+static NODE_LABEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// `federation.node_conninfo`: how the other members reach this node.
 static NODE_CONNINFO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// `federation.passfile`: a libpq password file that may be group-readable (passfile.rs).
+static PASSFILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// `federation.database`: the database pg_federation's background worker connects to.
 static DATABASE: GucSetting<Option<CString>> =
@@ -61,7 +63,9 @@ pub fn init() {
         c"federation.labels_path",
         c"Kubernetes downward-API labels file to take the node name from.",
         c"Lines of key=\"value\", as the kubelet writes them. Used when federation.node_name \
-          is empty.",
+          is empty. Empty: the first that exists of /etc/podinfo/labels (a downward-API volume), \
+          /etc/database-containerinfo/labels (Crunchy PGO) and /projected/labels \
+          (CloudNativePG's projected volume).",
         &LABELS_PATH,
         GucContext::Sighup,
         GucFlags::default(),
@@ -69,8 +73,9 @@ pub fn init() {
     GucRegistry::define_string_guc(
         c"federation.node_label",
         c"Label in the labels file whose value is the node name.",
-        c"Defaults to pg-cluster. With the Crunchy operator use \
-          postgres-operator.crunchydata.com/cluster; with CloudNativePG use cnpg.io/cluster.",
+        c"Empty: the first present of pg-cluster (the original recipe), \
+          postgres-operator.crunchydata.com/cluster (Crunchy PGO) and cnpg.io/cluster \
+          (CloudNativePG).",
         &NODE_LABEL,
         GucContext::Sighup,
         GucFlags::default(),
@@ -81,6 +86,17 @@ pub fn init() {
         c"As the peers see this node (on Kubernetes, a Service name). The role must be a \
           superuser on PostgreSQL 15. Prefer a password file to a password in the string.",
         &NODE_CONNINFO,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"federation.passfile",
+        c"Password file (libpq format) for connections to the members, e.g. a Kubernetes Secret.",
+        c"May be readable by its group (a Secret mounted with fsGroup, mode 0640), which libpq \
+          refuses: pg_federation keeps a private copy in the data directory (mode 0600) and points \
+          PGPASSFILE of every server process at it; a change of the file is picked up within a \
+          second. Set it in postgresql.conf before the server starts.",
+        &PASSFILE,
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
@@ -191,9 +207,14 @@ pub fn labels_path() -> Option<String> {
     get_str(&LABELS_PATH)
 }
 
-/// `federation.node_label` (an empty setting means the default).
-pub fn node_label() -> String {
-    or_default(get_str(&NODE_LABEL), DEFAULT_NODE_LABEL)
+/// `federation.node_label`, when set.
+pub fn node_label() -> Option<String> {
+    get_str(&NODE_LABEL)
+}
+
+/// `federation.passfile`, when set.
+pub fn passfile() -> Option<String> {
+    get_str(&PASSFILE)
 }
 
 /// `federation.node_conninfo`, when set.

@@ -30,6 +30,7 @@ mod gucs;
 mod identity;
 mod naming;
 mod own_ddl;
+mod passfile;
 mod preconditions;
 mod spi;
 mod wait;
@@ -80,7 +81,8 @@ pgrx::extension_sql_file!(
         naming::subscription_name_sql,
         ops::verify::verify_tables,
         ops::resync::resync_node,
-        table::set_aside::set_aside_state
+        table::set_aside::set_aside_state,
+        passfile::passfile_problem
     ]
 );
 
@@ -99,6 +101,7 @@ pub extern "C-unwind" fn _PG_init() {
     ddl::install();
     // SAFETY: reads a postmaster flag.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        passfile::init_in_postmaster();
         worker::register();
     }
 }

@@ -436,6 +436,16 @@ impl Node {
         write_file_as_server_user(&self.files_dir().join("labels"), text);
     }
 
+    /// Writes `name` in the node's files folder, owned by the server user, with `mode`
+    /// (as a Kubernetes Secret volume mounts a key); returns its path.
+    pub fn write_file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.files_dir().join(name);
+        write_file_as_server_user(&path, text);
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
     /// Puts a line at the top of pg_hba.conf (so it wins over the trust lines initdb wrote);
     /// takes effect on reload.
     pub fn prepend_hba(&self, line: &str) {

@@ -11,7 +11,15 @@ fn two_nodes_form_a_federation_and_rows_flow_both_ways() {
     let (east, west) = (c.node("east"), c.node("west"));
     east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 100) g");
     west.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 50) g");
-    join(west, east);
+    // join() says that the work goes on after COMMIT, and how to wait for it.
+    let notices = west.notices(&format!("SELECT federation.join('{}')", east.conninfo()));
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("joining 1 member (east)") && n.contains("federation.wait_ready()")),
+        "{notices:?}"
+    );
+    west.execute("SELECT federation.wait_ready('90 s')");
     assert_converged(&c, "hippos");
     for n in [east, west] {
         assert_eq!(
@@ -537,8 +545,14 @@ fn a_table_enabled_later_joins_the_mesh() {
     assert_eq!(e.code, "55000", "{e}");
     assert!(e.message.contains("does not exist on member"), "{e}");
     assert_eq!(snapshot(east, "public"), before);
-    // One call on one node federates it everywhere.
-    east.execute("SELECT federation.enable('later')");
+    // One call on one node federates it everywhere; it says the rest follows COMMIT.
+    let notices = east.notices("SELECT federation.enable('later')");
+    assert!(
+        notices.iter().any(|n| n
+            .contains("after COMMIT the background worker federates it on central, west")
+            && n.contains("federation.wait_ready()")),
+        "{notices:?}"
+    );
     east.execute("SELECT federation.wait_ready('90 s')");
     west.execute("INSERT INTO later VALUES (3, 'w')");
     assert_converged(&c, "later");

@@ -300,3 +300,101 @@ fn names_and_connection_strings_cannot_inject_sql() {
         );
     }
 }
+
+/// The replication role's password in a file mounted as a Kubernetes Secret with fsGroup
+/// (mode 0640), which libpq refuses by itself: with federation.passfile the nodes join and
+/// replicate under real password authentication, a rotated password is picked up, a
+/// world-readable file is refused and named by status(), and the password is in no log.
+#[test]
+fn a_group_readable_password_file_works_through_federation_passfile() {
+    const PASSWORD: &str = "s3cret-Federator-pw";
+    let c = Cluster::start(&[NodeSpec::guc("east"), NodeSpec::guc("west")]);
+    for n in &c.nodes {
+        // Peers log in as a role with a password, checked (scram); this test's own sessions
+        // keep the trust lines below.
+        n.execute(&format!(
+            "CREATE ROLE federator SUPERUSER LOGIN REPLICATION PASSWORD '{PASSWORD}'; {HIPPOS}"
+        ));
+        n.prepend_hba(
+            "host all federator 127.0.0.1/32 scram-sha-256\nhost replication federator 127.0.0.1/32 scram-sha-256",
+        );
+        let file = n.write_file(
+            "federator.pgpass",
+            &format!("*:*:*:federator:{PASSWORD}\n"),
+            0o640,
+        );
+        n.append_conf(&format!("federation.passfile = '{}'", file.display()));
+        n.append_conf(&format!(
+            "federation.node_conninfo = 'host={} port={} dbname=postgres user=federator'",
+            n.host, n.port
+        ));
+        n.restart(); // PGPASSFILE is set by the postmaster
+    }
+    let (east, west) = (c.node("east"), c.node("west"));
+    let peer = |n: &Node| {
+        format!(
+            "host={} port={} dbname=postgres user=federator",
+            n.host, n.port
+        )
+    };
+    // libpq alone refuses the 0640 file: what a user without the setting meets.
+    let plain = std::process::Command::new(pg_test::pg_bindir().join("psql"))
+        .args(["-X", "-w", "-d", &peer(east), "-c", "SELECT 1"])
+        .env("PGPASSFILE", west.files_dir().join("federator.pgpass"))
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "libpq refuses a group-readable password file"
+    );
+
+    west.execute(&format!("SELECT federation.join('{}')", peer(east)));
+    west.execute("SELECT federation.wait_ready('90 s')");
+    east.execute("INSERT INTO hippos (value) VALUES (1)");
+    west.execute("INSERT INTO hippos (value) VALUES (2)");
+    assert_converged(&c, "hippos");
+
+    // A world-readable file is refused and named; the last good copy keeps replication going.
+    let file = west.files_dir().join("federator.pgpass");
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    pg_test::wait_until(
+        "status() on west to name the world-readable password file",
+        std::time::Duration::from_secs(30),
+        &[west],
+        || {
+            Ok(west
+                .scalar("SELECT reason FROM federation.status WHERE direction = 'settings' AND state = 'passfile'")
+                .is_some_and(|r| r.contains("every user of the machine") && r.contains("0644")))
+        },
+    );
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    east.execute("INSERT INTO hippos (value) VALUES (3)");
+    assert_converged(&c, "hippos");
+    pg_test::wait_until(
+        "west's passfile row to go",
+        std::time::Duration::from_secs(30),
+        &[west],
+        || Ok(west.row_count("SELECT 1 FROM federation.status WHERE state = 'passfile'") == 0),
+    );
+
+    // The password is in no log, and in nothing a non-superuser can read.
+    for n in [east, west] {
+        let log = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+        assert!(
+            !log.contains(PASSWORD),
+            "the password is in {}'s log",
+            n.name
+        );
+        assert!(
+            log.contains("password file") && log.contains("is in use"),
+            "{}'s log says the file is in use",
+            n.name
+        );
+        n.execute("CREATE ROLE curious LOGIN IN ROLE pg_monitor");
+        assert!(
+            !everything_readable(n, "curious").contains(PASSWORD),
+            "{}: a non-superuser reads the password",
+            n.name
+        );
+    }
+}

@@ -86,17 +86,43 @@ fn suggestion(name: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Sources {
     pub guc: Option<String>,
-    pub labels_path: Option<String>,
-    pub label: String,
+    /// Labels files to look for, in order: the first that exists is used.
+    pub labels_paths: Vec<String>,
+    /// Labels that may hold the node name, in order: the first present is used.
+    pub labels: Vec<String>,
     pub try_pgnodemx: bool,
 }
+
+/// Where the operators put a pod's labels file, when federation.labels_path is not set: the
+/// original recipe's downward-API volume, Crunchy PGO's own mount (every PGO pod has it), and
+/// CloudNativePG's projected volume (`spec.projectedVolumeTemplate`, deploy/cnpg).
+pub const KNOWN_LABELS_PATHS: [&str; 3] = [
+    "/etc/podinfo/labels",
+    "/etc/database-containerinfo/labels",
+    "/projected/labels",
+];
+
+/// The labels that name a node's cluster, when federation.node_label is not set: the
+/// original recipe's, Crunchy PGO's and CloudNativePG's. A cluster label, never an instance
+/// label: a failover to a replica keeps the node's name.
+pub const KNOWN_NODE_LABELS: [&str; 3] = [
+    "pg-cluster",
+    "postgres-operator.crunchydata.com/cluster",
+    "cnpg.io/cluster",
+];
 
 impl Sources {
     pub fn from_gucs() -> Sources {
         Sources {
             guc: gucs::node_name(),
-            labels_path: gucs::labels_path(),
-            label: gucs::node_label(),
+            labels_paths: match gucs::labels_path() {
+                Some(p) => vec![p],
+                None => KNOWN_LABELS_PATHS.map(String::from).to_vec(),
+            },
+            labels: match gucs::node_label() {
+                Some(l) => vec![l],
+                None => KNOWN_NODE_LABELS.map(String::from).to_vec(),
+            },
             try_pgnodemx: true,
         }
     }
@@ -119,27 +145,32 @@ pub fn resolve(src: &Sources) -> FedResult<Resolved> {
             source,
         });
     }
-    if let Some(path) = &src.labels_path {
-        if let Some(found) = from_labels_file(path, &src.label)? {
+    for path in &src.labels_paths {
+        if let Some(found) = from_labels_file(path, &src.labels)? {
             return Ok(found);
         }
     }
     if src.try_pgnodemx {
-        if let Some(found) = from_pgnodemx(&src.label)? {
+        if let Some(found) = from_pgnodemx(&src.labels)? {
             return Ok(found);
         }
     }
+    let files: Vec<String> = src
+        .labels_paths
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect();
     Err(FedError::prerequisite("no node name is configured for this server")
         .detail(format!(
-            "federation.node_name is empty, the labels file {} does not exist, and pgnodemx is not installed in this database.",
-            src.labels_path.as_deref().map(|p| format!("\"{p}\"")).unwrap_or_else(|| "(federation.labels_path is empty)".into())
+            "federation.node_name is empty, no labels file exists ({}), and pgnodemx is not installed in this database.",
+            if files.is_empty() { "none to look for".to_string() } else { files.join(", ") }
         ))
         .hint("Set one and reload: ALTER SYSTEM SET federation.node_name = 'east'; SELECT pg_reload_conf(); \
                On Kubernetes, mount the pod's labels with the downward API at federation.labels_path."))
 }
 
 /// `Ok(None)` when the file does not exist; an error when it exists but cannot be used.
-fn from_labels_file(path: &str, label: &str) -> FedResult<Option<Resolved>> {
+fn from_labels_file(path: &str, labels: &[String]) -> FedResult<Option<Resolved>> {
     let text = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -157,35 +188,39 @@ fn from_labels_file(path: &str, label: &str) -> FedResult<Option<Resolved>> {
             .detail("Each line must be key=\"value\", as the kubelet writes it.")
             .hint("federation.labels_path must point at a Kubernetes downward-API labels file.")
     })?;
-    let source = format!("labels file \"{path}\" (label \"{label}\")");
-    pick_label(pairs, label, &source, path)
+    pick_label(pairs, labels, &format!("labels file \"{path}\""))
 }
 
+/// The first of `labels` present among `pairs`, validated, with where it came from.
 fn pick_label(
     pairs: Vec<(String, String)>,
-    label: &str,
-    source: &str,
+    labels: &[String],
     where_: &str,
 ) -> FedResult<Option<Resolved>> {
-    match pairs.iter().find(|(k, _)| k == label) {
-        Some((_, value)) => {
-            validate_node_name(value, source)?;
+    let found = labels
+        .iter()
+        .find_map(|l| pairs.iter().find(|(k, _)| k == l).map(|(_, v)| (l, v)));
+    match found {
+        Some((label, value)) => {
+            let source = format!("{where_} (label \"{label}\")");
+            validate_node_name(value, &source)?;
             Ok(Some(Resolved {
                 name: value.clone(),
-                source: source.to_string(),
+                source,
             }))
         }
         None => {
             let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
-            Err(FedError::config(format!("labels in {where_} have no label \"{label}\""))
+            let wanted: Vec<String> = labels.iter().map(|l| format!("\"{l}\"")).collect();
+            Err(FedError::config(format!("labels in {where_} have no label {}", wanted.join(" or ")))
                 .detail(if keys.is_empty() { "There are no labels.".to_string() } else { format!("Labels present: {}.", keys.join(", ")) })
-                .hint("Set federation.node_label to the label that names this node (Crunchy: postgres-operator.crunchydata.com/cluster, CloudNativePG: cnpg.io/cluster), or add the label to the pod."))
+                .hint("Set federation.node_label to the label that names this node's cluster (by default pg-cluster, postgres-operator.crunchydata.com/cluster or cnpg.io/cluster, in that order), or add the label to the pod."))
         }
     }
 }
 
 /// `Ok(None)` when pgnodemx is not installed in this database.
-fn from_pgnodemx(label: &str) -> FedResult<Option<Resolved>> {
+fn from_pgnodemx(labels: &[String]) -> FedResult<Option<Resolved>> {
     let schema: Option<String> = Spi::connect(|client| {
         let rows = client.select(
             "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
@@ -217,8 +252,7 @@ fn from_pgnodemx(label: &str) -> FedResult<Option<Resolved>> {
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })?;
-    let source = format!("pgnodemx kdapi_setof_kv('labels') (label \"{label}\")");
-    pick_label(pairs, label, &source, "pgnodemx kdapi_setof_kv('labels')")
+    pick_label(pairs, labels, "pgnodemx kdapi_setof_kv('labels')")
 }
 
 struct Cache {

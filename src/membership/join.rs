@@ -10,7 +10,7 @@
 
 use super::rpc::local_info;
 use crate::catalog::{self, MemberState};
-use crate::errors::{required, FedError, FedResult, OrRaise};
+use crate::errors::{notice, required, FedError, FedResult, OrRaise};
 use crate::gucs;
 use crate::identity;
 use crate::naming::canonical;
@@ -188,6 +188,12 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     // This node's sequences now draw from its own range (docs/keys.md).
     sequences::number_all()?;
     worker::wake();
+    let names: Vec<&str> = infos.iter().map(|(_, i)| i.node_name.as_str()).collect();
+    notice(format!(
+        "joining {} ({}): the background worker makes the subscriptions and copies after COMMIT; SELECT federation.wait_ready(); waits until every pair is ready",
+        if names.len() == 1 { "1 member".to_string() } else { format!("{} members", names.len()) },
+        names.join(", ")
+    ));
     Ok(())
 }
 

@@ -83,11 +83,14 @@ pub extern "C-unwind" fn pg_federation_launcher_main(_arg: pg_sys::Datum) {
     let mut worker: Option<DynamicBackgroundWorker> = None;
     let mut started_at: Option<Instant> = None;
     let mut said_waiting = false;
+    let mut passfile = crate::passfile::Refresher::default();
     while BackgroundWorker::wait_latch(Some(LOOK_EVERY)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: the standard way a background worker applies a reload.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
+        // A rotated password (federation.passfile) reaches every new connection.
+        passfile.refresh();
         let alive = worker
             .as_ref()
             .is_some_and(|w| matches!(w.pid(), Ok(_) | Err(BackgroundWorkerStatus::NotYetStarted)));
