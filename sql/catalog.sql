@@ -159,11 +159,25 @@ CREATE POLICY removable ON federation.set_aside FOR DELETE
     USING (pg_catalog.has_table_privilege(relid, 'DELETE'));
 GRANT SELECT, DELETE ON federation.set_aside TO PUBLIC;
 
+-- What a copy of another node's partition held when join() or resync() emptied it to copy
+-- it afresh: a table of its own in this schema (federation.kept_<n>, CREATE TABLE AS), until
+-- the fresh copy is complete; then the worker moves the rows the fresh copy does not hold as
+-- they are into federation.set_aside and drops the table. Application data: superuser only.
+CREATE TABLE federation.kept_copy (
+    kept     regclass PRIMARY KEY,
+    relid    oid NOT NULL,        -- the federated table
+    node     text NOT NULL,       -- the copy's owner
+    copy     oid NOT NULL,        -- the copy (partition) being rebuilt
+    kept_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+REVOKE ALL ON federation.kept_copy FROM PUBLIC;
+
 -- pg_dump of a database keeps the federation's state.
 SELECT pg_catalog.pg_extension_config_dump('federation.local_node', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.node', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.federated_table', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.partition', '');
 SELECT pg_catalog.pg_extension_config_dump('federation.set_aside', '');
+SELECT pg_catalog.pg_extension_config_dump('federation.kept_copy', '');
 
 GRANT USAGE ON SCHEMA federation TO PUBLIC;

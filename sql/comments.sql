@@ -120,6 +120,8 @@ COMMENT ON TABLE federation.key_check IS
   'What duplicate_keys() (or verify()) last found: key values held by more than one node''s partition.';
 COMMENT ON TABLE federation.spread_failure IS
   'internal: the worker''s last failure federating a pending table on the members, for status().';
+COMMENT ON TABLE federation.kept_copy IS
+  'internal: copies emptied by join() or resync(), kept whole in a table of their own (federation.kept_*) until the fresh copy is complete and compared.';
 COMMENT ON TABLE federation.set_aside IS
   'Rows kept, never dropped, that this node held in another node''s name: a table enabled '
   'again after a federation-wide disable(), or a copy emptied to be copied afresh (join, '

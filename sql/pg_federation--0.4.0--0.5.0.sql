@@ -39,7 +39,21 @@ CREATE POLICY readable ON federation.set_aside FOR SELECT
 CREATE POLICY removable ON federation.set_aside FOR DELETE
     USING (pg_catalog.has_table_privilege(relid, 'DELETE'));
 GRANT SELECT, DELETE ON federation.set_aside TO PUBLIC;
+
+-- What a copy of another node's partition held when join() or resync() emptied it to copy
+-- it afresh: a table of its own in this schema (federation.kept_<n>, CREATE TABLE AS), until
+-- the fresh copy is complete; then the worker moves the rows the fresh copy does not hold as
+-- they are into federation.set_aside and drops the table. Application data: superuser only.
+CREATE TABLE federation.kept_copy (
+    kept     regclass PRIMARY KEY,
+    relid    oid NOT NULL,        -- the federated table
+    node     text NOT NULL,       -- the copy's owner
+    copy     oid NOT NULL,        -- the copy (partition) being rebuilt
+    kept_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+REVOKE ALL ON federation.kept_copy FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('federation.set_aside', '');
+SELECT pg_catalog.pg_extension_config_dump('federation.kept_copy', '');
 
 -- The WAL timeline this node's replication state was last known good on (worker/heal.rs).
 ALTER TABLE federation.local_node ADD COLUMN timeline integer;
@@ -663,6 +677,8 @@ COMMENT ON TABLE federation.key_check IS
   'What duplicate_keys() (or verify()) last found: key values held by more than one node''s partition.';
 COMMENT ON TABLE federation.spread_failure IS
   'internal: the worker''s last failure federating a pending table on the members, for status().';
+COMMENT ON TABLE federation.kept_copy IS
+  'internal: copies emptied by join() or resync(), kept whole in a table of their own (federation.kept_*) until the fresh copy is complete and compared.';
 COMMENT ON TABLE federation.set_aside IS
   'Rows kept, never dropped, that this node held in another node''s name: a table enabled '
   'again after a federation-wide disable(), or a copy emptied to be copied afresh (join, '

@@ -83,24 +83,37 @@ pub fn fresh_slot(publisher_conn: &mut Remote, slot: &str) -> FedResult<()> {
 
 /// The statements that empty a node's copies of an owner's partitions before they are copied
 /// afresh (rows kept from an earlier membership would collide with the initial copy). What
-/// they held is kept first, whole, in federation.set_aside (where that node's pg_federation
-/// has it): the worker drops each kept row once the fresh copy holds it as it is, and
-/// status() names those it does not (rows the owner lacks, or holds otherwise): a repair
-/// never deletes a row that a copy held (table::set_aside). Run in replica mode: guards are
-/// ordinary triggers, which it passes.
+/// they held is kept first, whole and as it is, in a table of its own in schema federation
+/// (a CREATE TABLE AS: about as fast as reading the copy), registered in
+/// federation.kept_copy, where that node's pg_federation has it. Once the fresh copy is
+/// complete the worker moves the kept rows it does not hold as they are into
+/// federation.set_aside and drops the rest with the table (table::set_aside): a repair never
+/// deletes a row that a copy held. Run in replica mode: guards are ordinary triggers, which
+/// it passes.
 pub fn empty_copies_sql(copies: &[String], keep: bool) -> String {
     if copies.is_empty() {
         return String::new();
     }
     let mut sql = String::new();
     if keep {
-        for c in copies {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        for (i, c) in copies.iter().enumerate() {
+            let kept = format!("federation.{}", quote_ident(&format!("kept_{stamp}_{i}")));
             sql.push_str(&format!(
-                "INSERT INTO federation.set_aside (relid, table_name, node, row_data, reason)
-                 SELECT p.relid, p.relid::regclass::text, p.node_name, pg_catalog.to_jsonb(c), {}
-                 FROM ONLY {c} c JOIN federation.partition p ON p.partition = {}::regclass;\n",
-                quote_literal(KEPT_FROM_COPY),
-                quote_literal(c)
+                "CREATE TABLE {kept} AS SELECT * FROM ONLY {c};
+                 REVOKE ALL ON {kept} FROM PUBLIC;
+                 COMMENT ON TABLE {kept} IS {comment};
+                 INSERT INTO federation.kept_copy (kept, relid, node, copy)
+                 SELECT {kept_lit}::regclass, p.relid, p.node_name, p.partition
+                 FROM federation.partition p WHERE p.partition = {c_lit}::regclass;\n",
+                kept_lit = quote_literal(&kept),
+                comment = quote_literal(&format!(
+                    "pg_federation: what {c} held when join() or resync() emptied it to copy it afresh; compared with the fresh copy once it is complete, then dropped (what differs goes to federation.set_aside)"
+                )),
+                c_lit = quote_literal(c)
             ));
         }
     }
@@ -108,15 +121,12 @@ pub fn empty_copies_sql(copies: &[String], keep: bool) -> String {
     sql
 }
 
-/// Why a row is in federation.set_aside after a copy was made afresh.
-const KEPT_FROM_COPY: &str = "held by this node's copy before it was copied afresh from its owner";
-
 /// Whether the pg_federation of the node behind `on` keeps emptied copies (0.5.0 on; during a
 /// rolling upgrade its SQL objects may be older than this library).
 pub fn keeps_copies(on: &mut Remote) -> FedResult<bool> {
     Ok(on
         .scalar(
-            "SELECT (pg_catalog.to_regclass('federation.set_aside') IS NOT NULL)::text",
+            "SELECT (pg_catalog.to_regclass('federation.kept_copy') IS NOT NULL)::text",
             &[],
         )?
         .as_deref()

@@ -9,7 +9,9 @@
 //!    and to the count-and-hash verify computes for one copy of east's partition;
 //! 2. `SELECT federation.resync('east', 'hippos')` on west (rebuilds west's copy of east's
 //!    partition), next to a plain COPY of the same rows from east into a table on west with
-//!    the same primary key.
+//!    the same primary key; and the time until west's worker has compared what the old copy
+//!    held with the fresh one (0.5.0: a resync keeps it; the comparison runs after it
+//!    returns, and each round waits for it).
 
 use pg_test::scenario::{assert_converged, join, HIPPOS};
 use pg_test::{Cluster, NodeSpec};
@@ -70,7 +72,7 @@ fn main() {
         assert_eq!(bad, 0, "verify must report match everywhere");
     }
 
-    let (mut copies, mut resyncs) = (vec![], vec![]);
+    let (mut copies, mut resyncs, mut compared) = (vec![], vec![], vec![]);
     for _ in 0..rounds {
         west.execute("CREATE TABLE copied (id uuid PRIMARY KEY, value numeric, created_at timestamptz NOT NULL, node_name text NOT NULL)");
         let t = Instant::now();
@@ -90,6 +92,16 @@ fn main() {
             west.scalar("SELECT count(*) FROM hippos_east"),
             east.scalar("SELECT count(*) FROM hippos_east")
         );
+        // What the old copy held is compared with the fresh one by the worker, after the
+        // resync returns (0.5.0); the next round starts once that is done.
+        pg_test::wait_until(
+            "west's worker to compare the kept copy",
+            std::time::Duration::from_secs(600),
+            &[west],
+            || Ok(west.row_count("SELECT 1 FROM federation.kept_copy") == 0),
+        );
+        compared.push(t.elapsed().as_secs_f64());
+        assert_eq!(west.row_count("SELECT 1 FROM federation.set_aside"), 0);
     }
     let east_rows = east.scalar("SELECT count(*) FROM hippos_east").unwrap();
     let (count, verify, copy, resync) = (
@@ -125,4 +137,9 @@ fn main() {
         shown(&resyncs)
     );
     println!("| resync / COPY | {:.2} |", resync / copy);
+    println!(
+        "| resync, until the worker has compared what the old copy held (background) | {:.2} ({}) |",
+        median(compared.clone()),
+        shown(&compared)
+    );
 }

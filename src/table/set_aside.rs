@@ -119,6 +119,7 @@ pub fn settle() -> FedResult<usize> {
     if !exists()? {
         return Ok(0);
     }
+    compare_kept_copies()?;
     let any = spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM federation.set_aside)", &[])?;
     if any != Some(true) {
         return Ok(0);
@@ -136,6 +137,111 @@ pub fn settle() -> FedResult<usize> {
         settled += n;
     }
     Ok(settled)
+}
+
+/// Why a row is in federation.set_aside after its copy was made afresh.
+const KEPT_FROM_COPY: &str =
+    "held by this node's copy before join() or resync() copied it afresh; the fresh copy does not hold it as it was";
+
+/// Whether the fresh copy into partition `copy` is complete here (a subscription has it
+/// 'ready').
+const COPY_COMPLETE: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel
+                                            WHERE srrelid = $1 AND srsubstate = 'r')";
+
+/// The copies emptied by join() or resync() (federation.kept_copy): once the fresh copy is
+/// complete, the rows the old one held that the fresh one does not hold as they are go to
+/// federation.set_aside, and the kept table is dropped. Compared as whole rows (jsonb), so a
+/// column added meanwhile shows as a difference rather than an error.
+fn compare_kept_copies() -> FedResult<()> {
+    let has = spi::one::<bool>(
+        "SELECT pg_catalog.to_regclass('federation.kept_copy') IS NOT NULL",
+        &[],
+    )?;
+    if has != Some(true) {
+        return Ok(());
+    }
+    let kept = spi::rows(
+        "SELECT k.kept::oid, k.kept::text, k.relid, k.relid::regclass::text, k.node, k.copy
+         FROM federation.kept_copy k ORDER BY k.kept_at",
+        &[],
+        |r| {
+            Ok((
+                r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
+                r.get::<String>(4)?.unwrap_or_default(),
+                r.get::<String>(5)?.unwrap_or_default(),
+                r.get::<pg_sys::Oid>(6)?.unwrap_or(pg_sys::InvalidOid),
+            ))
+        },
+    )?;
+    for (kept_oid, kept_sql, relid, table, node, copy) in kept {
+        let copy_sql = spi::one::<String>(
+            "SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.oid = $1",
+            &[copy.into()],
+        )?;
+        let fresh = match &copy_sql {
+            Some(_) => spi::one::<bool>(COPY_COMPLETE, &[copy.into()])? == Some(true),
+            None => true, // the copy is gone: everything kept differs
+        };
+        if !fresh {
+            continue;
+        }
+        let missing = match &copy_sql {
+            // The same columns, all sortable: compared as they are (only what differs is
+            // turned into jsonb).
+            Some(c) if comparable(kept_oid, copy)? => format!(
+                "SELECT pg_catalog.to_jsonb(d) AS j FROM (SELECT * FROM {kept_sql} EXCEPT ALL SELECT * FROM ONLY {c}) d"
+            ),
+            Some(c) => format!(
+                "SELECT pg_catalog.to_jsonb(k) AS j FROM {kept_sql} k EXCEPT ALL SELECT pg_catalog.to_jsonb(c) FROM ONLY {c} c"
+            ),
+            None => format!("SELECT pg_catalog.to_jsonb(k) AS j FROM {kept_sql} k"),
+        };
+        let moved = spi::exec_count(
+            &format!(
+                "INSERT INTO federation.set_aside (relid, table_name, node, row_data, reason)
+                 SELECT $1, $2, $3, m.j, $4 FROM ({missing}) m"
+            ),
+            &[
+                relid.into(),
+                table.as_str().into(),
+                node.as_str().into(),
+                KEPT_FROM_COPY.into(),
+            ],
+        )?;
+        spi::exec_args(
+            "DELETE FROM federation.kept_copy WHERE kept = $1::oid::regclass",
+            &[kept_oid.into()],
+        )?;
+        spi::exec(&format!("DROP TABLE {kept_sql}"))?;
+        log!("pg_federation: the fresh copy of \"{node}\"'s partition of {table} is complete; {moved} row(s) the old copy held are not in it as they were and stay in federation.set_aside");
+    }
+    Ok(())
+}
+
+/// Whether the kept table and the copy have the same columns (names, types, order) and every
+/// type is a plain, enum or domain type with a default btree operator class, so that EXCEPT
+/// ALL can compare their rows as they are (arrays and composites go through jsonb).
+fn comparable(kept: pg_sys::Oid, copy: pg_sys::Oid) -> FedResult<bool> {
+    Ok(spi::one::<bool>(
+        "WITH cols AS (
+             SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid IN ($1, $2) AND a.attnum > 0 AND NOT a.attisdropped)
+         SELECT (SELECT array_agg(format('%s %s %s', attname, atttypid, atttypmod) ORDER BY attnum) FROM cols WHERE attrelid = $1)
+                = (SELECT array_agg(format('%s %s %s', attname, atttypid, atttypmod) ORDER BY attnum) FROM cols WHERE attrelid = $2)
+            AND NOT EXISTS (
+                SELECT 1 FROM cols c JOIN pg_catalog.pg_type t ON t.oid = c.atttypid
+                WHERE c.attrelid = $1 AND NOT EXISTS (
+                    SELECT 1 FROM pg_catalog.pg_opclass oc JOIN pg_catalog.pg_am am ON am.oid = oc.opcmethod
+                    WHERE am.amname = 'btree' AND oc.opcdefault
+                      AND t.typcategory <> 'A' AND t.typtype IN ('b', 'e', 'd')
+                      AND oc.opcintype = CASE WHEN t.typtype = 'e' THEN 'anyenum'::regtype
+                                              WHEN t.typtype = 'd' THEN t.typbasetype
+                                              ELSE t.oid END))",
+        &[kept.into(), copy.into()],
+    )?
+    .unwrap_or(false))
 }
 
 /// For status(): each group of rows still set aside, how many of them the owner's partition
@@ -172,11 +278,9 @@ fn set_aside_state() -> TableIterator<
 
 fn state() -> FedResult<Vec<Kept>> {
     let any = spi::one::<bool>("SELECT EXISTS (SELECT 1 FROM federation.set_aside)", &[])?;
-    if any != Some(true) {
-        return Ok(vec![]);
-    }
     let mut out = vec![];
-    for (relid, table, node, part) in groups()? {
+    let groups = if any == Some(true) { groups()? } else { vec![] };
+    for (relid, table, node, part) in groups {
         let part_sql = super::oid_sql(part)?;
         let rows = spi::one::<i64>(
             "SELECT count(*) FROM federation.set_aside WHERE relid = $1 AND node = $2",
@@ -203,6 +307,37 @@ fn state() -> FedResult<Vec<Kept>> {
                 differing: rows - matched,
                 waiting,
             });
+        }
+    }
+    // Copies emptied by join() or resync() whose fresh copy is still coming: their old rows
+    // wait in a kept table (compare_kept_copies).
+    if spi::one::<bool>(
+        "SELECT pg_catalog.to_regclass('federation.kept_copy') IS NOT NULL",
+        &[],
+    )? == Some(true)
+    {
+        let waiting = spi::rows(
+            "SELECT k.relid::regclass::text, k.node, k.kept::text FROM federation.kept_copy k ORDER BY 1, 2",
+            &[],
+            |r| {
+                Ok((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<String>(3)?.unwrap_or_default(),
+                ))
+            },
+        )?;
+        for (table, node, kept) in waiting {
+            let rows = spi::one::<i64>(&format!("SELECT count(*) FROM {kept}"), &[])?.unwrap_or(0);
+            if rows > 0 {
+                out.push(Kept {
+                    table,
+                    node,
+                    rows,
+                    differing: rows,
+                    waiting: true,
+                });
+            }
         }
     }
     // Rows of tables no longer federated (dropped, disabled) are reported as differing.
