@@ -102,18 +102,28 @@ pub fn empty_copies_sql(copies: &[String], keep: bool) -> String {
             .unwrap_or(0);
         for (i, c) in copies.iter().enumerate() {
             let kept = format!("federation.{}", quote_ident(&format!("kept_{stamp}_{i}")));
+            // Only a copy that holds rows is kept (a new node's copies are empty).
+            let comment = quote_literal(&format!(
+                "pg_federation: what {c} held when join() or resync() emptied it to copy it afresh; compared with the fresh copy once it is complete, then dropped (what differs goes to federation.set_aside)"
+            ));
+            let keep_one = [
+                format!("CREATE TABLE {kept} AS SELECT * FROM ONLY {c}"),
+                format!("REVOKE ALL ON {kept} FROM PUBLIC"),
+                format!("COMMENT ON TABLE {kept} IS {comment}"),
+                format!(
+                    "INSERT INTO federation.kept_copy (kept, relid, node, copy)
+                     SELECT {}::regclass, p.relid, p.node_name, p.partition
+                     FROM federation.partition p WHERE p.partition = {}::regclass",
+                    quote_literal(&kept),
+                    quote_literal(c)
+                ),
+            ]
+            .iter()
+            .map(|stmt| format!("EXECUTE {};", quote_literal(stmt)))
+            .collect::<Vec<_>>()
+            .join(" ");
             sql.push_str(&format!(
-                "CREATE TABLE {kept} AS SELECT * FROM ONLY {c};
-                 REVOKE ALL ON {kept} FROM PUBLIC;
-                 COMMENT ON TABLE {kept} IS {comment};
-                 INSERT INTO federation.kept_copy (kept, relid, node, copy)
-                 SELECT {kept_lit}::regclass, p.relid, p.node_name, p.partition
-                 FROM federation.partition p WHERE p.partition = {c_lit}::regclass;\n",
-                kept_lit = quote_literal(&kept),
-                comment = quote_literal(&format!(
-                    "pg_federation: what {c} held when join() or resync() emptied it to copy it afresh; compared with the fresh copy once it is complete, then dropped (what differs goes to federation.set_aside)"
-                )),
-                c_lit = quote_literal(c)
+                "DO $pg_federation$ BEGIN IF EXISTS (SELECT 1 FROM ONLY {c}) THEN {keep_one} END IF; END $pg_federation$;\n"
             ));
         }
     }
