@@ -23,7 +23,11 @@ CREATE TABLE federation.local_node (
     -- The WAL timeline this node's replication state was last known good on. A standby
     -- promoted in its place (or a point-in-time restore) writes on a new one: the worker then
     -- rebuilds this node's copies of every member's partitions (worker/heal.rs).
-    timeline        integer
+    timeline        integer,
+    -- Set by the worker when another server answers at this node's address (conninfo): an
+    -- old primary that came back after its standby was promoted. Writes and federation
+    -- operations are refused while it is set.
+    superseded      text
 );
 
 -- Members of the federation other than this node (filled by federation.join()).

@@ -57,6 +57,8 @@ SELECT pg_catalog.pg_extension_config_dump('federation.kept_copy', '');
 
 -- The WAL timeline this node's replication state was last known good on (worker/heal.rs).
 ALTER TABLE federation.local_node ADD COLUMN timeline integer;
+-- Set when another server answers at this node's address (an old primary that came back).
+ALTER TABLE federation.local_node ADD COLUMN superseded text;
 
 
 

@@ -199,4 +199,40 @@ fn a_switchover_to_a_caught_up_standby_heals_by_itself_with_nothing_kept_aside()
         Some("2"),
         "the new primary records its timeline once its copies are rebuilt"
     );
+
+    // The old primary comes back by mistake, as a second primary at another address: the
+    // node's address answers with the new primary, so it refuses to act as the node, loudly.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = c;
+    let old = c.nodes.iter_mut().find(|n| n.name == "east").unwrap();
+    old.move_to_port(port);
+    let old = &*old;
+    wait_until(
+        "the old primary to say it is no longer the node",
+        Duration::from_secs(60),
+        &[old],
+        || {
+            let (h, reason) = health(old);
+            if h == "CRITICAL" && reason.contains("no longer node \"east\"") {
+                Ok(true)
+            } else {
+                Err(format!("{h}: {reason}"))
+            }
+        },
+    );
+    let e = old.expect_error("INSERT INTO hippos (value) VALUES (-1)");
+    assert_eq!(e.code, "55000", "{e}");
+    assert!(e.hint.unwrap_or_default().contains("standby of the node's new primary"));
+    assert_eq!(old.row_count("SELECT 1 FROM hippos WHERE value = -1"), 0);
+    // The federation is not disturbed by it.
+    let (west, standby) = (c.node("west"), &standby);
+    standby.execute("INSERT INTO hippos (value) VALUES (300)");
+    assert_converged_among(&[standby, west], "hippos");
+    for n in [standby, west] {
+        wait_health_ok(n, &[standby, west]);
+    }
 }

@@ -237,8 +237,35 @@ pub fn copy_problem(name: &str) -> FedResult<Option<FedError>> {
             .detail(format!("The state was made on {r}; this is {}. Acting as \"{name}\" here would change the real node's place in the federation.", server_id()))
             .hint("To use the copy on its own, detach it without touching the federation: docs/runbook.md, \"A restored copy of a node\"."),
         )),
+        _ if joined => Ok(superseded()?.map(|why| {
+            FedError::prerequisite(format!(
+                "this server is no longer node \"{name}\": {why}; writes to federated tables and federation operations are refused here"
+            ))
+            .detail("A standby promoted in this server's place serves the node now (an old primary that came back), or federation.node_conninfo names another server.")
+            .hint("Rebuild this server as a standby of the node's new primary (pg_rewind or a new base backup), as the HA manager does; or, if federation.node_conninfo is wrong, correct it and reload: the worker checks again within seconds.")
+        })),
         _ => Ok(None),
     }
+}
+
+/// Why the worker found that another server answers at this node's address
+/// (local_node.superseded, 0.5.0), if it did.
+pub fn superseded() -> FedResult<Option<String>> {
+    if !local_node_has("superseded")? {
+        return Ok(None);
+    }
+    spi::one::<String>("SELECT superseded FROM federation.local_node", &[])
+}
+
+/// Records (or clears) that another server answers at this node's address.
+pub fn set_superseded(why: Option<&str>) -> FedResult<()> {
+    if !local_node_has("superseded")? {
+        return Ok(());
+    }
+    spi::exec_args(
+        "UPDATE federation.local_node SET superseded = $1 WHERE superseded IS DISTINCT FROM $1",
+        &[why.into()],
+    )
 }
 
 /// This node's address once it has joined a federation (None: standalone).
@@ -312,11 +339,7 @@ pub fn set_mesh_state(table: &str, state: MeshState) -> FedResult<()> {
 /// Records (or clears) the worker's last failure federating `table` on the members, for
 /// status(). A no-op where this database's pg_federation predates it (0.5.0).
 pub fn set_spread_error(table: &str, error: Option<&str>) -> FedResult<()> {
-    let exists = spi::one::<bool>(
-        "SELECT pg_catalog.to_regclass('federation.spread_failure') IS NOT NULL",
-        &[],
-    )?;
-    if exists != Some(true) {
+    if !has_relation("federation.spread_failure")? {
         return Ok(());
     }
     match error {
@@ -413,15 +436,21 @@ pub fn federated_table_of(relation: pg_sys::Oid) -> FedResult<Option<(pg_sys::Oi
     .next())
 }
 
+/// Whether this database has pg_federation's catalog relation `name` (e.g.
+/// "federation.set_aside"): the library may be newer than the SQL objects during a rolling
+/// upgrade, or the extension not installed yet. Read-only SPI (works on a standby).
+pub fn has_relation(name: &str) -> FedResult<bool> {
+    Ok(spi::one::<bool>(
+        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+        &[name.into()],
+    )?
+    .unwrap_or(false))
+}
+
 /// The name this node recorded when it first federated a table or joined, if it did.
 pub fn recorded_name() -> FedResult<Option<String>> {
     // Read-only SPI: pgrx's Spi::get_one would assign a transaction id (and fail on a standby).
-    let exists = spi::one::<bool>(
-        "SELECT pg_catalog.to_regclass('federation.local_node') IS NOT NULL",
-        &[],
-    )?
-    .unwrap_or(false);
-    if !exists {
+    if !has_relation("federation.local_node")? {
         return Ok(None);
     }
     Ok(spi::one::<String>(

@@ -78,11 +78,7 @@ pub fn retarget(from: pg_sys::Oid, to: pg_sys::Oid) -> FedResult<()> {
 /// Whether this database's pg_federation has the table (0.5.0 on; the library may be newer
 /// than the SQL objects during a rolling upgrade).
 fn exists() -> FedResult<bool> {
-    Ok(spi::one::<bool>(
-        "SELECT pg_catalog.to_regclass('federation.set_aside') IS NOT NULL",
-        &[],
-    )?
-    .unwrap_or(false))
+    catalog::has_relation("federation.set_aside")
 }
 
 /// (federated table, owner, its partition here) for every group of rows set aside.
@@ -150,14 +146,11 @@ const COPY_COMPLETE: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscrip
 
 /// The copies emptied by join() or resync() (federation.kept_copy): once the fresh copy is
 /// complete, the rows the old one held that the fresh one does not hold as they are go to
-/// federation.set_aside, and the kept table is dropped. Compared as whole rows (jsonb), so a
-/// column added meanwhile shows as a difference rather than an error.
+/// federation.set_aside, and the kept table is dropped. Compared as typed rows where the
+/// columns are the same and sortable, else as jsonb (a column added meanwhile then shows as
+/// a difference rather than an error).
 fn compare_kept_copies() -> FedResult<()> {
-    let has = spi::one::<bool>(
-        "SELECT pg_catalog.to_regclass('federation.kept_copy') IS NOT NULL",
-        &[],
-    )?;
-    if has != Some(true) {
+    if !catalog::has_relation("federation.kept_copy")? {
         return Ok(());
     }
     let kept = spi::rows(
@@ -311,11 +304,7 @@ fn state() -> FedResult<Vec<Kept>> {
     }
     // Copies emptied by join() or resync() whose fresh copy is still coming: their old rows
     // wait in a kept table (compare_kept_copies).
-    if spi::one::<bool>(
-        "SELECT pg_catalog.to_regclass('federation.kept_copy') IS NOT NULL",
-        &[],
-    )? == Some(true)
-    {
+    if catalog::has_relation("federation.kept_copy")? {
         let waiting = spi::rows(
             "SELECT k.relid::regclass::text, k.node, k.kept::text FROM federation.kept_copy k ORDER BY 1, 2",
             &[],

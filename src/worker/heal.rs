@@ -30,6 +30,12 @@ use std::time::{Duration, Instant};
 /// Probes in a row that must see a slot missing before its copy is rebuilt (a slot is
 /// missing for a moment while a join or a resync replaces it).
 const MISSING_PROBES: u32 = 2;
+/// Which server this is: system identifier and postmaster start time (a promoted standby has
+/// the same system identifier as its old primary, never the same start).
+const SELF_SQL: &str =
+    "SELECT system_identifier || ' started ' || pg_catalog.pg_postmaster_start_time()
+                        FROM pg_catalog.pg_control_system()";
+
 /// At most one rebuild of one member's copy per this interval.
 const RETRY_EVERY: Duration = Duration::from_secs(30);
 /// How long a rebuild may take to start (drop the old subscription, make a slot).
@@ -116,6 +122,68 @@ impl Healer {
         if all {
             self.record(current);
             self.rebuilt_since_promotion.clear();
+        }
+    }
+
+    /// Whether this server is the one that answers at its own address (local_node.conninfo):
+    /// an old primary that comes back after its standby was promoted in its place finds the new
+    /// primary there, and stops acting as the node (catalog::superseded: writes and
+    /// federation operations refused, the worker idle, health() CRITICAL). Compared by system
+    /// identifier and postmaster start time; an address this server cannot reach says nothing.
+    pub fn check_address(&self) {
+        let mine = BackgroundWorker::transaction(|| {
+            if !catalog::extension_installed()? || !catalog::has_relation("federation.local_node")?
+            {
+                return Ok((None, None, None));
+            }
+            // A restored copy elsewhere never contacts the real node (catalog::copy_problem).
+            let recorded =
+                crate::spi::one::<String>("SELECT server_id FROM federation.local_node", &[])?;
+            if recorded.is_some_and(|r| r != catalog::server_id()) {
+                return Ok((None, None, None));
+            }
+            Ok::<_, crate::errors::FedError>((
+                catalog::local_node()?.and_then(|(_, c)| c),
+                crate::spi::one::<String>(SELF_SQL, &[])?,
+                catalog::superseded()?,
+            ))
+        });
+        let (Some(conninfo), Some(me), was) = (match mine {
+            Ok(m) => m,
+            Err(e) => {
+                warning!("pg_federation worker: {e}");
+                return;
+            }
+        }) else {
+            return;
+        };
+        let Ok(mut r) = crate::remote::Remote::connect_within(
+            &conninfo,
+            "this node's address",
+            Duration::from_secs(3),
+        ) else {
+            return;
+        };
+        let Ok(Some(there)) = r.scalar(SELF_SQL, &[]) else {
+            return;
+        };
+        let now = (there != me).then(|| {
+            format!("another server answers at its address (system {there}; this one is {me})")
+        });
+        if now == was {
+            return;
+        }
+        match &now {
+            Some(why) => warning!("pg_federation: this server is no longer the node: {why}; it refuses writes to federated tables and federation operations until it is rebuilt as a standby of the new primary"),
+            None => log!("pg_federation: this server answers at its address again; it acts as the node"),
+        }
+        let saved = BackgroundWorker::transaction(move || {
+            catalog::set_superseded(now.as_deref())?;
+            // Every session re-reads its identity at its next statement.
+            crate::spi::one::<bool>("SELECT pg_catalog.pg_reload_conf()", &[]).map(|_| ())
+        });
+        if let Err(e) = saved {
+            warning!("pg_federation worker: {e}");
         }
     }
 

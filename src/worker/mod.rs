@@ -90,6 +90,7 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
     let mut last_probe: Option<std::time::Instant> = None;
     let mut quiet = false;
     let mut healer = heal::Healer::default();
+    let mut last_address_check: Option<std::time::Instant> = None;
     while BackgroundWorker::wait_latch(Some(pause)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: the standard way a background worker applies a reload.
@@ -102,7 +103,14 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
             pause = Duration::from_millis(1000);
             continue;
         }
-        // A restored copy of a node (or a renamed one) acts as nobody: no wiring, no probes.
+        // Whether this server still answers at the node's address (an old primary that came
+        // back finds its promoted standby there): checked even while it does not act.
+        if last_address_check.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {
+            healer.check_address();
+            last_address_check = Some(std::time::Instant::now());
+        }
+        // A restored copy of a node (or a renamed or superseded one) acts as nobody: no
+        // wiring, no probes.
         if !acting_as_itself(&mut quiet) {
             pause = Duration::from_millis(1000);
             continue;
