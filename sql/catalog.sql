@@ -74,8 +74,9 @@ CREATE UNIQUE INDEX partition_per_node ON federation.partition (relid, coalesce(
 
 REVOKE ALL ON federation.local_node, federation.node, federation.federated_table, federation.partition FROM PUBLIC;
 -- node_name() checks the recorded name for every session (it is every federated table's
--- column default): the name is readable by all, the connection string is not.
-GRANT SELECT (node_name, node_number, server_id) ON federation.local_node TO PUBLIC;
+-- column default), and whether this server was superseded at its address: readable by all;
+-- the connection string is not.
+GRANT SELECT (node_name, node_number, server_id, superseded) ON federation.local_node TO PUBLIC;
 -- Whether this node has joined a federation, without showing how it is reached.
 CREATE FUNCTION federation.local_node_joined() RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

@@ -59,6 +59,8 @@ SELECT pg_catalog.pg_extension_config_dump('federation.kept_copy', '');
 ALTER TABLE federation.local_node ADD COLUMN timeline integer;
 -- Set when another server answers at this node's address (an old primary that came back).
 ALTER TABLE federation.local_node ADD COLUMN superseded text;
+-- Every session's node_name() reads it (as it reads server_id).
+GRANT SELECT (superseded) ON federation.local_node TO PUBLIC;
 
 
 
