@@ -226,7 +226,10 @@ fn a_switchover_to_a_caught_up_standby_heals_by_itself_with_nothing_kept_aside()
     );
     let e = old.expect_error("INSERT INTO hippos (value) VALUES (-1)");
     assert_eq!(e.code, "55000", "{e}");
-    assert!(e.hint.unwrap_or_default().contains("standby of the node's new primary"));
+    assert!(e
+        .hint
+        .unwrap_or_default()
+        .contains("standby of the node's new primary"));
     assert_eq!(old.row_count("SELECT 1 FROM hippos WHERE value = -1"), 0);
     // The federation is not disturbed by it.
     let (west, standby) = (c.node("west"), &standby);

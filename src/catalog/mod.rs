@@ -194,7 +194,7 @@ pub fn record_timeline(timeline: i64) -> FedResult<()> {
     )
 }
 
-fn local_node_has(column: &str) -> FedResult<bool> {
+pub fn local_node_has(column: &str) -> FedResult<bool> {
     Ok(spi::one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                         WHERE attrelid = pg_catalog.to_regclass('federation.local_node') AND attname = $1 AND NOT attisdropped)",

@@ -137,8 +137,12 @@ impl Healer {
                 return Ok((None, None, None));
             }
             // A restored copy elsewhere never contacts the real node (catalog::copy_problem).
-            let recorded =
-                crate::spi::one::<String>("SELECT server_id FROM federation.local_node", &[])?;
+            // (local_node.server_id exists since 0.4.0; the library may be newer than the SQL.)
+            let recorded = if catalog::local_node_has("server_id")? {
+                crate::spi::one::<String>("SELECT server_id FROM federation.local_node", &[])?
+            } else {
+                None
+            };
             if recorded.is_some_and(|r| r != catalog::server_id()) {
                 return Ok((None, None, None));
             }
