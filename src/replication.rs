@@ -147,14 +147,44 @@ pub fn keeps_copies(on: &mut Remote) -> FedResult<bool> {
 /// slot of the same name made beforehand: CREATE SUBSCRIPTION then waits for nothing remote.
 /// `streaming = on`: a transaction larger than the publisher's logical_decoding_work_mem is
 /// sent while it runs instead of being spilled to disk there and sent after its commit.
-fn create_subscription_sql(sub: &str, publisher: &str, publisher_conninfo: &str) -> String {
+/// `origin = none` where the subscriber has it (PostgreSQL 16+, `origin_none`): see
+/// [`ORIGIN_NONE_FROM`].
+fn create_subscription_sql(
+    sub: &str,
+    publisher: &str,
+    publisher_conninfo: &str,
+    origin_none: bool,
+) -> String {
     format!(
-        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, slot_name = {}, copy_data = true, streaming = on);\n",
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, slot_name = {}, copy_data = true, streaming = on{});\n",
         quote_ident(sub),
         quote_literal(publisher_conninfo),
         quote_ident(&publication_name(publisher)),
-        quote_literal(sub)
+        quote_literal(sub),
+        if origin_none { ", origin = none" } else { "" }
     )
+}
+
+/// From PostgreSQL 16 a subscription can ask for changes made on the publisher itself only
+/// (`origin = none`). A node publishes only its own partitions, which only its own sessions
+/// write, so the rows it receives are never wanted back; but without the option every
+/// walsender of a node decodes every row the node applied from every other member, in full,
+/// before pgoutput drops it as unpublished: per node, decoding grows with the number of
+/// members times the whole federation's write rate. With it, the walsender skips those
+/// changes as it reads them (the output plugin's origin filter, called before a change is
+/// decoded into the reorder buffer). docs/scaling.md has the measurements. The publisher
+/// honours it from 16 as well; an older publisher is not sent the option.
+pub const ORIGIN_NONE_FROM: i32 = 160000;
+
+/// The server version of the node behind `on` (`server_version_num`).
+pub fn server_version_num(on: &mut Remote) -> FedResult<i32> {
+    Ok(on
+        .scalar(
+            "SELECT pg_catalog.current_setting('server_version_num')",
+            &[],
+        )?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 /// A subscription to create: its name (also its slot's, made beforehand on the publisher),
@@ -174,6 +204,7 @@ pub struct NewSubscription {
 /// workers at most once per wal_retrieve_retry_interval, starts them all at once.
 pub fn create_subscriptions(on: &mut Remote, subs: &[NewSubscription]) -> FedResult<()> {
     let keep = keeps_copies(on)?;
+    let origin_none = server_version_num(on)? >= ORIGIN_NONE_FROM;
     let mut sql = String::from("SET session_replication_role = replica;\n");
     for s in subs {
         sql.push_str(&empty_copies_sql(&s.copies, keep));
@@ -181,6 +212,7 @@ pub fn create_subscriptions(on: &mut Remote, subs: &[NewSubscription]) -> FedRes
             &s.name,
             &s.publisher,
             &s.publisher_conninfo,
+            origin_none,
         ));
     }
     sql.push_str("RESET session_replication_role;");

@@ -4,12 +4,18 @@
 //!
 //!   scripts/bench.sh insert         (installs the release build, then runs this)
 //!   cargo run --release -p pg_test --example bench_insert [seconds_per_run] [rounds] [soak_seconds]
+//!   (rounds = 0: the instruction counts only)
 //!
 //! (a) ordinary table; (b) federated table (enable(), three partitions); (c) the recipe: LIST
 //! partitions, DEFAULT partition, and an AFTER INSERT FOR EACH STATEMENT trigger that sets the
 //! node name where it is NULL. Same columns: uuid primary key, value, timestamptz.
+//!
+//! First, instructions per INSERT (callgrind, a server in single-user mode running the same
+//! prepared statements: the difference between 1,200 and 200 executions, so start-up cancels
+//! out), which machine noise does not move; then tps with pgbench, every round's ratio
+//! printed. Needs valgrind (scripts/bench.sh installs it).
 
-use pg_test::bench::{median, pgbench};
+use pg_test::bench::{instructions_single_user, median, pgbench};
 use pg_test::{Node, NodeSpec};
 use std::time::{Duration, Instant};
 
@@ -45,18 +51,72 @@ fn reset(node: &Node) {
     }
 }
 
+const TABLES: [&str; 3] = ["a_plain", "b_federated", "c_recipe"];
+
+/// Instructions per INSERT statement (single-row) and per row (1,000-row), per table.
+fn instructions() -> Vec<[f64; 3]> {
+    let node = Node::start(&NodeSpec::guc("east"));
+    setup(&node);
+    node.stop();
+    // (statement, executions in the short run, in the long run, rows per execution)
+    let workloads = [
+        (
+            "INSERT INTO {t} (value) VALUES (random())",
+            200u64,
+            1200u64,
+            1u64,
+        ),
+        (
+            "INSERT INTO {t} (value) SELECT random() FROM generate_series(1, 1000)",
+            5,
+            25,
+            1000,
+        ),
+    ];
+    let mut out = vec![];
+    let mut expected = [0u64; 3];
+    for (stmt, short, long, rows) in workloads {
+        let mut per = [0f64; 3];
+        for (i, t) in TABLES.iter().enumerate() {
+            let script = |n: u64| {
+                let mut s = format!("PREPARE p AS {};\n", stmt.replace("{t}", t));
+                for _ in 0..n {
+                    s.push_str("EXECUTE p;\n");
+                }
+                s
+            };
+            let a = instructions_single_user(&node, &script(short));
+            let b = instructions_single_user(&node, &script(long));
+            per[i] = (b as f64 - a as f64) / ((long - short) * rows) as f64;
+            expected[i] += (short + long) * rows;
+        }
+        out.push(per);
+    }
+    // Single-user mode goes on after an error: check that every row is there.
+    node.start_again();
+    for (i, t) in TABLES.iter().enumerate() {
+        assert_eq!(
+            node.scalar(&format!("SELECT count(*) FROM {t}")),
+            Some(expected[i].to_string()),
+            "every INSERT run under callgrind inserted its rows into {t}"
+        );
+    }
+    out
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
     let soak: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(60);
+    let ir = instructions();
     let node = Node::start(
         &NodeSpec::guc("east")
             .with_conf("max_wal_size = '4GB'")
             .with_conf("checkpoint_timeout = '30min'"),
     );
     setup(&node);
-    let tables = ["a_plain", "b_federated", "c_recipe"];
+    let tables = TABLES;
     let workloads = [
         (
             "single-row INSERT",
@@ -68,10 +128,26 @@ fn main() {
         ),
     ];
     println!(
-        "# INSERT path: tps, median of {rounds} rounds of {secs} s, tables rotated each round\n"
+        "# INSERT path: instructions per INSERT (single-row) and per row (1,000-row), callgrind\n"
     );
-    println!("| workload | clients | (a) ordinary tps | (b) federated tps | (c) recipe tps | (b)/(a) | (c)/(a) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| workload | (a) ordinary | (b) federated | (c) recipe | (a)/(b) | (a)/(c) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (k, (wname, _)) in workloads.iter().enumerate() {
+        let [a, b, c] = ir[k];
+        println!(
+            "| {wname} | {a:.0} | {b:.0} | {c:.0} | {:.3} | {:.3} |",
+            a / b,
+            a / c
+        );
+    }
+    if rounds == 0 {
+        return; // instruction counts only
+    }
+    println!(
+        "\n# INSERT path: tps, median of {rounds} rounds of {secs} s, tables rotated each round\n"
+    );
+    println!("| workload | clients | (a) ordinary tps | (b) federated tps | (c) recipe tps | (b)/(a) | (c)/(a) | (b)/(a) of each round |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for (wname, script) in workloads {
         for clients in [1u32, 2] {
             let mut tps: Vec<Vec<f64>> = vec![vec![]; 3];
@@ -89,14 +165,18 @@ fn main() {
                     tps[i].push(t);
                 }
             }
+            let each: Vec<String> = (0..rounds)
+                .map(|r| format!("{:.3}", tps[1][r] / tps[0][r]))
+                .collect();
             let m: Vec<f64> = tps.iter_mut().map(|v| median(v)).collect();
             println!(
-                "| {wname} | {clients} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
+                "| {wname} | {clients} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {} |",
                 m[0],
                 m[1],
                 m[2],
                 m[1] / m[0],
-                m[2] / m[0]
+                m[2] / m[0],
+                each.join(", ")
             );
         }
     }

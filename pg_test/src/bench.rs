@@ -51,3 +51,52 @@ pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
+
+/// Instructions (callgrind's `Ir`) that one backend of `node`'s server spends on `script`, run
+/// in single-user mode (`postgres --single`: one process, no client, no other backend), so the
+/// count is the server's own work and does not move with the machine's noise. The server must
+/// be stopped. Needs valgrind.
+pub fn instructions_single_user(node: &Node, script: &str) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.sql");
+    std::fs::write(&input, script).unwrap();
+    let out_file = dir.path().join("callgrind.out");
+    crate::process::chown_to_server_user(dir.path());
+    let postgres = pg_bindir().join("postgres");
+    let data = node.data_dir();
+    let argv = [
+        "valgrind",
+        "--tool=callgrind",
+        &format!("--callgrind-out-file={}", out_file.display()),
+        postgres.to_str().unwrap(),
+        "--single",
+        "-D",
+        data.to_str().unwrap(),
+        "postgres",
+    ];
+    let mut cmd = if crate::process::is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).args(argv);
+        c
+    } else {
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..]);
+        c
+    };
+    let out = cmd
+        .env_remove("RUST_BACKTRACE")
+        .current_dir("/tmp")
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .expect("run valgrind (apt-get install valgrind)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "postgres --single under callgrind failed: {stderr}"
+    );
+    stderr
+        .lines()
+        .find_map(|l| l.split("Collected : ").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no instruction count in callgrind's output: {stderr}"))
+}

@@ -1,6 +1,6 @@
 //! Monitoring with the tools users run (issue 16): Debian's postgres_exporter with
-//! docs/postgres_exporter.yaml against a real federation, and promtool checking and
-//! unit-testing docs/prometheus/pg_federation.rules.yaml. While a member is down its lag is
+//! deploy/monitoring/postgres_exporter.yaml against a real federation, and promtool checking and
+//! unit-testing deploy/prometheus/pg_federation.rules.yaml. While a member is down its lag is
 //! reported as unknown (known = 0, lag NaN), never as 0; every series names this node.
 
 use pg_test::scenario::{joined, wait_health_ok};
@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// deploy/: the exporter's queries (monitoring/), the alert rules (prometheus/), the
+/// dashboard (grafana/).
 fn docs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
 /// A postgres_exporter process, stopped when dropped.
@@ -38,7 +40,7 @@ impl Exporter {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg(format!(
                 "--extend.query-path={}",
-                docs().join("postgres_exporter.yaml").display()
+                docs().join("monitoring/postgres_exporter.yaml").display()
             ))
             .arg("--log.level=warn")
             // 0.11's bgwriter collector reads columns PostgreSQL 17 moved to pg_stat_checkpointer.
@@ -81,6 +83,19 @@ fn value(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<String> {
             .all(|(k, val)| labelset.split(',').any(|kv| kv == format!("{k}=\"{val}\"")))
             .then(|| v.trim().to_string())
     })
+}
+
+/// The pg_federation_* series names a dashboard or rules file reads.
+fn series_used(text: &str) -> std::collections::BTreeSet<String> {
+    text.match_indices("pg_federation_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|s| !s.ends_with('_')) // "pg_federation_status_*" in a comment
+        .collect()
 }
 
 #[test]
@@ -135,6 +150,30 @@ fn postgres_exporter_reports_an_unreachable_member_as_unknown_never_as_zero_lag(
             }
         },
     );
+
+    // Every series the Grafana dashboard and the alert rules read is one this exporter gives.
+    let m = exporter.metrics().unwrap();
+    for file in [
+        "grafana/pg_federation.json",
+        "prometheus/pg_federation.rules.yaml",
+    ] {
+        let text = std::fs::read_to_string(docs().join(file)).unwrap();
+        if file.ends_with(".json") {
+            let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(
+                dashboard["panels"].as_array().is_some_and(|p| p.len() >= 8),
+                "{file}: a dashboard with its panels"
+            );
+        }
+        let used = series_used(&text);
+        assert!(used.len() >= 5, "{file} reads {used:?}");
+        for series in used {
+            assert!(
+                m.lines().any(|l| l.starts_with(&format!("{series}{{"))),
+                "{file} reads {series}, which postgres_exporter with deploy/monitoring/postgres_exporter.yaml does not give"
+            );
+        }
+    }
 
     west.stop();
     // While west is down: its lag is unknown, not zero, and health says so.

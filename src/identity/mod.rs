@@ -15,7 +15,7 @@ use crate::catalog;
 use crate::errors::{FedError, FedResult, OrRaise};
 use crate::gucs;
 use pgrx::prelude::*;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 mod labels;
 
@@ -262,6 +262,10 @@ struct Cache {
 
 thread_local! {
     static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
+    /// The name alone, for the column default that every federated INSERT evaluates once per
+    /// row: valid for the same reload as [`CACHE`], and a `&'static str` so that the hot path
+    /// neither allocates nor frees (see [`node_name`]).
+    static NAME: Cell<Option<(pg_sys::TimestampTz, &'static str)>> = const { Cell::new(None) };
 }
 
 fn reload_stamp() -> pg_sys::TimestampTz {
@@ -313,9 +317,27 @@ pub fn current_name() -> FedResult<String> {
 }
 
 /// This server's node name in the federation.
+///
+/// The default of every federated table's node column, evaluated for every inserted row: the
+/// name is resolved (and checked against the catalog) as by [`current`], once per
+/// configuration reload, and then returned without allocating (instructions per row in
+/// BENCHMARKS.md, "The INSERT path"). The names kept are leaked, one per name this backend
+/// ever resolves, so a few bytes in the life of a backend.
 #[pg_extern(stable, parallel_safe)]
-fn node_name() -> String {
-    current_name().or_raise()
+fn node_name() -> &'static str {
+    let stamp = reload_stamp();
+    if let Some((at, name)) = NAME.get() {
+        if at == stamp {
+            return name;
+        }
+    }
+    let name = current_name().or_raise();
+    let kept: &'static str = match NAME.get() {
+        Some((_, old)) if old == name => old,
+        _ => Box::leak(name.into_boxed_str()),
+    };
+    NAME.set(Some((stamp, kept)));
+    kept
 }
 
 /// For federation.status(): why this node cannot write its federated tables now (its name
