@@ -24,7 +24,7 @@ pub use cluster::{wait_until, Cluster};
 pub use net::Net;
 pub use node::Node;
 pub use postgres;
-pub use process::{install_pgnodemx_standin, install_release_script, pg_bindir};
+pub use process::{install_pgnodemx_standin, install_release_script, pg_bindir, python_tools};
 pub use session::{Rows, SqlError};
 pub use spec::{Identity, NetPlace, NodeSpec};
 pub use writer::{assert_all_present, copy_rows, Writer};

@@ -334,3 +334,15 @@ pub fn install_release_script(version: &str) {
     fs::copy(&from, &to)
         .unwrap_or_else(|e| panic!("install {} as {}: {e}", from.display(), to.display()));
 }
+
+/// The Python of scripts/setup.sh's `python_tools` venv (SQLAlchemy, Django, Alembic, the
+/// Kubernetes validators, hadolint): `$PG_FEDERATION_PYTHON`, or where setup.sh puts it.
+pub fn python_tools() -> String {
+    let p = std::env::var("PG_FEDERATION_PYTHON")
+        .unwrap_or_else(|_| "/opt/pg_federation/pytools/venv/bin/python".into());
+    assert!(
+        Path::new(&p).exists(),
+        "no Python with the test tools at {p}: run scripts/test.sh, or `source scripts/setup.sh; python_tools`"
+    );
+    p
+}

@@ -19,13 +19,7 @@ fn root() -> PathBuf {
 }
 
 fn python() -> String {
-    let p = std::env::var("PG_FEDERATION_PYTHON")
-        .unwrap_or_else(|_| "/opt/pg_federation/pytools/venv/bin/python".into());
-    assert!(
-        Path::new(&p).exists(),
-        "no Python with kubernetes-validate at {p}: run scripts/test.sh, or `source scripts/setup.sh; python_tools`"
-    );
-    p
+    pg_test::python_tools()
 }
 
 /// `kubectl kustomize <dir>`, validated; the resources as JSON.

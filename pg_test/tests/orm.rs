@@ -8,13 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn python() -> String {
-    let p = std::env::var("PG_FEDERATION_PYTHON")
-        .unwrap_or_else(|_| "/opt/pg_federation/pytools/venv/bin/python".into());
-    assert!(
-        Path::new(&p).exists(),
-        "no Python with SQLAlchemy and Django at {p}: run scripts/test.sh, or `source scripts/setup.sh; python_tools`"
-    );
-    p
+    pg_test::python_tools()
 }
 
 #[test]
