@@ -137,6 +137,16 @@ fn enable_carries_the_table_over() {
          INSERT INTO herd (name, weight, kind) VALUES ('a', 1000, 'river'), ('b', 1500, 'lake');",
     );
     east.execute("SELECT federation.enable('herd')");
+    // The table keeps its comment; its partition (the table it was) says what it now is.
+    assert_eq!(
+        east.scalar("SELECT obj_description('herd'::regclass, 'pg_class')")
+            .as_deref(),
+        Some("the herd")
+    );
+    assert!(east
+        .scalar("SELECT obj_description('herd_east'::regclass, 'pg_class')")
+        .unwrap_or_default()
+        .starts_with("pg_federation: the rows of node \"east\" of federated table public.herd;"));
 
     // Identity and serial continue where they were.
     let r = east.query("INSERT INTO herd (name, weight) VALUES ('c', 900) RETURNING id, serial_no, touched, name_upper, node_name");
@@ -501,6 +511,36 @@ fn disable_turns_it_back_into_an_ordinary_table() {
     );
     west.execute("DROP SUBSCRIPTION e2w");
     let all_rows = digest(west, "t");
+    // Every partition says what pg_federation made of it (psql's \dt+), the same text on
+    // every node; the table itself keeps its own (here: none).
+    for n in [east, west] {
+        let described = n.query(
+            "SELECT c.relname::text, coalesce(obj_description(c.oid, 'pg_class'), '') FROM pg_class c
+             WHERE c.relname IN ('t', 't_east', 't_west', 't_default') ORDER BY 1",
+        );
+        assert_eq!(described.len(), 4, "{described:?}");
+        for r in &described {
+            let (rel, comment) = (r[0].as_deref().unwrap(), r[1].as_deref().unwrap());
+            match rel {
+                "t" => assert_eq!(comment, "", "on {}", n.name),
+                "t_default" => assert!(
+                    comment.starts_with(
+                        "pg_federation: DEFAULT partition of federated table public.t"
+                    ),
+                    "on {}: {comment}",
+                    n.name
+                ),
+                p => assert!(
+                    comment.starts_with(&format!(
+                        "pg_federation: the rows of node \"{}\" of federated table public.t;",
+                        p.trim_start_matches("t_")
+                    )),
+                    "on {}: {p}: {comment}",
+                    n.name
+                ),
+            }
+        }
+    }
 
     // A key present in two nodes' partitions cannot be merged: refused, nothing changed.
     west.execute("SET session_replication_role = replica; INSERT INTO t_east (id, v, node_name) VALUES (7, 'dup', 'east'); RESET session_replication_role;");
@@ -516,6 +556,11 @@ fn disable_turns_it_back_into_an_ordinary_table() {
         west.scalar("SELECT relkind::text FROM pg_class WHERE oid = 't'::regclass")
             .as_deref(),
         Some("r")
+    );
+    assert_eq!(
+        west.scalar("SELECT obj_description('t'::regclass, 'pg_class')"),
+        None,
+        "an ordinary table again: the partition's description is gone"
     );
     assert_eq!(
         digest(west, "t"),

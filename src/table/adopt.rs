@@ -148,6 +148,15 @@ pub fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
             guards::install(psql, node.as_deref(), &name, col, &local_sql)?;
         }
         catalog::as_extension_owner(|| catalog::insert_partition(t.oid, node.as_deref(), *oid))?;
+        // The recipe's own partitions: described unless their owner described them already.
+        let commented = spi::one::<bool>(
+            "SELECT pg_catalog.obj_description($1, 'pg_class') IS NOT NULL",
+            &[(*oid).into()],
+        )?
+        .unwrap_or(false);
+        if !commented {
+            partitions::describe(psql, &name, node.as_deref())?;
+        }
     }
     let local_oid = owned
         .iter()

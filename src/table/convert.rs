@@ -137,6 +137,8 @@ pub fn convert_ordinary(t: &Table, col: &str, me: &str) -> FedResult<()> {
         "ALTER TABLE {table_sql} ATTACH PARTITION {my_part_sql} FOR VALUES IN ({})",
         quote_literal(me)
     ))?;
+    // The table's own comment went to the parent with its grants; the partition says what it is.
+    partitions::describe(&my_part_sql, &table_sql, Some(me))?;
 
     // 3. Partitions for the other members, and DEFAULT; guards on all of them.
     catalog::as_extension_owner(|| {

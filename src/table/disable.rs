@@ -2,7 +2,7 @@
 //! row of every partition present here.
 
 use super::dressing::Dressing;
-use super::{guards, inspect, keys, publication, sequences, Table};
+use super::{guards, inspect, keys, partitions, publication, sequences, Table};
 use crate::catalog::{self, KeyConstraint};
 use crate::errors::{FedError, FedResult};
 use crate::identity;
@@ -90,6 +90,15 @@ pub fn to_ordinary(relid: pg_sys::Oid) -> FedResult<()> {
     }
     sequences::restore_ordinary(local, &table_sql)?;
     spi::exec(&format!("REVOKE ALL ON TABLE {table_sql} FROM PUBLIC"))?;
+    // The local partition's description (partitions::describe) goes with the partitioning;
+    // the table's own comment, if it had one, comes back below.
+    let comment = spi::one::<String>(
+        "SELECT pg_catalog.obj_description($1, 'pg_class')",
+        &[local.into()],
+    )?;
+    if comment.as_deref().is_some_and(partitions::is_description) {
+        spi::exec(&format!("COMMENT ON TABLE {table_sql} IS NULL"))?;
+    }
     dressing.restore_grants_and_comment(&table_sql)?;
     dressing.restore_triggers(&table_sql)
 }

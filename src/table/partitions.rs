@@ -54,8 +54,36 @@ pub fn make_partition(
         "ALTER TABLE {} ATTACH PARTITION {part_sql} {bound}",
         t.qualified()
     ))?;
+    describe(&part_sql, &t.qualified(), owner)?;
     let oid = super::relation_oid(&t.schema, &name)?;
     Ok((name, oid, part_sql))
+}
+
+/// What pg_federation made of a partition, for psql's `\dt+` and `\d+`: the same text on
+/// every node. pg_federation's own statement: it stays on this node (every member comments
+/// its own partitions as it makes them).
+pub fn describe(part_sql: &str, table_sql: &str, owner: Option<&str>) -> FedResult<()> {
+    let text = match owner {
+        Some(n) => format!(
+            "pg_federation: the rows of node \"{n}\" of federated table {table_sql}; written on node \"{n}\" only, \
+             replicated to every member (federation.tables, docs/enable.md)"
+        ),
+        None => format!(
+            "pg_federation: DEFAULT partition of federated table {table_sql}: rows in the name of no member; \
+             normally empty (federation.status() names rows found here)"
+        ),
+    };
+    crate::own_ddl::run(|| {
+        spi::exec(&format!(
+            "COMMENT ON TABLE {part_sql} IS {}",
+            quote_literal(&text)
+        ))
+    })
+}
+
+/// Whether `comment` is one [`describe`] wrote.
+pub fn is_description(comment: &str) -> bool {
+    comment.starts_with("pg_federation: ")
 }
 
 /// REPLICA IDENTITY FULL or USING INDEX carries over to a partition copied with LIKE.
