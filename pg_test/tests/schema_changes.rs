@@ -922,3 +922,63 @@ fn a_member_without_prepared_transactions_is_named_before_anything_changes() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_table_renamed_on_one_node_is_renamed_with_its_partitions_on_every_member_and_goes_on_replicating(
+) {
+    let c = joined(&["east", "west"]);
+    for n in c.all() {
+        n.execute("INSERT INTO hippos (value) VALUES (1)");
+    }
+    assert_converged(&c, "hippos");
+    c.node("west")
+        .execute("ALTER TABLE hippos RENAME TO river_horses");
+    for n in c.all() {
+        assert_eq!(
+            n.row_count("SELECT 1 FROM pg_class WHERE relname = 'hippos'"),
+            0
+        );
+        let parts = n.query(
+            "SELECT c.relname::text, obj_description(c.oid, 'pg_class') FROM pg_inherits i
+               JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'river_horses'::regclass ORDER BY 1",
+        );
+        let names: Vec<&str> = parts.iter().map(|r| r[0].as_deref().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "river_horses_default",
+                "river_horses_east",
+                "river_horses_west"
+            ],
+            "on {}",
+            n.name
+        );
+        for r in &parts {
+            let comment = r[1].as_deref().unwrap_or_default();
+            assert!(
+                comment.contains("of federated table public.river_horses"),
+                "on {}: {:?} says {comment}",
+                n.name,
+                r[0]
+            );
+        }
+    }
+    // Rows written after the rename reach the other node: each subscription finds the
+    // renamed partition under its new name on both sides.
+    for n in c.all() {
+        n.execute("INSERT INTO river_horses (value) VALUES (2)");
+    }
+    assert_converged(&c, "river_horses");
+    for n in c.all() {
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM river_horses").as_deref(),
+            Some("4"),
+            "on {}",
+            n.name
+        );
+        assert_eq!(replication_errors(n), 0, "on {}", n.name);
+        wait_health_ok(n, &c.all());
+    }
+    assert_verified(c.node("east"));
+}

@@ -16,7 +16,7 @@ use crate::errors::FedResult;
 use crate::identity;
 use crate::naming;
 use crate::spi::{self, qualified, quote_ident};
-use crate::table::{sequences, Table};
+use crate::table::{partitions, sequences, Table};
 use pgrx::prelude::*;
 
 pub(super) fn apply(change: &Change) -> FedResult<()> {
@@ -101,15 +101,19 @@ fn republish_own(table: pg_sys::Oid, cols: &[String]) -> FedResult<()> {
     })
 }
 
-/// After ALTER TABLE ... RENAME TO: partitions named after the table follow it.
+/// After ALTER TABLE ... RENAME TO: partitions named after the table follow it, and so do
+/// their descriptions (partitions::describe; a comment of the DBA's own stays as it is).
 fn rename_partitions(table: pg_sys::Oid) -> FedResult<()> {
     let t = Table::load(table)?;
     for (node, part) in catalog::partitions(table)? {
         let want = naming::partition_name(&t.name, node.as_deref());
-        let have = spi::one::<String>(
-            "SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1",
+        let (have, comment) = spi::rows(
+            "SELECT relname::text, pg_catalog.obj_description(oid, 'pg_class') FROM pg_catalog.pg_class WHERE oid = $1",
             &[part.into()],
+            |r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?)),
         )?
+        .into_iter()
+        .next()
         .unwrap_or_default();
         if have != want {
             spi::exec(&format!(
@@ -117,6 +121,13 @@ fn rename_partitions(table: pg_sys::Oid) -> FedResult<()> {
                 qualified(&t.schema, &have),
                 quote_ident(&want)
             ))?;
+        }
+        if comment.as_deref().is_some_and(partitions::is_description) {
+            partitions::describe(
+                &qualified(&t.schema, &want),
+                &t.qualified(),
+                node.as_deref(),
+            )?;
         }
     }
     Ok(())
