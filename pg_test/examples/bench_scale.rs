@@ -421,11 +421,7 @@ fn main() {
     let origin_any = std::env::var("BENCH_ORIGIN").as_deref() == Ok("any");
 
     let probe = start(&names(0, 0));
-    let major: u32 = probe[0]
-        .scalar("SELECT current_setting('server_version_num')::int / 10000")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let major = probe[0].major();
     let origin = major >= 16;
     drop(probe);
     let label = match (origin, origin_any) {

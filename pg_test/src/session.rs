@@ -177,6 +177,13 @@ impl Node {
             .and_then(|r| r.into_iter().next().flatten())
     }
 
+    /// The server's PostgreSQL major version (15, 18, ...).
+    pub fn major(&self) -> u32 {
+        self.scalar("SELECT current_setting('server_version_num')::int / 10000")
+            .and_then(|v| v.parse().ok())
+            .expect("server_version_num")
+    }
+
     /// Runs a statement that must fail, and returns the error.
     pub fn expect_error(&self, sql: &str) -> SqlError {
         match self.try_execute(sql) {

@@ -100,12 +100,7 @@ fn three_nodes_then_a_fourth_joins_with_one_call() {
         );
         // From PostgreSQL 16 every subscription asks for the publisher's own changes only, so
         // no walsender decodes the rows its node applied from the others (docs/scaling.md).
-        let major: u32 = n
-            .scalar("SELECT current_setting('server_version_num')::int / 10000")
-            .unwrap()
-            .parse()
-            .unwrap();
-        if major >= 16 {
+        if n.major() >= 16 {
             assert_eq!(
                 n.scalar("SELECT string_agg(DISTINCT suborigin, ',') FROM pg_subscription")
                     .as_deref(),

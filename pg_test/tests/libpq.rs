@@ -3,7 +3,7 @@
 //! build.rs: with RTLD_GLOBAL, a libpq of another version brought by pg_federation would serve
 //! calls of the server's walreceiver).
 
-use pg_test::{scenario, Node};
+use pg_test::scenario;
 use std::fs;
 
 /// The major versions of the libpq files mapped into `pid` (libpq.so.5.NN, also a renamed
@@ -34,18 +34,11 @@ fn mapped_libpqs(pid: u32) -> Vec<(u32, String)> {
     out
 }
 
-fn server_major(n: &Node) -> u32 {
-    n.scalar("SELECT current_setting('server_version_num')::int / 10000")
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn every_server_process_maps_only_the_servers_own_libpq() {
     let c = scenario::joined(&["east", "west"]);
     for n in c.all() {
-        let major = server_major(n);
+        let major = n.major();
         let mut pids: Vec<u32> = n
             .query("SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
             .into_iter()

@@ -13,13 +13,6 @@ const PREVIOUS: &str = "0.5.0";
 /// An older release a running federation also upgrades from (node numbers and keys arrive).
 const OLDER: &str = "0.2.0";
 
-fn server_major(n: &Node) -> u32 {
-    n.scalar("SELECT current_setting('server_version_num')::int / 10000")
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 fn version(n: &Node) -> String {
     n.scalar("SELECT extversion FROM pg_extension WHERE extname = 'pg_federation'")
         .unwrap_or_default()
@@ -198,7 +191,7 @@ fn a_federation_upgraded_from_the_previous_release_changes_schemas_on_every_memb
     for n in &c.nodes[1..] {
         join(n, &c.nodes[0]);
     }
-    let major = server_major(&c.nodes[0]);
+    let major = c.nodes[0].major();
     let writers: Vec<Writer> = c.nodes.iter().map(|n| Writer::start(n, "hippos")).collect();
     let all = c.all();
     let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));

@@ -107,13 +107,10 @@ fn rename_partitions(table: pg_sys::Oid) -> FedResult<()> {
     let t = Table::load(table)?;
     for (node, part) in catalog::partitions(table)? {
         let want = naming::partition_name(&t.name, node.as_deref());
-        let (have, comment) = spi::rows(
-            "SELECT relname::text, pg_catalog.obj_description(oid, 'pg_class') FROM pg_catalog.pg_class WHERE oid = $1",
+        let have = spi::one::<String>(
+            "SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1",
             &[part.into()],
-            |r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?)),
         )?
-        .into_iter()
-        .next()
         .unwrap_or_default();
         if have != want {
             spi::exec(&format!(
@@ -122,7 +119,7 @@ fn rename_partitions(table: pg_sys::Oid) -> FedResult<()> {
                 quote_ident(&want)
             ))?;
         }
-        if comment.as_deref().is_some_and(partitions::is_description) {
+        if partitions::is_described(part)? {
             partitions::describe(
                 &qualified(&t.schema, &want),
                 &t.qualified(),

@@ -264,7 +264,9 @@ thread_local! {
     static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
     /// The name alone, for the column default that every federated INSERT evaluates once per
     /// row: valid for the same reload as [`CACHE`], and a `&'static str` so that the hot path
-    /// neither allocates nor frees (see [`node_name`]).
+    /// neither allocates nor frees (see [`node_name`]). Kept apart from CACHE on purpose:
+    /// reading the name through CACHE's RefCell cost about 100 instructions more per row
+    /// (callgrind, `bench_insert 10 0`: 28,769 against 28,649 per row of a 1,000-row INSERT).
     static NAME: Cell<Option<(pg_sys::TimestampTz, &'static str)>> = const { Cell::new(None) };
 }
 

@@ -149,12 +149,7 @@ pub fn adopt_partitioned(t: &Table, col: &str, me: &str) -> FedResult<()> {
         }
         catalog::as_extension_owner(|| catalog::insert_partition(t.oid, node.as_deref(), *oid))?;
         // The recipe's own partitions: described unless their owner described them already.
-        let commented = spi::one::<bool>(
-            "SELECT pg_catalog.obj_description($1, 'pg_class') IS NOT NULL",
-            &[(*oid).into()],
-        )?
-        .unwrap_or(false);
-        if !commented {
+        if partitions::comment(*oid)?.is_none() {
             partitions::describe(psql, &name, node.as_deref())?;
         }
     }

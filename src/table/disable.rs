@@ -92,11 +92,7 @@ pub fn to_ordinary(relid: pg_sys::Oid) -> FedResult<()> {
     spi::exec(&format!("REVOKE ALL ON TABLE {table_sql} FROM PUBLIC"))?;
     // The local partition's description (partitions::describe) goes with the partitioning;
     // the table's own comment, if it had one, comes back below.
-    let comment = spi::one::<String>(
-        "SELECT pg_catalog.obj_description($1, 'pg_class')",
-        &[local.into()],
-    )?;
-    if comment.as_deref().is_some_and(partitions::is_description) {
+    if partitions::is_described(local)? {
         spi::exec(&format!("COMMENT ON TABLE {table_sql} IS NULL"))?;
     }
     dressing.restore_grants_and_comment(&table_sql)?;

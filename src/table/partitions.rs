@@ -81,9 +81,17 @@ pub fn describe(part_sql: &str, table_sql: &str, owner: Option<&str>) -> FedResu
     })
 }
 
-/// Whether `comment` is one [`describe`] wrote.
-pub fn is_description(comment: &str) -> bool {
-    comment.starts_with("pg_federation: ")
+/// The comment of relation `oid`, if it has one.
+pub fn comment(oid: pg_sys::Oid) -> FedResult<Option<String>> {
+    spi::one::<String>(
+        "SELECT pg_catalog.obj_description($1, 'pg_class')",
+        &[oid.into()],
+    )
+}
+
+/// Whether relation `oid` carries a description [`describe`] wrote.
+pub fn is_described(oid: pg_sys::Oid) -> FedResult<bool> {
+    Ok(comment(oid)?.is_some_and(|c| c.starts_with("pg_federation: ")))
 }
 
 /// REPLICA IDENTITY FULL or USING INDEX carries over to a partition copied with LIKE.
