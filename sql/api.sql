@@ -6,7 +6,7 @@
 CREATE FUNCTION federation.enable(tbl regclass, node_column name DEFAULT 'node_name')
 RETURNS void LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT federation.enable_table(tbl::oid, node_column::text) $$;
+AS $$ SELECT federation_internal.enable_table(tbl::oid, node_column::text) $$;
 
 COMMENT ON FUNCTION federation.enable(regclass, name) IS
   'Makes a table federated on this node: LIST partitions by node (one per member plus '
@@ -16,7 +16,7 @@ COMMENT ON FUNCTION federation.enable(regclass, name) IS
 CREATE FUNCTION federation.disable(tbl regclass)
 RETURNS void LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT federation.disable_table(tbl::oid) $$;
+AS $$ SELECT federation_internal.disable_table(tbl::oid) $$;
 
 COMMENT ON FUNCTION federation.disable(regclass) IS
   'Turns a federated table back into an ordinary table holding every row present on this '
@@ -26,7 +26,7 @@ COMMENT ON FUNCTION federation.disable(regclass) IS
 CREATE FUNCTION federation.join(peer_conninfo text, node_conninfo text DEFAULT NULL)
 RETURNS void LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT federation.join_federation(peer_conninfo, node_conninfo) $$;
+AS $$ SELECT federation_internal.join_federation(peer_conninfo, node_conninfo) $$;
 
 COMMENT ON FUNCTION federation.join(text, text) IS
   'Joins this node to the federation of the peer at peer_conninfo (or forms one with it). '
@@ -36,7 +36,7 @@ COMMENT ON FUNCTION federation.join(text, text) IS
 CREATE FUNCTION federation.wait_ready(timeout interval DEFAULT '5 min')
 RETURNS void LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT federation.wait_ready_ms((extract(epoch FROM timeout) * 1000)::bigint) $$;
+AS $$ SELECT federation_internal.wait_ready_ms((extract(epoch FROM timeout) * 1000)::bigint) $$;
 
 COMMENT ON FUNCTION federation.wait_ready(interval) IS
   'Waits until every member replicates both ways and every initial copy is done; raises on '
@@ -45,7 +45,7 @@ COMMENT ON FUNCTION federation.wait_ready(interval) IS
 CREATE FUNCTION federation.leave(drop_rows boolean DEFAULT false)
 RETURNS void LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT federation.leave_federation(drop_rows) $$;
+AS $$ SELECT federation_internal.leave_federation(drop_rows) $$;
 
 COMMENT ON FUNCTION federation.leave(boolean) IS
   'Takes this node out of its federation on every node: subscriptions, slots, catalog rows. '
@@ -54,7 +54,7 @@ COMMENT ON FUNCTION federation.leave(boolean) IS
 CREATE FUNCTION federation.drop_node(node_name text, drop_rows boolean DEFAULT false)
 RETURNS void LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT federation.drop_federation_node(node_name, drop_rows) $$;
+AS $$ SELECT federation_internal.drop_federation_node(node_name, drop_rows) $$;
 
 COMMENT ON FUNCTION federation.drop_node(text, boolean) IS
   'Removes a dead node from every surviving member: their subscriptions to it, the slots it '
@@ -62,14 +62,14 @@ COMMENT ON FUNCTION federation.drop_node(text, boolean) IS
 
 -- Membership and the functions nodes call on each other are for superusers only.
 REVOKE EXECUTE ON FUNCTION
-    federation.join(text, text), federation.join_federation(text, text),
-    federation.leave(boolean), federation.leave_federation(boolean),
-    federation.drop_node(text, boolean), federation.drop_federation_node(text, boolean),
-    federation.peer_info(), federation.check_reachable(text), federation.add_member(text, text, text),
-    federation.set_member_ready(text), federation.remove_member(text, boolean),
-    federation.table_shape(text, text), federation.enable_here(text, text),
-    federation.unpublish_here(text), federation.disable_here(text),
-    federation.reserve_node_number(integer, integer), federation.enable_check(text, text),
-    federation.ddl_quiesce_here(text), federation.ddl_lagging(text),
-    federation.table_definition(text)
+    federation.join(text, text), federation_internal.join_federation(text, text),
+    federation.leave(boolean), federation_internal.leave_federation(boolean),
+    federation.drop_node(text, boolean), federation_internal.drop_federation_node(text, boolean),
+    federation_internal.peer_info(), federation_internal.check_reachable(text), federation_internal.add_member(text, text, text),
+    federation_internal.set_member_ready(text), federation_internal.remove_member(text, boolean),
+    federation_internal.table_shape(text, text), federation_internal.enable_here(text, text),
+    federation_internal.unpublish_here(text), federation_internal.disable_here(text),
+    federation_internal.reserve_node_number(integer, integer), federation_internal.enable_check(text, text),
+    federation_internal.ddl_quiesce_here(text), federation_internal.ddl_lagging(text),
+    federation_internal.table_definition(text)
 FROM PUBLIC;

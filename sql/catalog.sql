@@ -3,6 +3,16 @@
 -- undoes them. Not readable by ordinary users (connection strings will live here); the
 -- views in views.sql show what is safe to show.
 
+-- The plumbing under the API (from 0.7.0): the Rust bodies of the SQL verbs, the write
+-- guards, the helpers of status(), and the functions nodes call on each other. Out of sight of
+-- \df federation.*; each function's own grant says who may run it (docs/operations.md, "Who
+-- may run what"). PUBLIC may look them up: the verbs a table owner calls (enable, disable,
+-- wait_ready, duplicate_keys) run their bodies here as the caller.
+CREATE SCHEMA IF NOT EXISTS federation_internal;
+COMMENT ON SCHEMA federation_internal IS
+  'pg_federation''s internal functions: call the API in schema federation instead.';
+GRANT USAGE ON SCHEMA federation_internal TO PUBLIC;
+
 -- This node, once it has federated a table or joined a federation: the name its partitions,
 -- publication and slots were made with (a changed federation.node_name is refused against
 -- it), and the address its peers use to reach it.
@@ -39,7 +49,7 @@ CREATE TABLE federation.node (
                   CHECK (state IN ('joining', 'ready', 'failed', 'leaving')),
     joined_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- true: this node's worker wires this member (this node called join()); false: the member
-    -- wires itself with this node (its worker called federation.add_member() here) and this
+    -- wires itself with this node (its worker called federation_internal.add_member() here) and this
     -- node's worker leaves the pair alone until the member marks it ready.
     wired_here    boolean NOT NULL DEFAULT true,
     attempts      integer NOT NULL DEFAULT 0,  -- failed attempts of the current step
@@ -78,7 +88,7 @@ REVOKE ALL ON federation.local_node, federation.node, federation.federated_table
 -- the connection string is not.
 GRANT SELECT (node_name, node_number, server_id, superseded) ON federation.local_node TO PUBLIC;
 -- Whether this node has joined a federation, without showing how it is reached.
-CREATE FUNCTION federation.local_node_joined() RETURNS boolean
+CREATE FUNCTION federation_internal.local_node_joined() RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT EXISTS (SELECT 1 FROM federation.local_node WHERE conninfo IS NOT NULL) $$;
 -- Which tables are federated and who owns which partition is no secret (federation.tables
@@ -109,7 +119,15 @@ CREATE UNLOGGED TABLE federation.peer_probe (
     -- Federated tables whose columns differ between this node and the member (names, types,
     -- NOT NULL), and since which probe: a schema change made on one node only.
     schema_diff         text,
-    schema_diff_since   timestamptz
+    schema_diff_since   timestamptz,
+    -- A member's clean shutdown or restart ends this node's stream from it with an error that
+    -- PostgreSQL counts in apply_error_count. The worker tells those apart (0.7.0): an
+    -- increase is a disconnect when the member was unreachable at this probe or the last one,
+    -- or was started again in between; otherwise it stays unconfirmed until the next probe
+    -- (which may still find the member gone). status() reports the rest as apply errors.
+    peer_started_at     timestamptz,   -- the member's pg_postmaster_start_time() when last reached
+    disconnect_errors   bigint NOT NULL DEFAULT 0,
+    unconfirmed_errors  bigint NOT NULL DEFAULT 0
 );
 REVOKE ALL ON federation.peer_probe FROM PUBLIC;
 

@@ -1,7 +1,7 @@
 -- What psql's \df+, \dv+, \dt+ and \d+ say about pg_federation's objects. The public API's
 -- own comments stand beside its definitions (api.sql, status.sql, keys.sql); here: what
--- pgrx defines from Rust, the internal functions (every comment starts with "internal:",
--- so \df federation.* reads as API plus marked plumbing), the views, the catalog tables and
+-- pgrx defines from Rust, the internal functions in schema federation_internal (every
+-- comment starts with "internal:"; \df federation.* shows the API alone), the views, the catalog tables and
 -- their columns. Loaded last.
 
 -- The public functions defined in Rust.
@@ -17,76 +17,76 @@ COMMENT ON FUNCTION federation.server_id() IS
   'joins; a restored copy elsewhere has another one and knows it is a copy.';
 
 -- Internal: the verbs' Rust halves (call the SQL wrappers).
-COMMENT ON FUNCTION federation.enable_table(oid, text) IS
+COMMENT ON FUNCTION federation_internal.enable_table(oid, text) IS
   'internal: the body of federation.enable(); call that instead.';
-COMMENT ON FUNCTION federation.disable_table(oid) IS
+COMMENT ON FUNCTION federation_internal.disable_table(oid) IS
   'internal: the body of federation.disable(); call that instead.';
-COMMENT ON FUNCTION federation.join_federation(text, text) IS
+COMMENT ON FUNCTION federation_internal.join_federation(text, text) IS
   'internal: the body of federation.join(); call that instead.';
-COMMENT ON FUNCTION federation.leave_federation(boolean) IS
+COMMENT ON FUNCTION federation_internal.leave_federation(boolean) IS
   'internal: the body of federation.leave(); call that instead.';
-COMMENT ON FUNCTION federation.drop_federation_node(text, boolean) IS
+COMMENT ON FUNCTION federation_internal.drop_federation_node(text, boolean) IS
   'internal: the body of federation.drop_node(); call that instead.';
-COMMENT ON FUNCTION federation.wait_ready_ms(bigint) IS
+COMMENT ON FUNCTION federation_internal.wait_ready_ms(bigint) IS
   'internal: the body of federation.wait_ready(); call that instead.';
-COMMENT ON FUNCTION federation.resync_node(text, oid, bigint) IS
+COMMENT ON FUNCTION federation_internal.resync_node(text, oid, bigint) IS
   'internal: the body of federation.resync(); call that instead.';
-COMMENT ON FUNCTION federation.verify_tables(oid) IS
+COMMENT ON FUNCTION federation_internal.verify_tables(oid) IS
   'internal: the body of federation.verify(); call that instead.';
-COMMENT ON FUNCTION federation.duplicate_keys_of(oid) IS
+COMMENT ON FUNCTION federation_internal.duplicate_keys_of(oid) IS
   'internal: the body of federation.duplicate_keys(); call that instead.';
-COMMENT ON FUNCTION federation.primary_status() IS
+COMMENT ON FUNCTION federation_internal.primary_status() IS
   'internal: status() on a primary; federation.status() also answers on a hot standby.';
-COMMENT ON FUNCTION federation.set_aside_state() IS
+COMMENT ON FUNCTION federation_internal.set_aside_state() IS
   'internal: for status(): groups of rows in federation.set_aside that the owner''s copy does not hold.';
-COMMENT ON FUNCTION federation.passfile_problem() IS
+COMMENT ON FUNCTION federation_internal.passfile_problem() IS
   'internal: for status(): what is wrong with federation.passfile, if it is set and refused.';
-COMMENT ON FUNCTION federation.identity_problem() IS
+COMMENT ON FUNCTION federation_internal.identity_problem() IS
   'internal: for status(): why this node refuses writes now, if it does.';
-COMMENT ON FUNCTION federation.subscription_name(text, text) IS
+COMMENT ON FUNCTION federation_internal.subscription_name(text, text) IS
   'internal: the name of the subscription (and slot) by which subscriber receives publisher''s partitions.';
-COMMENT ON FUNCTION federation.mask_conninfo(text) IS
+COMMENT ON FUNCTION federation_internal.mask_conninfo(text) IS
   'internal: a connection string with its password replaced, for federation.nodes.';
-COMMENT ON FUNCTION federation.local_node_joined() IS
+COMMENT ON FUNCTION federation_internal.local_node_joined() IS
   'internal: whether this node has joined a federation, without showing its address.';
 
 -- Internal: the guards (trigger functions).
-COMMENT ON FUNCTION federation.guard_foreign_row() IS
+COMMENT ON FUNCTION federation_internal.guard_foreign_row() IS
   'internal: trigger on another node''s partition: refuses local INSERT, UPDATE and DELETE '
   '(42501); replication''s apply workers pass.';
-COMMENT ON FUNCTION federation.guard_default_row() IS
+COMMENT ON FUNCTION federation_internal.guard_default_row() IS
   'internal: trigger on the DEFAULT partition: refuses rows whose node is not a member.';
-COMMENT ON FUNCTION federation.guard_truncate() IS
+COMMENT ON FUNCTION federation_internal.guard_truncate() IS
   'internal: trigger refusing TRUNCATE of another node''s partition or the DEFAULT partition.';
 
 -- Internal: what nodes call on each other (superuser only).
-COMMENT ON FUNCTION federation.peer_info() IS
+COMMENT ON FUNCTION federation_internal.peer_info() IS
   'internal, node to node: this node''s name, version, members and tables, for a joining node.';
-COMMENT ON FUNCTION federation.check_reachable(text) IS
+COMMENT ON FUNCTION federation_internal.check_reachable(text) IS
   'internal, node to node: whether this node reaches the given address (join checks both ways).';
-COMMENT ON FUNCTION federation.add_member(text, text, text) IS
+COMMENT ON FUNCTION federation_internal.add_member(text, text, text) IS
   'internal, node to node: records a joining member here and makes its partitions.';
-COMMENT ON FUNCTION federation.set_member_ready(text) IS
+COMMENT ON FUNCTION federation_internal.set_member_ready(text) IS
   'internal, node to node: marks a member ready once every copy both ways is done.';
-COMMENT ON FUNCTION federation.remove_member(text, boolean) IS
+COMMENT ON FUNCTION federation_internal.remove_member(text, boolean) IS
   'internal, node to node: forgets a member that left or was dropped.';
-COMMENT ON FUNCTION federation.reserve_node_number(integer, integer) IS
+COMMENT ON FUNCTION federation_internal.reserve_node_number(integer, integer) IS
   'internal, node to node: reserves a node number for a joining node.';
-COMMENT ON FUNCTION federation.table_shape(text, text) IS
+COMMENT ON FUNCTION federation_internal.table_shape(text, text) IS
   'internal, node to node: a federated table''s columns, to compare before enable or join.';
-COMMENT ON FUNCTION federation.table_definition(text) IS
+COMMENT ON FUNCTION federation_internal.table_definition(text) IS
   'internal, node to node: the statements that create a federated table, for a joining node that lacks it.';
-COMMENT ON FUNCTION federation.enable_check(text, text) IS
+COMMENT ON FUNCTION federation_internal.enable_check(text, text) IS
   'internal, node to node: every check enable() makes, nothing changed (all-or-nothing enable).';
-COMMENT ON FUNCTION federation.enable_here(text, text) IS
+COMMENT ON FUNCTION federation_internal.enable_here(text, text) IS
   'internal, node to node: federates a table on this node for a member that enabled it.';
-COMMENT ON FUNCTION federation.unpublish_here(text) IS
+COMMENT ON FUNCTION federation_internal.unpublish_here(text) IS
   'internal, node to node: takes a table''s partition out of this node''s publication (disable).';
-COMMENT ON FUNCTION federation.disable_here(text) IS
+COMMENT ON FUNCTION federation_internal.disable_here(text) IS
   'internal, node to node: turns a federated table back into an ordinary table on this node.';
-COMMENT ON FUNCTION federation.ddl_quiesce_here(text) IS
+COMMENT ON FUNCTION federation_internal.ddl_quiesce_here(text) IS
   'internal, node to node: before a schema change, locks this node''s partition of a table and marks its WAL position.';
-COMMENT ON FUNCTION federation.ddl_lagging(text) IS
+COMMENT ON FUNCTION federation_internal.ddl_lagging(text) IS
   'internal, node to node: the subscribers that have not yet applied this node''s WAL up to a position.';
 
 -- Views.

@@ -5,7 +5,7 @@
 
 -- BEFORE INSERT OR UPDATE OR DELETE, FOR EACH ROW, on another node's partition.
 -- TG_ARGV[0]: the owning node; TG_ARGV[1]: the federated table; TG_ARGV[2]: the node column.
-CREATE FUNCTION federation.guard_foreign_row() RETURNS trigger
+CREATE FUNCTION federation_internal.guard_foreign_row() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION 'cannot % a row of node "%" in federated table % on node "%"',
@@ -22,7 +22,7 @@ $$;
 
 -- BEFORE INSERT OR UPDATE OR DELETE, FOR EACH ROW, on the DEFAULT partition: a node value
 -- that names no member of the federation.
-CREATE FUNCTION federation.guard_default_row() RETURNS trigger
+CREATE FUNCTION federation_internal.guard_default_row() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v text := CASE WHEN TG_OP = 'DELETE' THEN to_jsonb(OLD) ->> TG_ARGV[1]
@@ -45,7 +45,7 @@ END
 $$;
 
 -- BEFORE TRUNCATE, FOR EACH STATEMENT, on other nodes' partitions and the DEFAULT partition.
-CREATE FUNCTION federation.guard_truncate() RETURNS trigger
+CREATE FUNCTION federation_internal.guard_truncate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION 'cannot truncate partition %.% of federated table %: it belongs to %',

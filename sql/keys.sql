@@ -46,7 +46,7 @@ CREATE FUNCTION federation.duplicate_keys(tbl regclass DEFAULT NULL)
 RETURNS TABLE (table_name text, key text, value text, nodes text[])
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM federation.duplicate_keys_of(tbl::oid) $$;
+AS $$ SELECT * FROM federation_internal.duplicate_keys_of(tbl::oid) $$;
 
 COMMENT ON FUNCTION federation.duplicate_keys(regclass) IS
   'Key values (the table''s primary key without the node column) held by more than one '

@@ -21,7 +21,7 @@
 
 -- status() on a primary; status() below also answers on a hot standby, where this query cannot
 -- even be planned (it reads federation.peer_probe, an unlogged table).
-CREATE FUNCTION federation.primary_status()
+CREATE FUNCTION federation_internal.primary_status()
 RETURNS TABLE (
     peer               text,
     direction          text,
@@ -79,11 +79,14 @@ inbound AS (
            CASE WHEN NOT pr.stale THEN pr.slot_wal_status END AS slot_wal_status,
            CASE WHEN NOT pr.stale THEN pr.peer_lsn - pr.slot_confirmed_lsn END AS lag_bytes,
            CASE WHEN NOT pr.stale THEN pr.slot_retained_bytes END AS slot_retained_bytes,
-           pr.apply_errors, pr.sync_errors, pr.errors_seen_at, pr.error_streak, pr.probed_at,
+           -- Apply errors that were not a member going away (a clean shutdown or restart of the
+           -- member ends the stream with an error PostgreSQL counts too).
+           pr.apply_errors - pr.disconnect_errors - pr.unconfirmed_errors AS apply_errors,
+           pr.sync_errors, pr.errors_seen_at, pr.error_streak, pr.probed_at,
            o.parts
     FROM me CROSS JOIN federation.node n
     LEFT JOIN pg_subscription s
-           ON s.subname = federation.subscription_name(n.node_name, me.node_name)
+           ON s.subname = federation_internal.subscription_name(n.node_name, me.node_name)
           AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
     LEFT JOIN LATERAL (SELECT p.*, p.probed_at < n.ready_at AS stale FROM federation.peer_probe p
                        WHERE p.node_name = n.node_name) pr ON true
@@ -146,7 +149,7 @@ outbound AS (
            r.state AS sender_state, r.replay_lag, r.reply_time,
            o.parts
     FROM me CROSS JOIN federation.node n
-    LEFT JOIN pg_replication_slots sl ON sl.slot_name = federation.subscription_name(me.node_name, n.node_name)
+    LEFT JOIN pg_replication_slots sl ON sl.slot_name = federation_internal.subscription_name(me.node_name, n.node_name)
     LEFT JOIN pg_stat_replication r ON r.pid = sl.active_pid
     LEFT JOIN owned o ON o.node_name = me.node_name
 ),
@@ -217,7 +220,7 @@ settings AS (
 passfile AS (
     -- federation.passfile refused (others may read it, not a file): no copy is made from it.
     SELECT 'WARNING'::text AS health, pr.problem AS reason
-    FROM (SELECT federation.passfile_problem() AS problem) pr
+    FROM (SELECT federation_internal.passfile_problem() AS problem) pr
     WHERE pr.problem IS NOT NULL
 ),
 spreading AS (
@@ -255,7 +258,7 @@ copies AS (
 identity AS (
     -- A node whose name cannot be resolved, or differs from the one its partitions were made
     -- with, refuses every write to its federated tables.
-    SELECT 'CRITICAL'::text AS health, ip.problem AS reason, ip.repair FROM federation.identity_problem() ip
+    SELECT 'CRITICAL'::text AS health, ip.problem AS reason, ip.repair FROM federation_internal.identity_problem() ip
 ),
 keys AS (
     -- Key values held by more than one node, as duplicate_keys() or verify() last found them.
@@ -316,7 +319,7 @@ aside AS (
                 ELSE format('review them: SELECT row_data FROM federation.set_aside WHERE table_name = %L AND node = %L; write on node %s what must stay, then DELETE them from federation.set_aside (docs/enable.md, "Enabling a table again")',
                             a.table_name, a.node, a.node)
            END AS repair
-    FROM federation.set_aside_state() a
+    FROM federation_internal.set_aside_state() a
 )
 SELECT i.peer, 'in', CASE
            WHEN i.member_state <> 'ready' THEN i.member_state
@@ -418,7 +421,7 @@ AS $$
 #variable_conflict use_column
 BEGIN
     IF NOT pg_is_in_recovery() THEN
-        RETURN QUERY SELECT * FROM federation.primary_status();
+        RETURN QUERY SELECT * FROM federation_internal.primary_status();
         RETURN;
     END IF;
     RETURN QUERY
@@ -491,8 +494,9 @@ $$;
 COMMENT ON FUNCTION federation.health() IS
   'The worst health in federation.status() (OK, WARNING or CRITICAL) and a one-line reason.';
 
-REVOKE EXECUTE ON FUNCTION federation.status(), federation.primary_status(), federation.health(),
-    federation.set_aside_state(), federation.passfile_problem() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION federation.status(), federation_internal.primary_status(), federation.health(),
+    federation_internal.set_aside_state(), federation_internal.passfile_problem(),
+    federation_internal.identity_problem(), federation_internal.subscription_name(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION federation.status(), federation.health() TO pg_monitor;
 REVOKE ALL ON federation.status FROM PUBLIC;
 GRANT SELECT ON federation.status TO pg_monitor;
@@ -504,7 +508,7 @@ RETURNS TABLE (table_name text, partition text, owner text, node text, rows bigi
                status text, detail text)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM federation.verify_tables(tbl::oid) $$;
+AS $$ SELECT * FROM federation_internal.verify_tables(tbl::oid) $$;
 
 COMMENT ON FUNCTION federation.verify(regclass) IS
   'Compares every node''s copy of every partition (of one table, or all) with its owner''s: '
@@ -514,11 +518,11 @@ COMMENT ON FUNCTION federation.verify(regclass) IS
 CREATE FUNCTION federation.resync(node text, tbl regclass DEFAULT NULL, timeout interval DEFAULT '30 min')
 RETURNS void LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT federation.resync_node(node, tbl::oid, (extract(epoch FROM timeout) * 1000)::bigint) $$;
+AS $$ SELECT federation_internal.resync_node(node, tbl::oid, (extract(epoch FROM timeout) * 1000)::bigint) $$;
 
 COMMENT ON FUNCTION federation.resync(text, regclass, interval) IS
   'Rebuilds this node''s copy of node''s partitions (of one table, or all) from their owner: '
   'a fresh copy plus the change stream from the point of the copy. Waits until done.';
 
-REVOKE EXECUTE ON FUNCTION federation.verify(regclass), federation.verify_tables(oid),
-    federation.resync(text, regclass, interval), federation.resync_node(text, oid, bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION federation.verify(regclass), federation_internal.verify_tables(oid),
+    federation.resync(text, regclass, interval), federation_internal.resync_node(text, oid, bigint) FROM PUBLIC;

@@ -24,13 +24,13 @@ GRANT SELECT ON federation.tables TO PUBLIC;
 -- Every member of the federation, this node first, with connection strings stripped of
 -- passwords.
 CREATE VIEW federation.nodes AS
-SELECT l.node_name, federation.mask_conninfo(coalesce(l.conninfo, '')) AS conninfo,
+SELECT l.node_name, federation_internal.mask_conninfo(coalesce(l.conninfo, '')) AS conninfo,
        CASE WHEN l.conninfo IS NULL THEN 'standalone' ELSE 'ready' END AS state,
        true AS is_local, NULL::timestamptz AS joined_at, NULL::text AS last_error,
        NULL::timestamptz AS last_error_at
 FROM federation.local_node l
 UNION ALL
-SELECT n.node_name, federation.mask_conninfo(n.conninfo), n.state, false, n.joined_at,
+SELECT n.node_name, federation_internal.mask_conninfo(n.conninfo), n.state, false, n.joined_at,
        n.last_error, n.last_error_at
 FROM federation.node n;
 
@@ -39,3 +39,6 @@ COMMENT ON VIEW federation.nodes IS
   'and the last error of a join step. Connection strings are shown without passwords.';
 
 GRANT SELECT ON federation.nodes TO pg_monitor;
+-- A view's functions run with its reader's rights: who reads federation.nodes masks with it.
+REVOKE EXECUTE ON FUNCTION federation_internal.mask_conninfo(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION federation_internal.mask_conninfo(text) TO pg_monitor;

@@ -31,7 +31,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::time::{Duration, Instant};
 
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn disable_table(relid: Option<pg_sys::Oid>) {
     let relid = required(

@@ -21,7 +21,7 @@ use crate::worker;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn enable_table(relid: Option<pg_sys::Oid>, node_column: Option<&str>) {
     let relid = required(
@@ -47,7 +47,7 @@ pub enum Spread {
     /// The DBA's call: check the table on every member first, and have the worker federate
     /// it there after COMMIT.
     ToMembers,
-    /// The worker's call on a member (federation.enable_here()): this node only.
+    /// The worker's call on a member (federation_internal.enable_here()): this node only.
     HereOnly,
 }
 

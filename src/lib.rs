@@ -35,6 +35,11 @@ mod preconditions;
 mod spi;
 mod wait;
 
+/// Schema federation_internal: the internal functions (`#[pg_extern(schema = ...)]` names it;
+/// sql/catalog.sql comments it and grants its use).
+#[pg_schema]
+mod federation_internal {}
+
 // The SQL files, in the order they must run. Internal functions (the ones nodes call on each
 // other) are defined by pgrx from the Rust code; sql/api.sql wraps and revokes them.
 pgrx::extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);

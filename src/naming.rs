@@ -48,7 +48,13 @@ pub fn subscription_name(publisher: &str, subscriber: &str) -> String {
 }
 
 /// SQL face of [`subscription_name`], for federation.status().
-#[pg_extern(immutable, strict, parallel_safe, name = "subscription_name")]
+#[pg_extern(
+    immutable,
+    strict,
+    parallel_safe,
+    name = "subscription_name",
+    schema = "federation_internal"
+)]
 fn subscription_name_sql(publisher: &str, subscriber: &str) -> String {
     subscription_name(publisher, subscriber)
 }

@@ -9,7 +9,7 @@
 //! by the server's user), and the launcher refreshes that copy within a second whenever the
 //! source changes (a rotated Secret). A source that others than its owner and group may read,
 //! that is not a regular file or cannot be read is refused: no copy is made from it, the log
-//! says why once, and status() shows it (federation.passfile_problem()). Its contents are
+//! says why once, and status() shows it (federation_internal.passfile_problem()). Its contents are
 //! never logged or shown.
 
 use crate::gucs;
@@ -134,7 +134,7 @@ fn write_copy(source: &str, copy: &PathBuf) -> std::io::Result<()> {
 }
 
 /// For status(): what is wrong with federation.passfile now; NULL when it is fine or not set.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn passfile_problem() -> Option<String> {
     gucs::passfile().and_then(|p| problem_with(&p))

@@ -165,9 +165,9 @@ fn main() {
         n.execute(&guarded);
         n.execute(
             "CREATE TRIGGER _federation_guard BEFORE INSERT OR UPDATE OR DELETE ON guarded_east FOR EACH ROW
-               EXECUTE FUNCTION federation.guard_foreign_row('east', 'public.guarded', 'node_name');
+               EXECUTE FUNCTION federation_internal.guard_foreign_row('east', 'public.guarded', 'node_name');
              CREATE TRIGGER _federation_guard_truncate BEFORE TRUNCATE ON guarded_east FOR EACH STATEMENT
-               EXECUTE FUNCTION federation.guard_truncate('east', 'public.guarded', 'public.guarded_west');",
+               EXECUTE FUNCTION federation_internal.guard_truncate('east', 'public.guarded', 'public.guarded_west');",
         );
         n.execute(&format!(
             "CREATE SUBSCRIPTION guarded_sub_{} CONNECTION '{}' PUBLICATION guarded_pub",

@@ -70,7 +70,7 @@ fn is_node_name(s: &str) -> bool {
 }
 
 /// What both operators' federations must have, besides the per-operator checks.
-fn check_common(docs: &[Value], nodes: &[String], service_suffix: &str) {
+fn check_common(docs: &[Value], nodes: &[String], service_suffix: &str, operator_namespace: &str) {
     // The bootstrap Job joins the nodes in the order of the list, each to the first.
     let cm: Vec<&Value> = of_kind(docs, "ConfigMap")
         .into_iter()
@@ -108,7 +108,18 @@ fn check_common(docs: &[Value], nodes: &[String], service_suffix: &str) {
     ] {
         assert!(script.contains(call), "the Job runs {call}");
     }
-    assert!(script.contains(&format!("$first-{service_suffix}")));
+    assert!(script.contains("host=$first$SERVICE_SUFFIX "), "{script}");
+    let suffix = env.iter().find(|e| e["name"] == "SERVICE_SUFFIX").unwrap();
+    assert_eq!(
+        suffix["value"].as_str(),
+        Some(format!("-{service_suffix}").as_str()),
+        "the operator's overlay names its read-write Services"
+    );
+    let image = container["image"].as_str().unwrap();
+    assert!(
+        image.starts_with("REGISTRY/") && image.ends_with(":17"),
+        "the operator's overlay sets the Job's image: {image}"
+    );
     // The password: a Secret in libpq's password-file format, never in a manifest's settings.
     let secret = of_kind(docs, "Secret")
         .into_iter()
@@ -117,11 +128,28 @@ fn check_common(docs: &[Value], nodes: &[String], service_suffix: &str) {
     let pgpass = secret["stringData"]["pgpass"].as_str().unwrap();
     assert_eq!(pgpass.split(':').count(), 5, "libpq's format: {pgpass}");
     assert!(pgpass.contains(":federation:"));
-    // Only the members, the Job, the operator and the applications reach PostgreSQL.
+    // Only the members, the Job, the operator and the applications reach PostgreSQL: the
+    // shared policy and the operator's, on the same pods.
     let np = of_kind(docs, "NetworkPolicy");
-    assert_eq!(np.len(), 1);
-    let selected = &np[0]["spec"]["podSelector"]["matchLabels"];
-    assert_eq!(selected["pg-federation.io/federation"], "demo");
+    assert_eq!(np.len(), 2);
+    for p in &np {
+        let selected = &p["spec"]["podSelector"]["matchLabels"];
+        assert_eq!(
+            selected["pg-federation.io/federation"],
+            "demo",
+            "{}",
+            name(p)
+        );
+    }
+    let operator = np
+        .iter()
+        .find(|p| name(p) == "pg-federation-operator")
+        .expect("the operator's policy");
+    assert_eq!(
+        operator["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
+            ["kubernetes.io/metadata.name"],
+        operator_namespace
+    );
     let job_labels = &job[0]["spec"]["template"]["metadata"]["labels"];
     assert_eq!(
         job_labels["pg-federation.io/client"], "true",
@@ -216,7 +244,7 @@ fn cloudnativepg_federations_of_three_and_five_nodes_validate_and_carry_what_pg_
                 .unwrap()
                 .contains("federation"));
         }
-        check_common(&docs, &names, "rw");
+        check_common(&docs, &names, "rw", "cnpg-system");
     }
 }
 
@@ -285,7 +313,7 @@ fn crunchy_pgo_federations_of_three_and_five_nodes_validate_and_carry_what_pg_fe
                 node.as_str()
             );
         }
-        check_common(&docs, &names, "primary");
+        check_common(&docs, &names, "primary", "postgres-operator");
     }
 }
 

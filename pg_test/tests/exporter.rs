@@ -226,5 +226,75 @@ fn postgres_exporter_reports_an_unreachable_member_as_unknown_never_as_zero_lag(
             )
         },
     );
+
+    // west's clean shutdown ended east's stream from it with an error that PostgreSQL counts
+    // as an apply error; pg_federation's counter leaves it out.
+    let raw = "SELECT apply_error_count FROM pg_stat_subscription_stats
+               WHERE subname = federation_internal.subscription_name('west', 'east')";
+    wait_until(
+        "PostgreSQL to count west's shutdown as an apply error",
+        Duration::from_secs(30),
+        &[east],
+        || {
+            Ok(east
+                .scalar(raw)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+                >= 1)
+        },
+    );
+    let probed = east
+        .scalar("SELECT probed_at::text FROM federation.peer_probe WHERE node_name = 'west'")
+        .unwrap();
+    wait_until(
+        "two more probes of west",
+        Duration::from_secs(30),
+        &[east],
+        || {
+            Ok(east.row_count(&format!(
+            "SELECT 1 FROM federation.peer_probe WHERE node_name = 'west' AND probed_at > '{probed}'::timestamptz + interval '4 s'"
+        )) == 1)
+        },
+    );
+    let m = exporter.metrics().unwrap();
+    assert_eq!(
+        value(&m, "pg_federation_status_apply_errors", &in_west).as_deref(),
+        Some("0"),
+        "a clean shutdown is no apply error"
+    );
+    wait_health_ok(east, &[east, west]);
+
+    // A real apply error counts: a row east holds in west's partition behind replication's
+    // back collides with the row west then writes.
+    let id = "00000000-0000-0000-0000-00000000beef";
+    east.execute(&format!(
+        "SET session_replication_role = replica; INSERT INTO hippos (id, value, node_name) VALUES ('{id}', 1, 'west'); RESET session_replication_role"
+    ));
+    west.execute(&format!(
+        "INSERT INTO hippos (id, value) VALUES ('{id}', 2)"
+    ));
+    wait_until(
+        "postgres_exporter to count east's apply error",
+        Duration::from_secs(60),
+        &[east, west],
+        || {
+            let m = exporter.metrics()?;
+            let n = value(&m, "pg_federation_status_apply_errors", &in_west);
+            Ok(n.and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) >= 1.0)
+        },
+    );
+    east.execute(&format!(
+        "SET session_replication_role = replica; DELETE FROM hippos WHERE id = '{id}'; RESET session_replication_role"
+    ));
+    wait_until(
+        "west's row to arrive on east",
+        Duration::from_secs(60),
+        &[east, west],
+        || {
+            Ok(east.row_count(&format!(
+                "SELECT 1 FROM hippos WHERE id = '{id}' AND value = 2"
+            )) == 1)
+        },
+    );
     drop(exporter);
 }

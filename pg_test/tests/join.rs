@@ -202,7 +202,7 @@ fn a_failed_join_leaves_nothing_and_a_retry_succeeds() {
     // Passwords never show in the views.
     let shown = west
         .scalar(
-            "SELECT federation.mask_conninfo('host=a user=fed password=right-one sslpassword=x')",
+            "SELECT federation_internal.mask_conninfo('host=a user=fed password=right-one sslpassword=x')",
         )
         .unwrap();
     assert!(

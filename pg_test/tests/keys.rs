@@ -418,14 +418,16 @@ fn what_cannot_be_made_unique_is_refused_and_nothing_changes() {
         Some("0")
     );
     // The node numbers' rpc refuses a number outside the range...
-    let e = east.expect_error("SELECT federation.reserve_node_number(32768, NULL)");
+    let e = east.expect_error("SELECT federation_internal.reserve_node_number(32768, NULL)");
     assert_eq!(e.code, "22023", "{e:?}");
     // ...and gives a number once: of two joins asking for the same one, the second is told no
     // (join() then fails with 40001 and is run again), as is any lower number.
     for (n, granted) in [(5, "t"), (5, "f"), (4, "f"), (6, "t")] {
         assert_eq!(
-            west.scalar(&format!("SELECT federation.reserve_node_number({n}, NULL)"))
-                .as_deref(),
+            west.scalar(&format!(
+                "SELECT federation_internal.reserve_node_number({n}, NULL)"
+            ))
+            .as_deref(),
             Some(granted),
             "reserve {n}"
         );

@@ -7,9 +7,9 @@ use pg_test::scenario::{assert_converged, join, settle, wait_health_ok, HIPPOS};
 use pg_test::{install_release_script, Cluster, Node, NodeSpec, Writer};
 
 /// Every earlier release: an install of each must upgrade to exactly the current one.
-const RELEASES: [&str; 5] = ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"];
+const RELEASES: [&str; 6] = ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0"];
 /// The release before this one: a running federation upgrades from it.
-const PREVIOUS: &str = "0.5.0";
+const PREVIOUS: &str = "0.6.0";
 /// An older release a running federation also upgrades from (node numbers and keys arrive).
 const OLDER: &str = "0.2.0";
 
@@ -75,13 +75,10 @@ fn an_upgraded_install_has_exactly_the_objects_of_a_fresh_one() {
                 "an object differs between the install upgraded from {r} and the fresh one"
             );
         }
-        // 0.6.0 changed no object (only its library changed).
-        if *r != "0.5.0" {
-            assert_ne!(
-                before, current,
-                "the test compares something: {r} differs from the current release"
-            );
-        }
+        assert_ne!(
+            before, current,
+            "the test compares something: {r} differs from the current release"
+        );
     }
     // The change of 0.2.0: no JIT inside status() and health().
     let config = fresh.query(
@@ -223,6 +220,42 @@ fn a_federation_upgraded_from_the_previous_release_changes_schemas_on_every_memb
     west.execute("ALTER TABLE hippos ADD COLUMN weight_kg numeric DEFAULT 1000");
     for n in &all {
         assert_eq!(n.row_count("SELECT 1 FROM pg_attribute WHERE attrelid = 'hippos'::regclass AND attname = 'weight_kg'"), 1, "{}", n.name);
+    }
+    // 0.7.0 moved the internal functions to federation_internal: the guards made before the
+    // update follow them, and a table enabled now reaches every member through the moved calls.
+    west.execute("CREATE TABLE giraffes (id bigint PRIMARY KEY, name text); SELECT federation.enable('giraffes')");
+    west.execute("SELECT federation.wait_ready('1 min')");
+    for n in &all {
+        assert_eq!(
+            n.scalar("SELECT string_agg(DISTINCT p.pronamespace::regnamespace::text, ',')
+                      FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid WHERE t.tgname LIKE '\\_federation%'")
+                .as_deref(),
+            Some("federation_internal"),
+            "every guard on {} calls the moved functions",
+            n.name
+        );
+        assert_eq!(
+            n.row_count("SELECT 1 FROM federation.partition WHERE relid = 'giraffes'::regclass"),
+            4,
+            "{}",
+            n.name
+        );
+        let other = if n.name == "east" { "west" } else { "east" };
+        for table in ["hippos", "giraffes"] {
+            let columns = if table == "hippos" {
+                "value, node_name"
+            } else {
+                "id, node_name"
+            };
+            let e = n.expect_error(&format!(
+                "INSERT INTO {table} ({columns}) VALUES (1, '{other}')"
+            ));
+            assert_eq!(
+                e.code, "42501",
+                "{} guards {table} after the update: {e}",
+                n.name
+            );
+        }
     }
     for w in &writers {
         w.wait_for_more(100, &all);

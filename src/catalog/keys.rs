@@ -25,11 +25,22 @@ pub fn sql_0_3_installed() -> FedResult<bool> {
     .unwrap_or(false))
 }
 
+/// Whether the installed SQL is 0.7.0 or later: internal functions in schema
+/// federation_internal, apply errors told apart from disconnects in federation.peer_probe.
+pub fn sql_0_7_installed() -> FedResult<bool> {
+    Ok(spi::one::<bool>(
+        "SELECT pg_catalog.to_regnamespace('federation_internal') IS NOT NULL",
+        &[],
+    )?
+    .unwrap_or(false))
+}
+
 /// Whether the installed SQL is 0.4.0 or later (schema changes reach every member): until
 /// then DDL on a federated table stays on this node, as it did.
 pub fn sql_0_4_installed() -> FedResult<bool> {
     Ok(spi::one::<bool>(
-        "SELECT pg_catalog.to_regprocedure('federation.ddl_quiesce_here(text)') IS NOT NULL",
+        "SELECT pg_catalog.to_regprocedure('federation_internal.ddl_quiesce_here(text)') IS NOT NULL
+             OR pg_catalog.to_regprocedure('federation.ddl_quiesce_here(text)') IS NOT NULL",
         &[],
     )?
     .unwrap_or(false))

@@ -47,10 +47,12 @@ impl fmt::Display for MemberState {
 /// Whether this node has joined a federation that has other members (a schema change of a
 /// federated table is made on them too). Readable by any role.
 pub fn has_members() -> FedResult<bool> {
-    Ok(
-        spi::one::<bool>("SELECT federation.local_node_joined()", &[])?.unwrap_or(false)
-            && !other_members()?.is_empty(),
-    )
+    Ok(spi::one::<bool>(
+        &format!("SELECT {}()", super::internal("local_node_joined")?),
+        &[],
+    )?
+    .unwrap_or(false)
+        && !other_members()?.is_empty())
 }
 
 /// Members of the federation other than this node, by name.

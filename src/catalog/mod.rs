@@ -29,6 +29,22 @@ pub fn extension_installed() -> FedResult<bool> {
     .unwrap_or(false))
 }
 
+/// The schema of pg_federation's internal functions (the plumbing under the API in schema
+/// federation: the verbs' bodies, the guards, what nodes call on each other), from 0.7.0's SQL.
+pub const INTERNAL_SCHEMA: &str = "federation_internal";
+
+/// The schema-qualified name of internal function `func` here: in [`INTERNAL_SCHEMA`], or in
+/// federation while this database still has the SQL of a release before 0.7.0 (the library is
+/// updated first during an upgrade).
+pub fn internal(func: &str) -> FedResult<String> {
+    let schema = if sql_0_7_installed()? {
+        INTERNAL_SCHEMA
+    } else {
+        "federation"
+    };
+    Ok(format!("{schema}.{func}"))
+}
+
 /// The version of pg_federation installed in this database (its SQL objects; the library may
 /// be newer during an upgrade).
 pub fn extension_version() -> FedResult<String> {
@@ -114,11 +130,14 @@ pub fn delete_table(relid: pg_sys::Oid) -> FedResult<()> {
 pub fn local_node() -> FedResult<Option<(String, Option<String>)>> {
     // SAFETY: reads this backend's user id.
     let q = if unsafe { pg_sys::superuser() } {
-        "SELECT node_name, conninfo FROM federation.local_node"
+        "SELECT node_name, conninfo FROM federation.local_node".to_string()
     } else {
-        "SELECT node_name, CASE WHEN federation.local_node_joined() THEN '(hidden)' END FROM federation.local_node"
+        format!(
+            "SELECT node_name, CASE WHEN {}() THEN '(hidden)' END FROM federation.local_node",
+            internal("local_node_joined")?
+        )
     };
-    Ok(spi::rows(q, &[], |r| {
+    Ok(spi::rows(&q, &[], |r| {
         Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?))
     })?
     .into_iter()
@@ -228,7 +247,8 @@ pub fn copy_problem(name: &str) -> FedResult<Option<FedError>> {
         return Ok(None);
     }
     let recorded = spi::one::<String>("SELECT server_id FROM federation.local_node", &[])?;
-    let joined = spi::one::<bool>("SELECT federation.local_node_joined()", &[])?.unwrap_or(false);
+    let joined = spi::one::<bool>(&format!("SELECT {}()", internal("local_node_joined")?), &[])?
+        .unwrap_or(false);
     match recorded {
         Some(r) if joined && r != server_id() => Ok(Some(
             FedError::prerequisite(format!(

@@ -29,7 +29,7 @@ pub use spread::GID_PREFIX;
 /// it back into an ordinary table, committed everywhere or nowhere.
 pub fn disable_everywhere(table: pg_sys::Oid, qualified: &str) -> crate::errors::FedResult<()> {
     spread::before(table, qualified)?;
-    spread::call_everywhere("SELECT federation.disable_here($1)", qualified)?;
+    spread::call_everywhere("disable_here", qualified)?;
     crate::table::disable::to_ordinary(table)
 }
 

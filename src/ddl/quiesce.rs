@@ -88,10 +88,10 @@ pub fn lagging(lsn: &str) -> FedResult<Vec<String>> {
 }
 
 /// The schema change's node calls this on each member, in the change's transaction there.
-#[pg_extern(volatile, strict)]
+#[pg_extern(volatile, strict, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn ddl_quiesce_here(tbl: &str) -> String {
-    require_superuser("federation.ddl_quiesce_here()").or_raise();
+    require_superuser("federation_internal.ddl_quiesce_here()").or_raise();
     let oid = catalog::federated_table_named(tbl)
         .or_raise()
         .ok_or_else(|| {
@@ -103,10 +103,10 @@ fn ddl_quiesce_here(tbl: &str) -> String {
 }
 
 /// The schema change's node calls this on each member while it waits.
-#[pg_extern(volatile, strict)]
+#[pg_extern(volatile, strict, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn ddl_lagging(lsn: &str) -> Vec<String> {
-    require_superuser("federation.ddl_lagging()").or_raise();
+    require_superuser("federation_internal.ddl_lagging()").or_raise();
     lagging(lsn).or_raise()
 }
 

@@ -219,7 +219,7 @@ pub fn before(table_oid: pg_sys::Oid, table: &str) -> FedResult<()> {
                     sync_depth(s)?;
                     let lsn = s
                         .remote
-                        .scalar("SELECT federation.ddl_quiesce_here($1)", &[Some(table)])
+                        .call("ddl_quiesce_here", "$1", &[Some(table)])
                         .map_err(|e| lock_error(&s.name, table, e))?
                         .unwrap_or_default();
                     marks.push(Mark {
@@ -240,7 +240,7 @@ pub fn before(table_oid: pg_sys::Oid, table: &str) -> FedResult<()> {
                 .expect("a member's mark");
             let text = s
                 .remote
-                .scalar("SELECT federation.ddl_lagging($1)::text", &[Some(lsn)])?
+                .call("ddl_lagging", "$1", &[Some(lsn)])?
                 .unwrap_or_default();
             Ok(text
                 .trim_matches(|c| c == '{' || c == '}')
@@ -359,9 +359,9 @@ pub fn receive(table: &str) -> FedResult<()> {
     })
 }
 
-/// Runs `call` (a pg_federation function taking the table's name) on every member in this
-/// transaction, as the superuser of the session.
-pub fn call_everywhere(call: &str, table: &str) -> FedResult<()> {
+/// Runs `func` (an internal pg_federation function taking the table's name) on every member
+/// in this transaction, as the superuser of the session.
+pub fn call_everywhere(func: &str, table: &str) -> FedResult<()> {
     TXN.with(|cell| {
         let mut guard = cell.borrow_mut();
         let Some(txn) = guard.as_mut() else {
@@ -369,7 +369,7 @@ pub fn call_everywhere(call: &str, table: &str) -> FedResult<()> {
         };
         for s in txn.sessions.iter_mut() {
             sync_depth(s)?;
-            if let Err(e) = s.remote.query(call, &[Some(table)]) {
+            if let Err(e) = s.remote.call(func, "$1", &[Some(table)]) {
                 s.broken = true;
                 return Err(member_error(&s.name, table, e));
             }

@@ -345,7 +345,7 @@ fn node_name() -> &'static str {
 /// For federation.status(): why this node cannot write its federated tables now (its name
 /// cannot be resolved, or differs from the one its partitions were made with), and the
 /// repair; no row when its identity is sound or it has federated nothing yet.
-#[pg_extern(stable)]
+#[pg_extern(stable, schema = "federation_internal")]
 fn identity_problem(
 ) -> TableIterator<'static, (name!(problem, String), name!(repair, Option<String>))> {
     let recorded = catalog::recorded_name().unwrap_or(None);

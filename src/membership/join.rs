@@ -24,7 +24,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 /// The federation.join() SQL function: see sql/api.sql for the signature.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn join_federation(peer_conninfo: Option<&str>, node_conninfo: Option<&str>) {
     let peer = required(

@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 /// The federation.leave() SQL function.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn leave_federation(drop_rows: Option<bool>) {
     let drop_rows = required(
@@ -94,7 +94,7 @@ fn wait_for_older_statements(me_conn: &mut Remote) -> FedResult<()> {
     Ok(())
 }
 
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn drop_federation_node(name: Option<&str>, drop_rows: Option<bool>) {
     let name = required(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// retrying: a peer that restarts mid-join recovers by itself).
 const FAILED_AFTER: i32 = 12;
 
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn wait_ready_ms(timeout_ms: Option<i64>) {
     wait_ready(timeout_arg(

@@ -76,19 +76,19 @@ pub fn local_info() -> FedResult<PeerInfo> {
 
 /// For peers: this node's identity, settings, members (with their connection strings:
 /// superuser only) and federated tables, as JSON.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn peer_info() -> pgrx::JsonB {
-    require_superuser("federation.peer_info()").or_raise();
+    require_superuser("federation_internal.peer_info()").or_raise();
     pgrx::JsonB(serde_json::to_value(local_info().or_raise()).unwrap())
 }
 
 /// For peers: connects to `conninfo` from this node and returns the node name found there, so
 /// a joining node proves that its peers can reach it.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn check_reachable(conninfo: &str) -> String {
-    require_superuser("federation.check_reachable()").or_raise();
+    require_superuser("federation_internal.check_reachable()").or_raise();
     let mut r = Remote::connect(conninfo, "the joining node").or_raise();
     let (name, superuser) = r.name_and_superuser().or_raise();
     if !superuser {
@@ -103,10 +103,10 @@ fn check_reachable(conninfo: &str) -> String {
 /// gives every federated table a partition for it. Idempotent.
 /// `your_conninfo` is how the joining node reaches this node: recorded as this node's own
 /// address when it has none (federation.node_conninfo unset).
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn add_member(name: &str, conninfo: &str, your_conninfo: &str) {
-    require_superuser("federation.add_member()").or_raise();
+    require_superuser("federation_internal.add_member()").or_raise();
     add_member_impl(name, conninfo, your_conninfo).or_raise()
 }
 
@@ -128,10 +128,10 @@ fn add_member_impl(name: &str, conninfo: &str, your_conninfo: &str) -> FedResult
 /// unless this node has seen it or a higher one given out (then false: another join took it;
 /// the joining node retries). `yours`: this node's own number when it has none yet (the
 /// node a federation is formed with); its federated tables' sequences move to that range.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn reserve_node_number(number: i32, yours: Option<i32>) -> bool {
-    require_superuser("federation.reserve_node_number()").or_raise();
+    require_superuser("federation_internal.reserve_node_number()").or_raise();
     (|| -> FedResult<bool> {
         let me = identity::current_name()?;
         catalog::claim_local_name(&me)?;
@@ -147,19 +147,19 @@ fn reserve_node_number(number: i32, yours: Option<i32>) -> bool {
 }
 
 /// For the joining node's worker: marks a member ready once both directions replicate.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn set_member_ready(name: &str) {
-    require_superuser("federation.set_member_ready()").or_raise();
+    require_superuser("federation_internal.set_member_ready()").or_raise();
     catalog::set_member_state(name, MemberState::Ready).or_raise()
 }
 
 /// For a leaving node or drop_node(): forgets a member. Its partitions stay (with the rows
 /// replicated so far) unless `drop_partitions`.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn remove_member(name: &str, drop_partitions: bool) {
-    require_superuser("federation.remove_member()").or_raise();
+    require_superuser("federation_internal.remove_member()").or_raise();
     remove_member_impl(name, drop_partitions).or_raise()
 }
 
@@ -176,10 +176,10 @@ fn remove_member_impl(name: &str, drop_partitions: bool) -> FedResult<()> {
 
 /// For a node enabling a table on a running federation: the table's columns here, as
 /// [[name, type], ...] without the node column, or NULL when there is no such table.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn table_shape(tbl: &str, node_column: &str) -> Option<pgrx::JsonB> {
-    require_superuser("federation.table_shape()").or_raise();
+    require_superuser("federation_internal.table_shape()").or_raise();
     let oid = spi::one::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[tbl.into()])
         .or_raise()?;
     Some(pgrx::JsonB(
@@ -189,10 +189,10 @@ fn table_shape(tbl: &str, node_column: &str) -> Option<pgrx::JsonB> {
 
 /// For a node enabling a table on a running federation, before it changes anything: raises
 /// what enable() of that table would refuse here. Changes nothing.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn enable_check(tbl: &str, node_column: &str) {
-    require_superuser("federation.enable_check()").or_raise();
+    require_superuser("federation_internal.enable_check()").or_raise();
     enable::check_only(table_here(tbl), node_column).or_raise()
 }
 
@@ -211,19 +211,19 @@ fn table_here(tbl: &str) -> pg_sys::Oid {
 
 /// For the worker of a node that enabled a table on a running federation: federates the
 /// same table here (without propagating further).
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn enable_here(tbl: &str, node_column: &str) {
-    require_superuser("federation.enable_here()").or_raise();
+    require_superuser("federation_internal.enable_here()").or_raise();
     enable::enable_with(table_here(tbl), node_column, Spread::HereOnly).or_raise()
 }
 
 /// For disable on a federation: takes this node's partition of `tbl` out of its publication
 /// and returns this node's WAL position after that. No-op (position only) when not federated.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn unpublish_here(tbl: &str) -> String {
-    require_superuser("federation.unpublish_here()").or_raise();
+    require_superuser("federation_internal.unpublish_here()").or_raise();
     (|| -> FedResult<String> {
         let me = identity::current_name()?;
         if let Some(local) = catalog::partition_of(tbl, &me)? {
@@ -238,10 +238,10 @@ fn unpublish_here(tbl: &str) -> String {
 
 /// For disable on a federation: turns `tbl` back into an ordinary table on this node (no-op
 /// when it is not federated here).
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn disable_here(tbl: &str) {
-    require_superuser("federation.disable_here()").or_raise();
+    require_superuser("federation_internal.disable_here()").or_raise();
     if let Some(oid) = catalog::federated_table_named(tbl).or_raise() {
         table::disable::to_ordinary(oid).or_raise();
     }
@@ -250,10 +250,10 @@ fn disable_here(tbl: &str) {
 /// A node that joins without one of the federation's tables asks for its definition:
 /// `{"before": [...], "after": [...]}`, the statements to run before and after enable()
 /// there (src/table/definition.rs).
-#[pg_extern(volatile, strict)]
+#[pg_extern(volatile, strict, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn table_definition(tbl: &str) -> String {
-    require_superuser("federation.table_definition()").or_raise();
+    require_superuser("federation_internal.table_definition()").or_raise();
     let oid = catalog::federated_table_named(tbl)
         .or_raise()
         .ok_or_else(|| FedError::prerequisite(format!("table {tbl} is not federated on this node")))

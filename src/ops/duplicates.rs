@@ -83,7 +83,7 @@ pub fn check(oid: pg_sys::Oid) -> FedResult<Found> {
     })
 }
 
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn duplicate_keys_of(
     tbl: Option<pg_sys::Oid>,

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 /// What a resync that ran out of time leaves behind.
 const STILL_RUNNING: &str = "The resync goes on in the background: federation.status() shows its progress (tables_syncing, rows_copied).";
 
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn resync_node(node: Option<&str>, tbl: Option<pg_sys::Oid>, timeout_ms: Option<i64>) {
     let node = required(

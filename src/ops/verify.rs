@@ -69,7 +69,7 @@ struct Verdict {
     detail: Option<String>,
 }
 
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn verify_tables(
     tbl: Option<pg_sys::Oid>,

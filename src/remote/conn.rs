@@ -87,6 +87,8 @@ pub struct Remote {
     fd_accounted: bool,
     /// The masked conninfo, for messages.
     pub target: String,
+    /// The schema of pg_federation's internal functions there, once asked ([`Remote::internal`]).
+    internal_schema: Option<&'static str>,
 }
 
 impl Drop for Remote {
@@ -193,6 +195,7 @@ impl Remote {
         let mut r = Remote {
             conn,
             fd_accounted: true,
+            internal_schema: None,
             target: target.clone(),
         };
         if conn.is_null() {
@@ -236,6 +239,40 @@ impl Remote {
             STATEMENT_TIMEOUT.as_millis()
         ))?;
         Ok(r)
+    }
+
+    /// The schema-qualified name of pg_federation's internal function `func` on the other
+    /// server: `federation_internal` from 0.7.0's SQL on, `federation` before (a member not yet
+    /// updated while the federation is upgraded node by node). Asked once per connection.
+    pub fn internal(&mut self, func: &str) -> FedResult<String> {
+        let schema = match self.internal_schema {
+            Some(s) => s,
+            None => {
+                let moved = self.scalar(
+                    "SELECT pg_catalog.to_regnamespace('federation_internal') IS NOT NULL",
+                    &[],
+                )?;
+                let s = if moved.as_deref() == Some("t") {
+                    crate::catalog::INTERNAL_SCHEMA
+                } else {
+                    "federation"
+                };
+                self.internal_schema = Some(s);
+                s
+            }
+        };
+        Ok(format!("{schema}.{func}"))
+    }
+
+    /// `SELECT schema.func(args)` there ([`Remote::internal`]), the first column of its row.
+    pub fn call(
+        &mut self,
+        func: &str,
+        args: &str,
+        params: &[Option<&str>],
+    ) -> FedResult<Option<String>> {
+        let f = self.internal(func)?;
+        self.scalar(&format!("SELECT {f}({args})::text"), params)
     }
 
     /// Runs `sql` with text parameters; returns the rows of its (last) result.
@@ -415,7 +452,7 @@ pub fn sqlstate(s: &str) -> PgSqlErrorCode {
 }
 
 /// A connection string without its password, for views.
-#[pg_extern(immutable, strict, parallel_safe)]
+#[pg_extern(immutable, strict, parallel_safe, schema = "federation_internal")]
 fn mask_conninfo(conninfo: &str) -> String {
     mask(conninfo)
 }

@@ -23,7 +23,7 @@ pub struct MemberInfo {
     pub conninfo: String,
 }
 
-/// What a node tells a joining node about itself (federation.peer_info()).
+/// What a node tells a joining node about itself (federation_internal.peer_info()).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub node_name: String,
@@ -68,9 +68,7 @@ impl Remote {
     /// errors.
     pub fn peer_info(&mut self, what: &str, my_version: &str) -> FedResult<PeerInfo> {
         self.check_version(what, my_version)?;
-        let json = self
-            .scalar("SELECT federation.peer_info()::text", &[])?
-            .unwrap_or_default();
+        let json = self.call("peer_info", "", &[])?.unwrap_or_default();
         serde_json::from_str(&json).map_err(|e| {
             FedError::internal(format!(
                 "{what} answered peer_info() with something unexpected: {e}"
@@ -102,9 +100,9 @@ impl Remote {
         self.scalar(WHOAMI, &[])
     }
 
-    /// federation.check_reachable() there: the node name it finds at `conninfo`.
+    /// federation_internal.check_reachable() there: the node name it finds at `conninfo`.
     pub fn check_reachable(&mut self, conninfo: &str) -> FedResult<Option<String>> {
-        self.scalar("SELECT federation.check_reachable($1)", &[Some(conninfo)])
+        self.call("check_reachable", "$1", &[Some(conninfo)])
     }
 
     /// The node name there, and whether this connection's role is a superuser.
@@ -118,57 +116,57 @@ impl Remote {
         Ok((get(0).unwrap_or_default(), get(1).as_deref() == Some("t")))
     }
 
-    /// federation.add_member() there: registers `name` (reached at `conninfo`) as a member;
+    /// federation_internal.add_member() there: registers `name` (reached at `conninfo`) as a member;
     /// `your_conninfo` is how this node reaches that one.
     pub fn add_member(&mut self, name: &str, conninfo: &str, your_conninfo: &str) -> FedResult<()> {
-        self.query(
-            "SELECT federation.add_member($1, $2, $3)",
+        self.call(
+            "add_member",
+            "$1, $2, $3",
             &[Some(name), Some(conninfo), Some(your_conninfo)],
         )?;
         Ok(())
     }
 
-    /// federation.reserve_node_number() there: records `number` as given out unless that node
+    /// federation_internal.reserve_node_number() there: records `number` as given out unless that node
     /// has seen it (or a higher one) given out already; `yours` becomes its own number if it
     /// has none. True when reserved.
     pub fn reserve_node_number(&mut self, number: i32, yours: Option<i32>) -> FedResult<bool> {
         let n = number.to_string();
         let y = yours.map(|v| v.to_string());
         Ok(self
-            .scalar(
-                "SELECT federation.reserve_node_number($1::int, $2::int)::text",
+            .call(
+                "reserve_node_number",
+                "$1::int, $2::int",
                 &[Some(&n), y.as_deref()],
             )?
             .as_deref()
             == Some("true"))
     }
 
-    /// federation.set_member_ready() there.
+    /// federation_internal.set_member_ready() there.
     pub fn set_member_ready(&mut self, name: &str) -> FedResult<()> {
-        self.query("SELECT federation.set_member_ready($1)", &[Some(name)])?;
+        self.call("set_member_ready", "$1", &[Some(name)])?;
         Ok(())
     }
 
-    /// federation.remove_member() there.
+    /// federation_internal.remove_member() there.
     pub fn remove_member(&mut self, name: &str, drop_rows: bool) -> FedResult<()> {
-        self.query(
-            "SELECT federation.remove_member($1, $2)",
+        self.call(
+            "remove_member",
+            "$1, $2",
             &[Some(name), Some(flag(drop_rows))],
         )?;
         Ok(())
     }
 
-    /// federation.table_shape() there: the table's columns without the node column, or None
+    /// federation_internal.table_shape() there: the table's columns without the node column, or None
     /// when there is no such table.
     pub fn table_shape(
         &mut self,
         table: &str,
         node_column: &str,
     ) -> FedResult<Option<Vec<(String, String)>>> {
-        let shape = self.scalar(
-            "SELECT federation.table_shape($1, $2)::text",
-            &[Some(table), Some(node_column)],
-        )?;
+        let shape = self.call("table_shape", "$1, $2", &[Some(table), Some(node_column)])?;
         shape
             .map(|s| {
                 serde_json::from_str(&s).map_err(|e| {
@@ -181,12 +179,12 @@ impl Remote {
             .transpose()
     }
 
-    /// federation.enable_check() there: raises what that node's enable() would refuse.
+    /// federation_internal.enable_check() there: raises what that node's enable() would refuse.
     /// The statements that create `table` as the node behind this connection has it, before
     /// and after enable() ([`crate::table::definition`]).
     pub fn table_definition(&mut self, table: &str) -> FedResult<(Vec<String>, Vec<String>)> {
         let json = self
-            .scalar("SELECT federation.table_definition($1)", &[Some(table)])?
+            .call("table_definition", "$1", &[Some(table)])?
             .unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| {
             FedError::internal(format!(
@@ -207,32 +205,26 @@ impl Remote {
     }
 
     pub fn enable_check(&mut self, table: &str, node_column: &str) -> FedResult<()> {
-        self.query(
-            "SELECT federation.enable_check($1, $2)",
-            &[Some(table), Some(node_column)],
-        )?;
+        self.call("enable_check", "$1, $2", &[Some(table), Some(node_column)])?;
         Ok(())
     }
 
-    /// federation.enable_here() there.
+    /// federation_internal.enable_here() there.
     pub fn enable_here(&mut self, table: &str, node_column: &str) -> FedResult<()> {
-        self.query(
-            "SELECT federation.enable_here($1, $2)",
-            &[Some(table), Some(node_column)],
-        )?;
+        self.call("enable_here", "$1, $2", &[Some(table), Some(node_column)])?;
         Ok(())
     }
 
-    /// federation.unpublish_here() there: its WAL position after it stopped publishing `table`.
+    /// federation_internal.unpublish_here() there: its WAL position after it stopped publishing `table`.
     pub fn unpublish_here(&mut self, table: &str) -> FedResult<String> {
         Ok(self
-            .scalar("SELECT federation.unpublish_here($1)", &[Some(table)])?
+            .call("unpublish_here", "$1", &[Some(table)])?
             .unwrap_or_default())
     }
 
-    /// federation.disable_here() there.
+    /// federation_internal.disable_here() there.
     pub fn disable_here(&mut self, table: &str) -> FedResult<()> {
-        self.query("SELECT federation.disable_here($1)", &[Some(table)])?;
+        self.call("disable_here", "$1", &[Some(table)])?;
         Ok(())
     }
 

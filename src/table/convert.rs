@@ -16,7 +16,7 @@ use crate::naming::partition_name;
 use crate::spi::{self, qualified, quote_ident, quote_literal};
 
 /// Every check convert_ordinary() makes before it changes anything: what a member runs
-/// when asked whether it can federate the table too (federation.enable_check()).
+/// when asked whether it can federate the table too (federation_internal.enable_check()).
 pub fn check(t: &Table, col: &str, me: &str) -> FedResult<NodeColumn> {
     inspect::check_replica_identity(t, "it")?;
     sequences::check_numberable(t)?;

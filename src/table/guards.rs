@@ -6,6 +6,7 @@
 //! logical-replication apply does not fire. Their names start with '_' so that they fire
 //! before the user's own BEFORE triggers (triggers fire in name order).
 
+use crate::catalog;
 use crate::errors::FedResult;
 use crate::spi::{self, quote_literal};
 
@@ -20,10 +21,15 @@ pub fn install(
     node_column: &str,
     local_partition_sql: &str,
 ) -> FedResult<()> {
+    let (foreign, default, truncate) = (
+        catalog::internal("guard_foreign_row")?,
+        catalog::internal("guard_default_row")?,
+        catalog::internal("guard_truncate")?,
+    );
     let row = match owner {
         Some(node) => format!(
             "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE ON {partition_sql} FOR EACH ROW \
-             EXECUTE FUNCTION federation.guard_foreign_row({}, {}, {})",
+             EXECUTE FUNCTION {foreign}({}, {}, {})",
             spi::quote_ident(ROW_GUARD),
             quote_literal(node),
             quote_literal(table_display),
@@ -31,7 +37,7 @@ pub fn install(
         ),
         None => format!(
             "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE ON {partition_sql} FOR EACH ROW \
-             EXECUTE FUNCTION federation.guard_default_row({}, {})",
+             EXECUTE FUNCTION {default}({}, {})",
             spi::quote_ident(ROW_GUARD),
             quote_literal(table_display),
             quote_literal(node_column)
@@ -40,7 +46,7 @@ pub fn install(
     spi::exec(&row)?;
     spi::exec(&format!(
         "CREATE TRIGGER {} BEFORE TRUNCATE ON {partition_sql} FOR EACH STATEMENT \
-         EXECUTE FUNCTION federation.guard_truncate({}, {}, {})",
+         EXECUTE FUNCTION {truncate}({}, {}, {})",
         spi::quote_ident(TRUNCATE_GUARD),
         quote_literal(owner.unwrap_or("")),
         quote_literal(table_display),

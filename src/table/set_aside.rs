@@ -7,7 +7,7 @@
 //! only once an identical row is in the owner's partition here ([`settle`]): that row is the
 //! owner's, so nothing acknowledged is lost. A row that differs (changed on this node after
 //! the disable, or gone from the owner) stays, and status() names it
-//! (federation.set_aside_state()) until a DBA resolves it (docs/enable.md).
+//! (federation_internal.set_aside_state()) until a DBA resolves it (docs/enable.md).
 
 use crate::catalog;
 use crate::errors::{FedError, FedResult, OrRaise};
@@ -249,7 +249,7 @@ struct Kept {
     waiting: bool,
 }
 
-#[pg_extern(stable)]
+#[pg_extern(stable, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn set_aside_state() -> TableIterator<
     'static,

@@ -84,6 +84,7 @@ fn sample(me: &str, m: &Member) -> Sample {
         confirmed: None,
         retained: None,
         estimates: None,
+        started_at: None,
         schema_diff: None,
     };
     let mut their_members = vec![];
@@ -95,7 +96,7 @@ fn sample(me: &str, m: &Member) -> Sample {
         )?;
         let rows = r.query(
             "SELECT pg_catalog.pg_current_wal_lsn()::text, s.slot_name IS NOT NULL, s.wal_status, s.confirmed_flush_lsn::text,
-                    (pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::text
+                    (pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::text, pg_catalog.pg_postmaster_start_time()::text
              FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1",
             &[Some(&subscription_name(&m.name, me))],
         )?;
@@ -106,6 +107,7 @@ fn sample(me: &str, m: &Member) -> Sample {
         s.wal_status = get(2);
         s.confirmed = get(3);
         s.retained = get(4);
+        s.started_at = get(5);
         // How many rows the member's own partitions hold, by name, for the progress of copies.
         s.estimates = r.row_estimates(&m.name)?;
         // Tables whose columns differ from this node's (a change made on one node only).

@@ -3,7 +3,7 @@
 //!
 //! For each member still `joining` that this node wires (it called join(); the members it
 //! joined leave the pair to it), idempotently: registers this node with that member
-//! (federation.add_member there: catalog row and partitions for this node), creates this
+//! (federation_internal.add_member there: catalog row and partitions for this node), creates this
 //! node's subscription to the member's publication, then (once every copy into this node is
 //! done) the member's subscription to this node's publication, and once every table of both
 //! subscriptions has finished its initial copy, marks the member ready on both sides. A
@@ -116,7 +116,7 @@ pub fn reconcile_once() -> bool {
     !work.joining.is_empty() || !work.pending_tables.is_empty()
 }
 
-/// Federates `table` on every member (federation.enable_here there) and refreshes every
+/// Federates `table` on every member (federation_internal.enable_here there) and refreshes every
 /// federation subscription on every node, so each picks up the new partitions (with their
 /// existing rows). Idempotent; true once every subscription has finished its copies.
 fn spread_table(my_conninfo: &str, members: &[Member], table: &str, col: &str) -> FedResult<bool> {
