@@ -29,7 +29,7 @@ COMMENT ON FUNCTION federation_internal.drop_federation_node(text, boolean) IS
   'internal: the body of federation.drop_node(); call that instead.';
 COMMENT ON FUNCTION federation_internal.wait_ready_ms(bigint) IS
   'internal: the body of federation.wait_ready(); call that instead.';
-COMMENT ON FUNCTION federation_internal.resync_node(text, oid, bigint) IS
+COMMENT ON FUNCTION federation_internal.resync_node(text, oid, bigint, text) IS
   'internal: the body of federation.resync(); call that instead.';
 COMMENT ON FUNCTION federation_internal.verify_tables(oid) IS
   'internal: the body of federation.verify(); call that instead.';

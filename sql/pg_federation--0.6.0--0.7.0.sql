@@ -9,6 +9,10 @@
 -- calls as the extension owner; and mask_conninfo(), now for pg_monitor, the reader of
 -- federation.nodes). docs/operations.md, "Who may run what", lists what PUBLIC may run.
 --
+-- resync() gains mode => 'diff': every copy compared with the owner's partition on a new
+-- slot's snapshot, only the rows that differ moved (the worker's healing after a failover
+-- repairs that way too). Its two functions are made anew with the new argument.
+--
 -- Apply errors: a member's clean shutdown or restart ends this node's stream from it with an
 -- error PostgreSQL counts as an apply error; federation.peer_probe now keeps those apart
 -- (three columns), and status() reports the rest (federation.primary_status() again).
@@ -24,7 +28,6 @@ COMMENT ON SCHEMA federation_internal IS
 GRANT USAGE ON SCHEMA federation_internal TO PUBLIC;
 
 ALTER FUNCTION federation.identity_problem() SET SCHEMA federation_internal;
-ALTER FUNCTION federation.resync_node(text, oid, bigint) SET SCHEMA federation_internal;
 ALTER FUNCTION federation.duplicate_keys_of(oid) SET SCHEMA federation_internal;
 ALTER FUNCTION federation.verify_tables(oid) SET SCHEMA federation_internal;
 ALTER FUNCTION federation.subscription_name(text, text) SET SCHEMA federation_internal;
@@ -66,6 +69,30 @@ ALTER TABLE federation.peer_probe
     ADD COLUMN peer_started_at timestamptz,
     ADD COLUMN disconnect_errors bigint NOT NULL DEFAULT 0,
     ADD COLUMN unconfirmed_errors bigint NOT NULL DEFAULT 0;
+
+-- resync(): the mode argument.
+DROP FUNCTION federation.resync(text, regclass, interval);
+DROP FUNCTION federation.resync_node(text, oid, bigint);
+CREATE FUNCTION federation_internal.resync_node(node text, tbl oid, timeout_ms bigint, mode text) RETURNS void
+VOLATILE SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'resync_node_wrapper';
+COMMENT ON FUNCTION federation_internal.resync_node(text, oid, bigint, text) IS
+  'internal: the body of federation.resync(); call that instead.';
+
+CREATE FUNCTION federation.resync(node text, tbl regclass DEFAULT NULL, timeout interval DEFAULT '30 min',
+                                  mode text DEFAULT 'copy')
+RETURNS void LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT federation_internal.resync_node(node, tbl::oid, (extract(epoch FROM timeout) * 1000)::bigint, mode) $$;
+
+COMMENT ON FUNCTION federation.resync(text, regclass, interval, text) IS
+  'Rebuilds this node''s copy of node''s partitions (of one table, or all) from their owner. '
+  'mode copy: a fresh copy plus the change stream from the point of the copy; mode diff: '
+  'every table''s copy compared with the owner''s on a new slot''s snapshot, only the rows '
+  'that differ moved. Rows the copy held that the owner lacks go to federation.set_aside. '
+  'Waits until done.';
+REVOKE EXECUTE ON FUNCTION federation.resync(text, regclass, interval, text),
+    federation_internal.resync_node(text, oid, bigint, text) FROM PUBLIC;
 
 -- The SQL functions that call the moved ones by name, as 0.7.0 defines them (primary_status()
 -- also subtracts the disconnects from the apply errors).
@@ -545,8 +572,3 @@ RETURNS TABLE (table_name text, partition text, owner text, node text, rows bigi
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM federation_internal.verify_tables(tbl::oid) $$;
-
-CREATE OR REPLACE FUNCTION federation.resync(node text, tbl regclass DEFAULT NULL, timeout interval DEFAULT '30 min')
-RETURNS void LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT federation_internal.resync_node(node, tbl::oid, (extract(epoch FROM timeout) * 1000)::bigint) $$;

@@ -515,14 +515,18 @@ COMMENT ON FUNCTION federation.verify(regclass) IS
   'row count and an order-independent hash, computed on each node. status: owner, match, '
   'mismatch, missing, unreachable; and duplicate keys (key values held by more than one node).';
 
-CREATE FUNCTION federation.resync(node text, tbl regclass DEFAULT NULL, timeout interval DEFAULT '30 min')
+CREATE FUNCTION federation.resync(node text, tbl regclass DEFAULT NULL, timeout interval DEFAULT '30 min',
+                                  mode text DEFAULT 'copy')
 RETURNS void LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT federation_internal.resync_node(node, tbl::oid, (extract(epoch FROM timeout) * 1000)::bigint) $$;
+AS $$ SELECT federation_internal.resync_node(node, tbl::oid, (extract(epoch FROM timeout) * 1000)::bigint, mode) $$;
 
-COMMENT ON FUNCTION federation.resync(text, regclass, interval) IS
-  'Rebuilds this node''s copy of node''s partitions (of one table, or all) from their owner: '
-  'a fresh copy plus the change stream from the point of the copy. Waits until done.';
+COMMENT ON FUNCTION federation.resync(text, regclass, interval, text) IS
+  'Rebuilds this node''s copy of node''s partitions (of one table, or all) from their owner. '
+  'mode copy: a fresh copy plus the change stream from the point of the copy; mode diff: '
+  'every table''s copy compared with the owner''s on a new slot''s snapshot, only the rows '
+  'that differ moved. Rows the copy held that the owner lacks go to federation.set_aside. '
+  'Waits until done.';
 
 REVOKE EXECUTE ON FUNCTION federation.verify(regclass), federation_internal.verify_tables(oid),
-    federation.resync(text, regclass, interval), federation_internal.resync_node(text, oid, bigint) FROM PUBLIC;
+    federation.resync(text, regclass, interval, text), federation_internal.resync_node(text, oid, bigint, text) FROM PUBLIC;

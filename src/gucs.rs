@@ -29,6 +29,11 @@ const DEFAULT_DATABASE: &CStr = c"postgres";
 /// `federation.unsafe_ddl`: lets a superuser run, on this node only, DDL the guard refuses.
 static UNSAFE_DDL: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// `federation.failover_slots`: whether the slots this node's members stream from are made
+/// as failover slots (PostgreSQL 17+), for a node whose standby keeps them (read by the
+/// members through SQL when they make a slot here: replication::failover_slots).
+static FAILOVER_SLOTS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// `federation.ddl_timeout`: how long a schema change on a federated table waits for locks
 /// on the members and for every member to catch up before it gives up (seconds).
 static DDL_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30);
@@ -107,6 +112,18 @@ pub fn init() {
           it starts: a change takes effect at the next server restart. (Not a postmaster-level \
           setting, so that loading pg_federation without shared_preload_libraries still works.)",
         &DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"federation.failover_slots",
+        c"Makes the slots the members stream from on this node failover slots (PostgreSQL 17+).",
+        c"Turn it on where this node's standby keeps them (sync_replication_slots = on there) and this \
+          node sends no change before that standby has it (synchronized_standby_slots here): a \
+          standby promoted in its place then serves the members with no repair. Without \
+          synchronized_standby_slots a member can be ahead of the promoted standby and miss rows \
+          (docs/runbook.md, section 13). Applies to slots made from then on.",
+        &FAILOVER_SLOTS,
         GucContext::Sighup,
         GucFlags::default(),
     );

@@ -74,11 +74,39 @@ fn on_slot(on: &mut Remote, sql: &str, slot: &str) -> FedResult<()> {
 /// creation waits only for the publisher's running transactions, none of which waits for us.
 pub fn fresh_slot(publisher_conn: &mut Remote, slot: &str) -> FedResult<()> {
     on_slot(publisher_conn, "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND NOT active", slot)?;
-    on_slot(
-        publisher_conn,
-        "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
-        slot,
-    )
+    let create = if failover_slots(publisher_conn)? {
+        "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+    } else {
+        "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')"
+    };
+    on_slot(publisher_conn, create, slot)
+}
+
+/// From PostgreSQL 17 a logical slot can follow its server's failover: made with
+/// `failover = true`, it is copied to the server's physical standbys that run with
+/// `sync_replication_slots = on` (and `hot_standby_feedback`, `primary_slot_name`), so that
+/// a standby promoted in the node's place has the slots its members stream from, and the
+/// members carry on with no repair. Only safe where the node also has
+/// `synchronized_standby_slots` naming that standby's slot (no member then receives a change
+/// before the standby has it; without it a member can be ahead of the promoted standby, and
+/// its subscription would skip the new primary's first changes): so only where the node's DBA
+/// says so, `federation.failover_slots = on` (docs/runbook.md, section 13). Otherwise a
+/// failover makes every member repair its copy of the node (by difference, ops::diff).
+pub const FAILOVER_SLOTS_FROM: i32 = 170000;
+
+/// Whether slots made on the server behind `publisher_conn` are failover slots: PostgreSQL
+/// [`FAILOVER_SLOTS_FROM`] and `federation.failover_slots` on there.
+pub fn failover_slots(publisher_conn: &mut Remote) -> FedResult<bool> {
+    if server_version_num(publisher_conn)? < FAILOVER_SLOTS_FROM {
+        return Ok(false);
+    }
+    Ok(publisher_conn
+        .scalar(
+            "SELECT pg_catalog.current_setting('federation.failover_slots', true)",
+            &[],
+        )?
+        .as_deref()
+        == Some("on"))
 }
 
 /// The statements that empty a node's copies of an owner's partitions before they are copied
@@ -149,20 +177,84 @@ pub fn keeps_copies(on: &mut Remote) -> FedResult<bool> {
 /// sent while it runs instead of being spilled to disk there and sent after its commit.
 /// `origin = none` where the subscriber has it (PostgreSQL 16+, `origin_none`): see
 /// [`ORIGIN_NONE_FROM`].
+/// `copy_data`: whether the subscription copies the publisher's partitions first (false: the
+/// copies already equal the slot's starting point, [`subscribe_from_snapshot`]).
 fn create_subscription_sql(
     sub: &str,
     publisher: &str,
     publisher_conninfo: &str,
     origin_none: bool,
+    copy_data: bool,
 ) -> String {
     format!(
-        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, slot_name = {}, copy_data = true, streaming = on{});\n",
+        "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (create_slot = false, slot_name = {}, copy_data = {copy_data}, streaming = on{});\n",
         quote_ident(sub),
         quote_literal(publisher_conninfo),
         quote_ident(&publication_name(publisher)),
         quote_literal(sub),
         if origin_none { ", origin = none" } else { "" }
     )
+}
+
+/// A slot made anew over a replication connection, with the snapshot it starts from exported
+/// (`CREATE_REPLICATION_SLOT ... (SNAPSHOT 'export')`): a transaction that imports
+/// `snapshot` sees exactly the rows whose changes the slot will not send. The snapshot lives
+/// while `conn` stays open and idle: import it before dropping this.
+pub struct SnapshotSlot {
+    pub lsn: String,
+    pub snapshot: String,
+    /// Kept open, idle, for the snapshot's sake.
+    _conn: Remote,
+}
+
+/// Makes slot `slot` (dropped first if it exists, inactive) on the publisher at `conninfo`,
+/// exporting its starting snapshot ([`SnapshotSlot`]).
+pub fn slot_with_snapshot(
+    publisher_conn: &mut Remote,
+    conninfo: &str,
+    what: &str,
+    slot: &str,
+) -> FedResult<SnapshotSlot> {
+    on_slot(publisher_conn, "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND NOT active", slot)?;
+    let failover = if failover_slots(publisher_conn)? {
+        ", FAILOVER true"
+    } else {
+        ""
+    };
+    let mut conn = Remote::connect_replication(conninfo, what)?;
+    let rows = conn.query(
+        &format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export'{failover})",
+            quote_ident(slot)
+        ),
+        &[],
+    )?;
+    let row = rows.into_iter().next().unwrap_or_default();
+    let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    Ok(SnapshotSlot {
+        lsn: get(1),
+        snapshot: get(2),
+        _conn: conn,
+    })
+}
+
+/// Creates subscription `sub` on the node behind `on` on its slot made by
+/// [`slot_with_snapshot`], without an initial copy: the subscriber's copies were made equal to
+/// the slot's snapshot beforehand (ops::diff).
+pub fn subscribe_from_snapshot(
+    on: &mut Remote,
+    sub: &str,
+    publisher: &str,
+    publisher_conninfo: &str,
+) -> FedResult<()> {
+    let origin_none = server_version_num(on)? >= ORIGIN_NONE_FROM;
+    on.exec(&create_subscription_sql(
+        sub,
+        publisher,
+        publisher_conninfo,
+        origin_none,
+        false,
+    ))
 }
 
 /// From PostgreSQL 16 a subscription can ask for changes made on the publisher itself only
@@ -213,6 +305,7 @@ pub fn create_subscriptions(on: &mut Remote, subs: &[NewSubscription]) -> FedRes
             &s.publisher,
             &s.publisher_conninfo,
             origin_none,
+            true,
         ));
     }
     sql.push_str("RESET session_replication_role;");

@@ -57,6 +57,23 @@ impl Node {
     /// A hot standby of `primary` (pg_basebackup -R, streaming), started on a port of its own:
     /// what an operator's HA replica of a node is. Same name, same identity settings.
     pub fn standby_of(primary: &Node) -> Node {
+        Self::standby(primary, None)
+    }
+
+    /// A streaming standby of `primary` that keeps the primary's failover slots
+    /// (PostgreSQL 17+): on its own physical slot `slot` (made by pg_basebackup), with
+    /// `sync_replication_slots` and `hot_standby_feedback` on; and the primary told to send
+    /// no logical change before this standby has it (`synchronized_standby_slots`).
+    pub fn slot_syncing_standby_of(primary: &Node, slot: &str) -> Node {
+        let standby = Self::standby(primary, Some(slot));
+        primary.execute(&format!(
+            "ALTER SYSTEM SET synchronized_standby_slots = '{slot}'"
+        ));
+        primary.execute("SELECT pg_reload_conf()");
+        standby
+    }
+
+    fn standby(primary: &Node, slot: Option<&str>) -> Node {
         let root = run_root().join(format!("{}-standby-{}", primary.name, unique_suffix()));
         fs::create_dir_all(&root).expect("create standby directory");
         chown_to_server_user(&root);
@@ -69,20 +86,28 @@ impl Node {
             client: RefCell::new(None),
         };
         register_for_signals(&node.data_dir());
-        run_as_server_user(
-            &[
-                pg_bindir().join("pg_basebackup").to_str().unwrap(),
-                "--no-sync",
-                "-R",
-                "-X",
-                "stream",
-                "-D",
-                node.data_dir().to_str().unwrap(),
-                "-d",
-                &primary.client_conninfo(),
-            ],
-            "pg_basebackup",
-        );
+        let data_dir = node.data_dir();
+        let conninfo = primary.client_conninfo();
+        let mut argv = vec![
+            pg_bindir()
+                .join("pg_basebackup")
+                .to_str()
+                .unwrap()
+                .to_string(),
+            "--no-sync".into(),
+            "-R".into(),
+            "-X".into(),
+            "stream".into(),
+            "-D".into(),
+            data_dir.to_str().unwrap().to_string(),
+            "-d".into(),
+            conninfo,
+        ];
+        if let Some(slot) = slot {
+            argv.extend(["-C".into(), "-S".into(), slot.to_string()]);
+        }
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        run_as_server_user(&argv, "pg_basebackup");
         for dir in [node.socket_dir(), node.files_dir()] {
             fs::create_dir_all(&dir).unwrap();
             chown_to_server_user(&dir);
@@ -92,8 +117,17 @@ impl Node {
         // The primary's extra settings come along in its configuration; only the test's own
         // file is written again (this port, this socket).
         let extra = primary.extra_conf();
-        let auto =
+        let mut auto =
             fs::read_to_string(node.data_dir().join("postgresql.auto.conf")).unwrap_or_default();
+        if slot.is_some() {
+            // Slot synchronisation connects to a database of the primary (-R names it from
+            // the -d connection string since PostgreSQL 17).
+            assert!(
+                auto.contains("dbname="),
+                "primary_conninfo names a database: {auto}"
+            );
+            auto.push_str("sync_replication_slots = on\nhot_standby_feedback = on\n");
+        }
         // pg_basebackup -R wrote primary_conninfo there; write_conf would empty it.
         node.start_on_a_free_port(&extra, Some(&auto));
         node

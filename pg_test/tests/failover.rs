@@ -7,9 +7,10 @@
 //! members' federation.set_aside, named by health(), until the DBA gives them back.
 
 use pg_test::scenario::{
-    assert_converged_among, assert_verified, health, joined, wait_health_ok, wait_timeline_recorded,
+    assert_converged_among, assert_verified, health, join, joined, wait_health_ok,
+    wait_timeline_recorded, HIPPOS,
 };
-use pg_test::{assert_all_present, wait_until, Node, Writer};
+use pg_test::{assert_all_present, wait_until, Node, NodeSpec, Writer};
 use std::time::Duration;
 
 /// Values of the rows set aside on `n` in `owner`'s name, in order.
@@ -91,12 +92,23 @@ fn a_lagging_standby_promoted_in_place_heals_by_itself_and_no_acknowledged_row_i
                 }
             },
         );
-        let (h, reason) = health(n);
-        assert_eq!(h, "WARNING", "{}: {reason}", n.name);
-        assert!(
-            reason.contains("set aside in node east's name") && reason.contains("30 of the"),
-            "{}: {reason}",
-            n.name
+        // Once the repaired subscription's worker runs (a repair by difference completes at
+        // once), the kept rows are the one thing health() names.
+        wait_until(
+            &format!("{}'s health to name the kept rows", n.name),
+            Duration::from_secs(30),
+            &nodes,
+            || {
+                let (h, reason) = health(n);
+                if h == "WARNING"
+                    && reason.contains("set aside in node east's name")
+                    && reason.contains("30 of the")
+                {
+                    Ok(true)
+                } else {
+                    Err(format!("{h}: {reason}"))
+                }
+            },
         );
     }
     wait_health_ok(new_east, &nodes);
@@ -238,4 +250,131 @@ fn a_switchover_to_a_caught_up_standby_heals_by_itself_with_nothing_kept_aside()
     for n in [standby, west] {
         wait_health_ok(n, &[standby, west]);
     }
+}
+
+/// PostgreSQL 17+: a node's slots follow its failover. With federation.failover_slots = on,
+/// every slot pg_federation makes there is a failover slot; the node's standby keeps copies of them (sync_replication_slots) and the
+/// node sends no change to a member before the standby has it (synchronized_standby_slots).
+/// Promoted in the node's place, the standby serves the members from the same slots: no
+/// member repairs anything, no row is set aside, and every acknowledged row is everywhere.
+#[test]
+fn failover_slots_on_postgresql_17_spare_every_member_a_repair() {
+    // east's DBA says its standby keeps its slots (docs/runbook.md, section 13).
+    let c = joined_with(&["central", "east", "west"], |name| {
+        let spec = NodeSpec::guc(name);
+        if name == "east" {
+            spec.with_conf("federation.failover_slots = on")
+        } else {
+            spec
+        }
+    });
+    let (central, east, west) = (c.node("central"), c.node("east"), c.node("west"));
+    let major = east.major();
+    if major < 17 {
+        eprintln!("PostgreSQL {major}: failover slots need 17 or later; this test runs on 18");
+        return;
+    }
+    let ours = "slot_name LIKE 'federation\\_%'";
+    assert_eq!(
+        east.scalar(&format!("SELECT count(*) FILTER (WHERE failover)::text || '/' || count(*) FROM pg_replication_slots WHERE {ours}")).as_deref(),
+        Some("2/2"),
+        "every slot east holds for its members is a failover slot"
+    );
+    assert_eq!(
+        central.scalar(&format!("SELECT count(*) FILTER (WHERE failover)::text FROM pg_replication_slots WHERE {ours}")).as_deref(),
+        Some("0"),
+        "nodes without federation.failover_slots make ordinary slots"
+    );
+    for (n, k) in [(central, 1), (east, 2), (west, 3)] {
+        n.execute(&format!(
+            "INSERT INTO hippos (value) SELECT {k}000 + g FROM generate_series(1, 20) g"
+        ));
+    }
+    let all = [central, east, west];
+    assert_converged_among(&all, "hippos");
+    wait_timeline_recorded(east);
+    let mut standby = Node::slot_syncing_standby_of(east, "east_ha");
+    wait_until(
+        "the standby to hold copies of east's slots",
+        Duration::from_secs(90),
+        &[east, &standby],
+        || {
+            Ok(standby.row_count(&format!(
+                "SELECT 1 FROM pg_replication_slots WHERE synced AND {ours}"
+            )) == 2)
+        },
+    );
+    let subscription = "SELECT oid::text FROM pg_subscription WHERE subname = federation_internal.subscription_name('east', current_setting('federation.node_name'))";
+    let before: Vec<Option<String>> = [central, west]
+        .iter()
+        .map(|n| n.scalar(subscription))
+        .collect();
+    let writers = [
+        Writer::start(central, "hippos"),
+        Writer::start(west, "hippos"),
+    ];
+    writers[0].wait_for_more(20, &[central]);
+    // east acknowledges 30 rows, then dies; its standby takes its address.
+    east.execute("INSERT INTO hippos (value) SELECT 5000 + g FROM generate_series(1, 30) g");
+    let port = east.port;
+    east.kill9();
+    standby.move_to_port(port);
+    standby.promote();
+    let started = std::time::Instant::now();
+    let nodes = [central, &standby, west];
+    for w in &writers {
+        w.wait_for_more(20, &nodes);
+    }
+    standby.execute("INSERT INTO hippos (value) SELECT 6000 + g FROM generate_series(1, 10) g");
+    let acked: Vec<(Vec<i64>, &str)> = writers
+        .into_iter()
+        .map(|w| w.finish())
+        .zip(["central", "west"])
+        .collect();
+    assert_converged_among(&nodes, "hippos");
+    for n in nodes {
+        wait_health_ok(n, &nodes);
+        assert_verified(n);
+        assert_eq!(
+            n.row_count("SELECT 1 FROM federation.set_aside"),
+            0,
+            "nothing kept aside on {}",
+            n.name
+        );
+        assert_eq!(
+            n.row_count("SELECT 1 FROM hippos WHERE value BETWEEN 5001 AND 5030"),
+            30,
+            "east's acknowledged rows on {}",
+            n.name
+        );
+        for (values, owner) in &acked {
+            assert_all_present(n, &format!("hippos_{owner}"), values);
+        }
+    }
+    eprintln!(
+        "failover with failover slots: health OK on every node {:.1} s after the promotion",
+        started.elapsed().as_secs_f64()
+    );
+    // No member repaired its copy of east: their subscriptions to it are the ones from before.
+    let after: Vec<Option<String>> = [central, west]
+        .iter()
+        .map(|n| n.scalar(subscription))
+        .collect();
+    assert_eq!(
+        after, before,
+        "the members' subscriptions to east were not made anew"
+    );
+}
+
+/// A federation of `names` (each made by `spec`, with hippos), joined to the first.
+fn joined_with(names: &[&str], spec: impl Fn(&str) -> NodeSpec) -> pg_test::Cluster {
+    let specs: Vec<NodeSpec> = names.iter().map(|n| spec(n)).collect();
+    let c = pg_test::Cluster::start(&specs);
+    for n in &c.nodes {
+        n.execute(HIPPOS);
+    }
+    for n in &c.nodes[1..] {
+        join(n, &c.nodes[0]);
+    }
+    c
 }

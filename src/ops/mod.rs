@@ -1,6 +1,7 @@
 //! Operations on a running federation: verify() compares copies with their owners, resync()
-//! rebuilds a copy, duplicate_keys() finds key values held by more than one node.
+//! rebuilds a copy (whole, or only what differs: diff), duplicate_keys() finds key values held by more than one node.
 
+pub mod diff;
 pub mod duplicates;
 pub mod resync;
 pub mod verify;

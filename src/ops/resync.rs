@@ -30,7 +30,12 @@ const STILL_RUNNING: &str = "The resync goes on in the background: federation.st
 
 #[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
-fn resync_node(node: Option<&str>, tbl: Option<pg_sys::Oid>, timeout_ms: Option<i64>) {
+fn resync_node(
+    node: Option<&str>,
+    tbl: Option<pg_sys::Oid>,
+    timeout_ms: Option<i64>,
+    mode: Option<&str>,
+) {
     let node = required(
         node,
         "the node to resync from",
@@ -40,11 +45,23 @@ fn resync_node(node: Option<&str>, tbl: Option<pg_sys::Oid>, timeout_ms: Option<
         timeout_ms,
         "SELECT federation.resync('east', timeout => '30 min');",
     );
-    resync(node, tbl, timeout).or_raise()
+    let mode = match mode {
+        None | Some("copy") => Mode::Copy,
+        Some("diff") => Mode::Diff,
+        Some(other) => Err(FedError::invalid_value(format!("resync mode \"{other}\" is not one of copy, diff"))
+            .hint("mode => 'copy' (the default) copies the owner's partitions afresh; mode => 'diff' copies only the rows that differ.")).or_raise(),
+    };
+    resync_with(node, tbl, timeout, Wait::UntilCopied, mode).or_raise()
 }
 
-pub fn resync(node: &str, tbl: Option<pg_sys::Oid>, timeout: Duration) -> FedResult<()> {
-    resync_with(node, tbl, timeout, Wait::UntilCopied)
+/// How a copy is rebuilt.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Emptied (what it held kept aside) and copied afresh by the subscription's initial copy.
+    Copy,
+    /// Compared with the owner's partition on the new slot's snapshot; only what differs moves
+    /// (ops::diff). Every table of the owner: the slot is made anew for all of them.
+    Diff,
 }
 
 /// Whether resync waits for the fresh copies.
@@ -62,6 +79,7 @@ pub fn resync_with(
     tbl: Option<pg_sys::Oid>,
     timeout: Duration,
     wait: Wait,
+    mode: Mode,
 ) -> FedResult<()> {
     require_superuser_for("federation.resync()", "It drops and creates subscriptions and replication slots, which PostgreSQL 15 allows only to superusers.")?;
     must_run_alone("federation.resync()")?;
@@ -116,6 +134,29 @@ pub fn resync_with(
     let slot_usable = matches!(replication::slot_wal_status(&mut there, &sub)?, Some(status) if status.as_deref() != Some("lost"));
     let sub_exists = replication::subscription_exists(&mut here, &sub)?;
     let started = Instant::now();
+    if mode == Mode::Diff {
+        if tbl.is_some() {
+            notice!("pg_federation: a resync by difference compares every table's copy of \"{node}\"'s partitions (the slot is made anew for all of them); equal copies move nothing");
+        }
+        let report = super::diff::repair(&mut here, &mut there, node, &member.conninfo, &sub)?;
+        catalog::as_extension_owner(|| catalog::clear_copy_checks(&me, node, None))?;
+        let done = format!(
+            "pg_federation: repaired this node's copy of \"{node}\"'s partitions ({}) by difference in {:.1} s: {} rows compared in {} buckets, {} differing; {} rows copied, {} set aside (federation.set_aside); replication resumes from {} (steps: {})",
+            copies.join(", "),
+            started.elapsed().as_secs_f64(),
+            report.rows_compared,
+            report.buckets,
+            report.buckets_differing,
+            report.rows_copied,
+            report.rows_set_aside,
+            report.from_lsn,
+            report.steps_shown()
+        );
+        // In the server log too: the worker's repairs after a failover have no client.
+        log!("{done}");
+        notice!("{done}");
+        return Ok(());
+    }
     if tbl.is_some() && slot_usable && sub_exists {
         resync_tables(&mut here, &sub, &copies, timeout)?;
     } else {

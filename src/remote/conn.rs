@@ -160,6 +160,22 @@ impl Remote {
         what: &str,
         default_timeout: Duration,
     ) -> FedResult<Remote> {
+        Self::open(conninfo, what, default_timeout, false)
+    }
+
+    /// A logical replication connection (`replication=database`) to the database of
+    /// `conninfo`: replication commands (CREATE_REPLICATION_SLOT ... SNAPSHOT 'export') in
+    /// the simple query protocol ([`Remote::query`] without parameters), and plain SQL.
+    pub fn connect_replication(conninfo: &str, what: &str) -> FedResult<Remote> {
+        Self::open(conninfo, what, CONNECT_TIMEOUT, true)
+    }
+
+    fn open(
+        conninfo: &str,
+        what: &str,
+        default_timeout: Duration,
+        replication: bool,
+    ) -> FedResult<Remote> {
         let target = mask(conninfo);
         let opts = parse(conninfo)?;
         let timeout = opts
@@ -177,14 +193,18 @@ impl Remote {
             )
             .hint("Raise max_files_per_process or close other connections."));
         }
-        let keys = [
+        let mut keys = vec![
             c"dbname",
             c"application_name",
             c"keepalives",
             c"keepalives_idle",
         ];
         let cinfo = CString::new(conninfo).unwrap();
-        let vals: [&CStr; 4] = [cinfo.as_c_str(), c"pg_federation", c"1", c"30"];
+        let mut vals: Vec<&CStr> = vec![cinfo.as_c_str(), c"pg_federation", c"1", c"30"];
+        if replication {
+            keys.push(c"replication");
+            vals.push(c"database");
+        }
         let mut kp: Vec<*const std::os::raw::c_char> = keys.iter().map(|k| k.as_ptr()).collect();
         let mut vp: Vec<*const std::os::raw::c_char> = vals.iter().map(|v| v.as_ptr()).collect();
         kp.push(std::ptr::null());

@@ -5,7 +5,8 @@
 //! what the members' slots already confirmed to the old primary.
 //!
 //! Two findings, two repairs, each by the worker of the node that holds the broken copy, with
-//! the same machinery as federation.resync() (ops::resync), which never deletes a row a copy
+//! the same machinery as federation.resync(..., mode => 'diff') (ops::diff: only the rows
+//! that differ move; a full copy afresh if that fails), which never deletes a row a copy
 //! held (table::set_aside):
 //! - **this node's slot on a ready member is gone** (two probes in a row, the member
 //!   reachable): the member was promoted or restored; this node's copy of its partitions is
@@ -21,7 +22,7 @@
 
 use super::probe::SlotSeen;
 use crate::catalog;
-use crate::ops::resync::{self, Wait};
+use crate::ops::resync::{self, Mode, Wait};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -47,6 +48,9 @@ pub struct Healer {
     last_rebuild: HashMap<String, Instant>,
     /// After a new timeline: the members whose copies are already being rebuilt.
     rebuilt_since_promotion: HashSet<String>,
+    /// A repair was made since the last [`Healer::repaired`]: what the last probe saw of the
+    /// slots is out of date (a repair by difference is complete when it returns).
+    repaired: bool,
 }
 
 impl Healer {
@@ -99,7 +103,7 @@ impl Healer {
             }
             Some(r) => {
                 if self.rebuilt_since_promotion.is_empty() {
-                    log!("pg_federation: this node writes on WAL timeline {current}, not {r}: it was promoted from a standby or restored; rebuilding its copies of every member's partitions from their owners (rows they held are kept in federation.set_aside until the fresh copies hold them)");
+                    log!("pg_federation: this node writes on WAL timeline {current}, not {r}: it was promoted from a standby or restored; repairing its copies of every member's partitions from their owners (rows they hold that the owners lack or hold otherwise go to federation.set_aside)");
                 }
             }
         }
@@ -197,6 +201,12 @@ impl Healer {
         }
     }
 
+    /// Whether a repair was made since the last call: the worker then probes again at once,
+    /// so that status() shows the repaired slots now rather than at the next probe.
+    pub fn repaired(&mut self) -> bool {
+        std::mem::take(&mut self.repaired)
+    }
+
     /// Starts rebuilding this node's copy of `member`'s partitions; true once it has started.
     fn rebuild(&mut self, member: &str, why: &str) -> bool {
         if self
@@ -207,12 +217,27 @@ impl Healer {
             return false;
         }
         self.last_rebuild.insert(member.to_string(), Instant::now());
-        log!("pg_federation: {why}; rebuilding this node's copy of \"{member}\"'s partitions from it");
+        log!(
+            "pg_federation: {why}; repairing this node's copy of \"{member}\"'s partitions from it"
+        );
+        // Only what differs (ops::diff); should that fail, the whole copy afresh.
         let m = member.to_string();
-        match BackgroundWorker::transaction(move || {
-            resync::resync_with(&m, None, START_TIMEOUT, Wait::No)
+        let by_difference = BackgroundWorker::transaction(move || {
+            resync::resync_with(&m, None, START_TIMEOUT, Wait::No, Mode::Diff)
+        });
+        if let Err(e) = &by_difference {
+            warning!("pg_federation worker: repairing this node's copy of \"{member}\"'s partitions by difference: {e}; copying them afresh instead");
+        }
+        let m = member.to_string();
+        match by_difference.or_else(|_| {
+            BackgroundWorker::transaction(move || {
+                resync::resync_with(&m, None, START_TIMEOUT, Wait::No, Mode::Copy)
+            })
         }) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.repaired = true;
+                true
+            }
             Err(e) => {
                 warning!("pg_federation worker: rebuilding this node's copy of \"{member}\"'s partitions: {e}; retrying");
                 false

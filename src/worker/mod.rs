@@ -120,6 +120,9 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
         if last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {
             let slots = probe::probe_members();
             healer.after_probe(&slots);
+            if healer.repaired() {
+                probe::probe_members();
+            }
             prepared::resolve_orphans();
             settle_set_aside();
             last_probe = Some(std::time::Instant::now());

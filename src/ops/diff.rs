@@ -1,0 +1,489 @@
+//! Repair by difference (`federation.resync(node, mode => 'diff')`, and the worker's healing
+//! after a failover): this node's copies of an owner's partitions are made equal to the
+//! owner's by moving only the rows that differ, instead of emptying and copying them whole.
+//!
+//! 1. This node's subscription to the owner is dropped (its slot kept), and the slot is made
+//!    anew over a replication connection that exports the snapshot it starts from
+//!    (`CREATE_REPLICATION_SLOT ... (SNAPSHOT 'export')`, as PostgreSQL's own table
+//!    synchronisation does). The owner keeps writing; what it writes after the snapshot
+//!    reaches this node through the new slot.
+//! 2. Each copy is compared with the owner's partition as of that snapshot, narrowing down:
+//!    rows are grouped into buckets by a hash of their key (about 32 rows a bucket), and
+//!    each side computes every bucket's row count and XOR of row hashes
+//!    ([`Copy::digest_sql`]), both at once; only the rows of buckets that differ are read,
+//!    as (key, row hash); and only the owner's rows this copy lacks or holds otherwise are
+//!    read in full.
+//! 3. In one transaction here: the rows this copy holds that the owner lacks or holds
+//!    otherwise move to federation.set_aside (a repair never deletes a row: the owner may
+//!    have lost it in a failover, docs/runbook.md), and the owner's versions of the missing
+//!    and differing rows are inserted.
+//! 4. The subscription is created again on the new slot without an initial copy.
+//!
+//! Rows are hashed through their binary form (`hashtextextended` of `record_send`'s bytes,
+//! in hex: about 1.5x faster than their text) where every column has a built-in type and both
+//! servers run the same major (the binary form then is the same on both), else through their
+//! text, as verify() does; columns in name order, the same on every node. Not through the
+//! types' own hash functions: those are made for hash tables, not to tell values apart
+//! (numeric's ignores the sign). Two rows that differ but hash the same (about 2^-64 per
+//! pair) would be missed.
+
+use crate::catalog;
+use crate::errors::{FedError, FedResult};
+use crate::remote::Remote;
+use crate::replication;
+use crate::spi::{self, quote_ident, quote_literal};
+use pgrx::prelude::*;
+use std::collections::{HashMap, HashSet};
+
+/// Why a row is in federation.set_aside after a repair by difference.
+const DIFFERED: &str = "held by this node's copy when resync (diff) compared it with the owner's partition; the owner lacks it or holds it otherwise";
+
+/// Rows per bucket aimed at: the narrower the buckets, the fewer equal rows the second
+/// pass reads around each difference, the more digests the first pass exchanges.
+const ROWS_PER_BUCKET: f64 = 64.0;
+const MIN_BUCKETS: u64 = 1 << 10;
+/// For the digests' aggregation (one group per bucket) on both servers, for this repair only:
+/// PostgreSQL's default 4MB spills to disk from about 30,000 buckets.
+const WORK_MEM: &str = "64MB";
+const MAX_BUCKETS: u64 = 1 << 20;
+
+/// What a repair found and did, for its NOTICE and the benchmark.
+#[derive(Default, Debug)]
+pub struct Report {
+    pub rows_compared: i64,
+    pub buckets: u64,
+    pub buckets_differing: usize,
+    pub rows_copied: usize,
+    pub rows_set_aside: usize,
+    /// Where the new slot starts: the copies equal the owner's partitions as of this LSN.
+    pub from_lsn: String,
+    /// Seconds spent in each step, in order.
+    pub steps: Vec<(&'static str, f64)>,
+}
+
+impl Report {
+    fn step(&mut self, name: &'static str, since: &mut std::time::Instant) {
+        self.steps.push((name, since.elapsed().as_secs_f64()));
+        *since = std::time::Instant::now();
+    }
+
+    /// The steps' times, for the NOTICE ("slot 0.02 s, digests 0.61 s, ...").
+    pub fn steps_shown(&self) -> String {
+        self.steps
+            .iter()
+            .map(|(n, s)| format!("{n} {s:.2} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One copy on this node of one of the owner's partitions.
+struct Copy {
+    relid: pg_sys::Oid,
+    /// The federated table, schema-qualified (names the owner's partition there).
+    table: String,
+    /// This node's copy, as SQL.
+    copy: String,
+    /// The columns that identify a row, and every stored column, quoted, in name order; each
+    /// stored column's name and type as SQL (for moving rows through their text, exactly).
+    key: Vec<String>,
+    columns: Vec<String>,
+    names: Vec<String>,
+    types: Vec<String>,
+    /// Whether rows are hashed through their binary form (module docs), else their text.
+    binary: bool,
+}
+
+impl Copy {
+    /// A hash of the row `ROW(cols)`, through its binary form or its text.
+    fn hash_of(&self, cols: &[String], seed: u8) -> String {
+        let cols = cols.join(", ");
+        if self.binary {
+            format!("pg_catalog.hashtextextended(pg_catalog.encode(pg_catalog.record_send(ROW({cols})), 'hex'), {seed})")
+        } else {
+            format!("pg_catalog.hashtextextended(ROW({cols})::text, {seed})")
+        }
+    }
+
+    /// The bucket of a row: a hash of its key, masked.
+    fn bucket(&self, mask: u64) -> String {
+        format!("({} & {mask})", self.hash_of(&self.key, 1))
+    }
+
+    /// A row's hash.
+    fn row_hash(&self) -> String {
+        self.hash_of(&self.columns, 0)
+    }
+
+    /// A row's key as text (how rows are matched across the two servers).
+    fn key_text(&self, alias: &str) -> String {
+        let keyed: Vec<String> = self.key.iter().map(|k| format!("{alias}.{k}")).collect();
+        format!("ROW({})::text", keyed.join(", "))
+    }
+
+    /// A row of alias `r` as a jsonb object of its columns' text: moved this way, every value
+    /// arrives exactly as the owner holds it (json keeps its spacing, numeric its scale).
+    fn row_as_text(&self) -> String {
+        let names: Vec<String> = self.names.iter().map(|n| quote_literal(n)).collect();
+        let values: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("r.{c}::text"))
+            .collect();
+        format!(
+            "pg_catalog.jsonb_object(ARRAY[{}]::text[], ARRAY[{}]::text[])",
+            names.join(", "),
+            values.join(", ")
+        )
+    }
+
+    /// The columns of an element `e` of [`Copy::row_as_text`]'s array, typed again.
+    fn row_from_text(&self) -> String {
+        self.names
+            .iter()
+            .zip(&self.types)
+            .map(|(n, t)| format!("(e ->> {})::{t}", quote_literal(n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Every bucket's rows and XOR of row hashes in `part`, as one text
+    /// ("bucket:rows:xor,..."): one value to send, whatever the number of buckets.
+    fn digest_sql(&self, part: &str, mask: u64) -> String {
+        format!(
+            "SELECT coalesce(pg_catalog.string_agg(b || ':' || n || ':' || x, ','), '') FROM (
+                 SELECT b, count(*) AS n, pg_catalog.bit_xor(h) AS x FROM (
+                     SELECT {} AS b, {} AS h FROM ONLY {part}) d GROUP BY b) e",
+            self.bucket(mask),
+            self.row_hash()
+        )
+    }
+
+    /// (ctid, key, row hash) of the rows of `part` in the buckets `$1`. The ctid finds the
+    /// row again, without a scan, while the snapshot (the owner) or the stopped subscription
+    /// (this node) holds the partition still.
+    fn rows_sql(&self, part: &str, mask: u64) -> String {
+        format!(
+            "SELECT r.ctid::text, {}, {}::text FROM ONLY {part} r WHERE {} = ANY ($1::bigint[])",
+            self.key_text("r"),
+            self.row_hash(),
+            self.bucket(mask)
+        )
+    }
+}
+
+/// This node's copies of `owner`'s partitions, with what the comparison needs.
+/// `same_major`: both servers run the same PostgreSQL major (binary forms compare).
+fn copies_of(owner: &str, same_major: bool) -> FedResult<Vec<Copy>> {
+    let rows = spi::rows(
+        "SELECT p.relid, pg_catalog.format('%I.%I', tn.nspname, t.relname),
+                pg_catalog.format('%I.%I', cn.nspname, c.relname), p.partition::oid
+         FROM federation.partition p
+         JOIN pg_catalog.pg_class c ON c.oid = p.partition JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
+         JOIN pg_catalog.pg_class t ON t.oid = p.relid JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+         WHERE p.node_name = $1 ORDER BY 2",
+        &[owner.into()],
+        |r| {
+            Ok((
+                r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<pg_sys::Oid>(4)?.unwrap_or(pg_sys::InvalidOid),
+            ))
+        },
+    )?;
+    let mut out = vec![];
+    for (relid, table, copy, part) in rows {
+        let stored: Vec<(String, String)> = spi::rows(
+            "SELECT attname::text, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attname",
+            &[part.into()],
+            |r| {
+                Ok((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                ))
+            },
+        )?;
+        let columns: Vec<String> = stored.iter().map(|(c, _)| quote_ident(c)).collect();
+        let names: Vec<String> = stored.iter().map(|(c, _)| c.clone()).collect();
+        let types: Vec<String> = stored.into_iter().map(|(_, t)| t).collect();
+        // The primary key, else the replica identity's index, else the whole row.
+        let key: Vec<String> = spi::rows(
+            "SELECT a.attname::text FROM pg_catalog.pg_index i
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+             WHERE i.indrelid = $1 AND i.indexrelid = (
+                 SELECT x.indexrelid FROM pg_catalog.pg_index x WHERE x.indrelid = $1 AND (x.indisprimary OR x.indisreplident)
+                 ORDER BY x.indisprimary DESC LIMIT 1)
+             ORDER BY a.attname",
+            &[part.into()],
+            |r| r.get::<String>(1),
+        )?
+        .into_iter()
+        .flatten()
+        .map(|c| quote_ident(&c))
+        .collect();
+        let key = if key.is_empty() { columns.clone() } else { key };
+        // Every column of a built-in type (record_send writes each column's type OID).
+        let builtin = spi::one::<bool>(
+            "SELECT coalesce(pg_catalog.bool_and(a.atttypid < 16384), true) FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[part.into()],
+        )?
+        .unwrap_or(false);
+        out.push(Copy {
+            relid,
+            table,
+            copy,
+            key,
+            columns,
+            names,
+            types,
+            binary: builtin && same_major,
+        });
+    }
+    Ok(out)
+}
+
+type Digests = HashMap<u64, (u64, i64)>;
+
+/// The buckets of a digest ([`Copy::digest_sql`]).
+fn digests(text: Option<String>) -> Digests {
+    text.unwrap_or_default()
+        .split(',')
+        .filter_map(|e| {
+            let mut f = e.split(':');
+            Some((
+                f.next()?.parse().ok()?,
+                (f.next()?.parse().ok()?, f.next()?.parse().ok()?),
+            ))
+        })
+        .collect()
+}
+
+/// Makes this node's copies of `owner`'s partitions equal to the owner's by moving only
+/// what differs, and subscribes again from there (the module's steps). `here` is this node
+/// (its own address), `there` the owner; `sub` the subscription (and slot) by which this
+/// node receives the owner's partitions.
+pub fn repair(
+    here: &mut Remote,
+    there: &mut Remote,
+    owner: &str,
+    owner_conninfo: &str,
+    sub: &str,
+) -> FedResult<Report> {
+    if !catalog::has_relation("federation.set_aside")? {
+        return Err(FedError::prerequisite(format!(
+            "a repair by difference sets rows aside, and this database's pg_federation {} cannot",
+            catalog::extension_version()?
+        ))
+        .hint("Update the extension first (ALTER EXTENSION pg_federation UPDATE), or resync without mode => 'diff'."));
+    }
+    let mut t = std::time::Instant::now();
+    let mut steps = Report::default();
+    let major = |r: &mut Remote| replication::server_version_num(r).map(|v| v / 10000);
+    let same_major = major(here)? == major(there)?;
+    let copies = copies_of(owner, same_major)?;
+    replication::drop_subscription_keep_slot(here, sub)?;
+    crate::wait::poll_until(
+        &format!("the old replication slot on \"{owner}\" to be released"),
+        std::time::Duration::from_secs(60),
+        "Run the resync again once the old slot is released.",
+        || Ok(!replication::slot_active(there, sub)?),
+    )?;
+    let slot = replication::slot_with_snapshot(
+        there,
+        owner_conninfo,
+        &format!("member \"{owner}\""),
+        sub,
+    )?;
+    let mut snap = Remote::connect(owner_conninfo, &format!("member \"{owner}\""))?;
+    snap.exec(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {};
+         SET LOCAL work_mem = '{WORK_MEM}'; SET LOCAL jit = off",
+        quote_literal(&slot.snapshot)
+    ))?;
+    here.exec(&format!("SET work_mem = '{WORK_MEM}'; SET jit = off"))?;
+    steps.step("new slot", &mut t);
+    let mut report = Report {
+        from_lsn: slot.lsn.clone(),
+        steps: steps.steps,
+        ..Report::default()
+    };
+    drop(slot);
+    let mut patches = vec![];
+    for c in &copies {
+        let Some(part) = snap.partition_of(&c.table, owner)? else {
+            return Err(FedError::prerequisite(format!(
+                "\"{owner}\" has no partition of {} to compare this node's copy {} with",
+                c.table, c.copy
+            ))
+            .hint("federation.verify() shows the copies; a schema change still spreading finishes first."));
+        };
+        let estimate = snap
+            .scalar(
+                "SELECT greatest(c.reltuples, 0)::bigint::text FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)",
+                &[Some(&part)],
+            )?
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let buckets = ((estimate / ROWS_PER_BUCKET) as u64)
+            .next_power_of_two()
+            .clamp(MIN_BUCKETS, MAX_BUCKETS);
+        let mask = buckets - 1;
+        report.buckets += buckets;
+        // Both sides at once.
+        snap.send(&c.digest_sql(&part, mask), &[])?;
+        here.send(&c.digest_sql(&c.copy, mask), &[])?;
+        let theirs = digests(
+            snap.receive()?
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next().flatten()),
+        );
+        let mine = digests(
+            here.receive()?
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next().flatten()),
+        );
+        report.step("bucket digests", &mut t);
+        report.rows_compared += theirs.values().map(|(n, _)| *n as i64).sum::<i64>();
+        let differing: Vec<u64> = theirs
+            .keys()
+            .chain(mine.keys())
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .filter(|b| theirs.get(b) != mine.get(b))
+            .collect();
+        report.buckets_differing += differing.len();
+        if differing.is_empty() {
+            continue;
+        }
+        let list = format!(
+            "{{{}}}",
+            differing
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        // The rows of those buckets, by key: (ctid, row hash) from both sides at once.
+        snap.send(&c.rows_sql(&part, mask), &[Some(&list)])?;
+        here.send(&c.rows_sql(&c.copy, mask), &[Some(&list)])?;
+        let theirs = by_key(snap.receive()?);
+        let mine = by_key(here.receive()?);
+        report.step("rows of differing buckets", &mut t);
+        // Mine that the owner lacks or holds otherwise: set aside. Theirs that I lack or
+        // hold otherwise: copied (their rows read in full, only those).
+        let set_aside: Vec<&str> = mine
+            .iter()
+            .filter(|(k, (_, h))| theirs.get(*k).map(|(_, h)| h) != Some(h))
+            .map(|(_, (tid, _))| tid.as_str())
+            .collect();
+        let wanted: Vec<&str> = theirs
+            .iter()
+            .filter(|(k, (_, h))| mine.get(*k).map(|(_, h)| h) != Some(h))
+            .map(|(_, (tid, _))| tid.as_str())
+            .collect();
+        let copy_in = if wanted.is_empty() {
+            "[]".to_string()
+        } else {
+            snap.scalar(
+                &format!(
+                    "SELECT coalesce(pg_catalog.jsonb_agg({}), '[]')::text FROM ONLY {part} r
+                     WHERE r.ctid = ANY ($1::tid[])",
+                    c.row_as_text()
+                ),
+                &[Some(&tid_array(&wanted))],
+            )?
+            .unwrap_or_else(|| "[]".into())
+        };
+        report.step("rows to copy", &mut t);
+        report.rows_set_aside += set_aside.len();
+        report.rows_copied += wanted.len();
+        patches.push(Patch {
+            copy: c,
+            set_aside: tid_array(&set_aside),
+            copy_in,
+        });
+    }
+    apply(here, owner, &patches)?;
+    snap.exec("COMMIT")?;
+    report.step("patch", &mut t);
+    replication::subscribe_from_snapshot(here, sub, owner, owner_conninfo)?;
+    report.step("subscription", &mut t);
+    Ok(report)
+}
+
+/// What one copy gets: its rows to set aside (a tid[]), the owner's rows to insert (a jsonb
+/// array).
+struct Patch<'a> {
+    copy: &'a Copy,
+    set_aside: String,
+    copy_in: String,
+}
+
+/// The rows of [`Copy::rows_sql`] by key: (ctid, row hash).
+fn by_key(rows: Vec<Vec<Option<String>>>) -> HashMap<String, (String, String)> {
+    rows.into_iter()
+        .map(|r| {
+            let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            (get(1), (get(0), get(2)))
+        })
+        .collect()
+}
+
+/// A tid[] literal of ctids as text ("(0,1)").
+fn tid_array(tids: &[&str]) -> String {
+    let quoted: Vec<String> = tids.iter().map(|t| format!("\"{t}\"")).collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
+/// Every copy's patch in one transaction on this node (its own address): all or nothing,
+/// committed before the subscription resumes on the new slot. Replica mode passes the guards.
+fn apply(here: &mut Remote, owner: &str, patches: &[Patch]) -> FedResult<()> {
+    if patches.is_empty() {
+        return Ok(());
+    }
+    here.exec("BEGIN; SET LOCAL session_replication_role = replica")?;
+    let r = (|| -> FedResult<()> {
+        for p in patches {
+            let c = p.copy;
+            here.query(
+                &format!(
+                    "WITH moved AS (DELETE FROM ONLY {} t WHERE t.ctid = ANY ($1::tid[]) RETURNING t)
+                     INSERT INTO federation.set_aside (relid, table_name, node, row_data, reason)
+                     SELECT $2::oid, $3, $4, pg_catalog.to_jsonb(m.t), $5 FROM moved m",
+                    c.copy
+                ),
+                &[
+                    Some(&p.set_aside),
+                    Some(&c.relid.to_u32().to_string()),
+                    Some(&c.table),
+                    Some(owner),
+                    Some(DIFFERED),
+                ],
+            )?;
+            let cols = c.columns.join(", ");
+            here.query(
+                &format!(
+                    "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE
+                     SELECT {} FROM pg_catalog.jsonb_array_elements($1::jsonb) e",
+                    c.copy,
+                    c.row_from_text()
+                ),
+                &[Some(&p.copy_in)],
+            )?;
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => here.exec("COMMIT"),
+        Err(e) => {
+            let _ = here.exec("ROLLBACK");
+            Err(e)
+        }
+    }
+}
