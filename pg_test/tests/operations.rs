@@ -639,10 +639,20 @@ fn never_critical_while(c: &pg_test::Cluster, what: &str, during: impl FnOnce())
     }
     let bad = bad.lock().unwrap();
     assert!(samples.load(Ordering::Relaxed) > 50, "health() was sampled");
-    assert!(
-        bad.is_empty(),
-        "{what}: CRITICAL on a healthy federation: {bad:?}"
-    );
+    if !bad.is_empty() {
+        // What the workers did meanwhile, for the reader of a failure.
+        let logs: String = all
+            .iter()
+            .flat_map(|n| {
+                n.log_tail(3000)
+                    .lines()
+                    .filter(|l| l.contains("pg_federation") && !l.contains("STATEMENT"))
+                    .map(|l| format!("{}: {l}\n", n.name))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        panic!("{what}: CRITICAL on a healthy federation: {bad:?}\n{logs}");
+    }
 }
 
 #[test]

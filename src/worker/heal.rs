@@ -51,6 +51,8 @@ pub struct Healer {
     /// A repair was made since the last [`Healer::repaired`]: what the last probe saw of the
     /// slots is out of date (a repair by difference is complete when it returns).
     repaired: bool,
+    /// When each member's slot was first seen missing in the current streak.
+    first_missing: HashMap<String, std::time::SystemTime>,
 }
 
 impl Healer {
@@ -58,13 +60,24 @@ impl Healer {
     /// gone; then, on a new timeline, every copy.
     pub fn after_probe(&mut self, seen: &[SlotSeen]) {
         for s in seen {
-            let streak = self.missing.entry(s.member.clone()).or_default();
-            *streak = if s.slot_found == Some(false) {
-                *streak + 1
+            let entry = self.missing.entry(s.member.clone()).or_default();
+            *entry = if s.slot_found == Some(false) {
+                *entry + 1
             } else {
                 0
             };
-            if *streak >= MISSING_PROBES {
+            let streak = *entry;
+            if streak == 1 {
+                self.first_missing
+                    .insert(s.member.clone(), std::time::SystemTime::now());
+            }
+            if streak >= MISSING_PROBES && !self.same_membership(&s.member) {
+                // The member left and joined again since the slot was first seen missing (a
+                // rejoin makes its slots anew): not a failover; look again.
+                self.missing.insert(s.member.clone(), 0);
+                continue;
+            }
+            if streak >= MISSING_PROBES {
                 let why = format!(
                     "this node's replication slot on \"{}\" is gone (the member was promoted, restored or its slot dropped)",
                     s.member
@@ -199,6 +212,30 @@ impl Healer {
         if let Err(e) = BackgroundWorker::transaction(move || catalog::record_timeline(timeline)) {
             warning!("pg_federation worker: recording the WAL timeline: {e}");
         }
+    }
+
+    /// Whether `member` is ready now and was ready already when its slot was first seen
+    /// missing: the same membership throughout the streak (a member that left and joined
+    /// again meanwhile has new slots, and a probe of the old membership is no finding).
+    fn same_membership(&self, member: &str) -> bool {
+        let Some(first) = self.first_missing.get(member) else {
+            return false;
+        };
+        let d = first
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let at = format!("{}.{:06}", d.as_secs(), d.subsec_micros());
+        let m = member.to_string();
+        BackgroundWorker::transaction(move || {
+            crate::spi::one::<bool>(
+                "SELECT ready_at <= pg_catalog.to_timestamp($2::float8) FROM federation.node
+                 WHERE node_name = $1 AND state = 'ready'",
+                &[m.as_str().into(), at.as_str().into()],
+            )
+        })
+        .ok()
+        .flatten()
+            == Some(true)
     }
 
     /// Whether a repair was made since the last call: the worker then probes again at once,

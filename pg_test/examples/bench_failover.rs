@@ -1,0 +1,176 @@
+//! Benchmark (not a test): a node's failover, from promotion to a healed federation.
+//!
+//!   scripts/bench.sh failover
+//!   cargo run --release -p pg_test --example bench_failover [rows] [changed]
+//!
+//! Two nodes; east owns `rows` rows (default 1,000,000), west a few.
+//! 1. Repair by difference (every major): east's standby stops following it; east changes
+//!    `changed` rows (default 1,000), which reach west; east is killed and its standby promoted
+//!    at its address. Seconds from the promotion until west's copy equals the new east's
+//!    partition and neither node is CRITICAL (west keeps its versions of the changed rows
+//!    aside: WARNING, by design), the rows west's repair copied (its log line), and, in the
+//!    same run, a full `resync('east', 'hippos')` of the same partition.
+//! 2. Failover slots (PostgreSQL 17+): east with `federation.failover_slots = on` and a
+//!    slot-syncing standby (docs/runbook.md, section 13); east changes `changed` rows, is
+//!    killed, its standby promoted. Seconds from the promotion until health is OK on both,
+//!    and whether west's subscription to east was made anew (it must not be).
+
+use pg_test::checks::digest;
+use pg_test::scenario::{join, wait_timeline_recorded, HIPPOS};
+use pg_test::{wait_until, Cluster, Node, NodeSpec};
+use std::time::{Duration, Instant};
+
+const CONF: &str = "max_wal_size = '4GB'";
+
+fn federation(rows: u64, east_conf: &str) -> Cluster {
+    let c = Cluster::start(&[
+        NodeSpec::guc("east").with_conf(CONF).with_conf(east_conf),
+        NodeSpec::guc("west").with_conf(CONF),
+    ]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in [east, west] {
+        n.execute(HIPPOS);
+    }
+    join(west, east);
+    east.execute(&format!(
+        "INSERT INTO hippos (value) SELECT g FROM generate_series(1, {rows}) g"
+    ));
+    west.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 100) g");
+    for n in [east, west] {
+        n.execute("VACUUM ANALYZE hippos");
+    }
+    copies_equal(&[east, west]);
+    wait_timeline_recorded(east);
+    c
+}
+
+/// Waits until west's copy of east's partition equals east's (`east` may be the new one).
+fn copies_equal(nodes: &[&Node]) {
+    let (east, west) = (nodes[0], nodes[1]);
+    wait_until(
+        "west's copy of east's partition to equal east's",
+        Duration::from_secs(600),
+        nodes,
+        || Ok(digest(east, "hippos_east") == digest(west, "hippos_east")),
+    );
+}
+
+fn health(n: &Node) -> String {
+    n.scalar("SELECT health FROM federation.health()")
+        .unwrap_or_default()
+}
+
+fn change(east: &Node, changed: u64) {
+    east.execute(&format!(
+        "UPDATE hippos SET value = -value WHERE id IN (SELECT id FROM hippos_east ORDER BY value DESC LIMIT {changed})"
+    ));
+}
+
+/// Returns the PostgreSQL major it ran on.
+fn by_difference(rows: u64, changed: u64) -> i32 {
+    let c = federation(rows, "");
+    let (east, west) = (c.node("east"), c.node("west"));
+    let major = east.major();
+    println!("# Failover of east ({rows} rows, {changed} changed that the standby lacks); PostgreSQL {major}\n");
+    println!("| how | seconds from promotion to healed | what moved |");
+    println!("|---|---|---|");
+    let mut standby = Node::standby_of(east);
+    let target = east.scalar("SELECT pg_current_wal_lsn()::text").unwrap();
+    wait_until(
+        "the standby to catch up",
+        Duration::from_secs(120),
+        &[east, &standby],
+        || {
+            Ok(standby
+                .scalar(&format!("SELECT pg_last_wal_replay_lsn() >= '{target}'"))
+                .as_deref()
+                == Some("t"))
+        },
+    );
+    standby.stop();
+    change(east, changed);
+    copies_equal(&[east, west]);
+    let port = east.port;
+    east.kill9();
+    standby.move_to_port(port);
+    let t = Instant::now();
+    standby.promote();
+    let nodes = [&standby, west];
+    copies_equal(&nodes);
+    wait_until("no node CRITICAL", Duration::from_secs(300), &nodes, || {
+        Ok(nodes.iter().all(|n| health(n) != "CRITICAL"))
+    });
+    let healed = t.elapsed().as_secs_f64();
+    let line = west
+        .log_tail(2000)
+        .lines()
+        .filter(|l| l.contains("\"east\"'s partitions") && l.contains("by difference in"))
+        .last()
+        .map(|l| l[l.find("by difference").unwrap()..].to_string())
+        .unwrap_or_else(|| "(no repair by difference logged)".into());
+    let kept = west.row_count("SELECT 1 FROM federation.set_aside");
+    west.execute("DELETE FROM federation.set_aside");
+    let t = Instant::now();
+    west.execute("SELECT federation.resync('east', 'hippos')");
+    let full = t.elapsed().as_secs_f64();
+    wait_until(
+        "west's worker to compare what the copy held",
+        Duration::from_secs(600),
+        &nodes,
+        || Ok(west.row_count("SELECT 1 FROM federation.kept_copy") == 0),
+    );
+    let full_done = t.elapsed().as_secs_f64();
+    println!("| repair by difference | {healed:.1} | {kept} rows of west's set aside; west's repair: {line} |");
+    println!("| full `resync('east', 'hippos')` of the same partition, same run | {full:.1} (compared: {full_done:.1}) | ratio failover-to-healed / full resync: {:.2} ({:.2}) |", healed / full, healed / full_done);
+    major
+}
+
+fn with_failover_slots(rows: u64, changed: u64) {
+    let c = federation(rows, "federation.failover_slots = on");
+    let (east, west) = (c.node("east"), c.node("west"));
+    let mut standby = Node::slot_syncing_standby_of(east, "east_ha");
+    wait_until(
+        "the standby to hold a copy of east's slot",
+        Duration::from_secs(120),
+        &[east, &standby],
+        || {
+            Ok(standby.row_count(
+                "SELECT 1 FROM pg_replication_slots WHERE synced AND slot_name LIKE 'federation\\_%'",
+            ) == 1)
+        },
+    );
+    let subscription =
+        "SELECT oid::text FROM pg_subscription WHERE subname LIKE 'federation\\_east\\_%'";
+    let before = west.scalar(subscription);
+    change(east, changed);
+    copies_equal(&[east, west]);
+    let port = east.port;
+    east.kill9();
+    standby.move_to_port(port);
+    let t = Instant::now();
+    standby.promote();
+    let nodes = [&standby, west];
+    wait_until(
+        "health OK on both",
+        Duration::from_secs(300),
+        &nodes,
+        || Ok(nodes.iter().all(|n| health(n) == "OK")),
+    );
+    let healed = t.elapsed().as_secs_f64();
+    copies_equal(&nodes);
+    let same = west.scalar(subscription) == before;
+    println!(
+        "| failover slots (`federation.failover_slots = on`) | {healed:.1} | west's subscription to east kept: {same}; {} rows set aside |",
+        west.row_count("SELECT 1 FROM federation.set_aside")
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+    let (rows, changed) = (arg(1, 1_000_000), arg(2, 1_000));
+    let major = by_difference(rows, changed);
+    if major >= 17 {
+        with_failover_slots(rows, changed);
+    }
+}
