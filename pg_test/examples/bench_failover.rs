@@ -67,7 +67,7 @@ fn change(east: &Node, changed: u64) {
 }
 
 /// Returns the PostgreSQL major it ran on.
-fn by_difference(rows: u64, changed: u64) -> i32 {
+fn by_difference(rows: u64, changed: u64) -> u32 {
     let c = federation(rows, "");
     let (east, west) = (c.node("east"), c.node("west"));
     let major = east.major();
