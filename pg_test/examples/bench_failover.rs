@@ -75,18 +75,7 @@ fn by_difference(rows: u64, changed: u64) -> u32 {
     println!("| how | seconds from promotion to healed | what moved |");
     println!("|---|---|---|");
     let mut standby = Node::standby_of(east);
-    let target = east.scalar("SELECT pg_current_wal_lsn()::text").unwrap();
-    wait_until(
-        "the standby to catch up",
-        Duration::from_secs(120),
-        &[east, &standby],
-        || {
-            Ok(standby
-                .scalar(&format!("SELECT pg_last_wal_replay_lsn() >= '{target}'"))
-                .as_deref()
-                == Some("t"))
-        },
-    );
+    standby.wait_replayed(east);
     standby.stop();
     change(east, changed);
     copies_equal(&[east, west]);

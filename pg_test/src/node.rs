@@ -73,6 +73,25 @@ impl Node {
         standby
     }
 
+    /// Waits until this standby has replayed `primary`'s WAL as of now.
+    pub fn wait_replayed(&self, primary: &Node) {
+        let target = primary.scalar("SELECT pg_current_wal_lsn()::text").unwrap();
+        crate::wait_until(
+            &format!(
+                "the standby of {} to replay its WAL up to {target}",
+                primary.name
+            ),
+            std::time::Duration::from_secs(120),
+            &[primary, self],
+            || {
+                Ok(self
+                    .scalar(&format!("SELECT pg_last_wal_replay_lsn() >= '{target}'"))
+                    .as_deref()
+                    == Some("t"))
+            },
+        );
+    }
+
     fn standby(primary: &Node, slot: Option<&str>) -> Node {
         let root = run_root().join(format!("{}-standby-{}", primary.name, unique_suffix()));
         fs::create_dir_all(&root).expect("create standby directory");

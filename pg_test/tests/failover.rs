@@ -164,18 +164,7 @@ fn a_switchover_to_a_caught_up_standby_heals_by_itself_with_nothing_kept_aside()
     writer.wait_for_more(50, &[west]);
     // A planned switchover: the primary stops cleanly (its standby has every byte), the
     // standby is promoted at its address.
-    let target = east.scalar("SELECT pg_current_wal_lsn()::text").unwrap();
-    wait_until(
-        "the standby to replay east's last WAL",
-        Duration::from_secs(60),
-        &[east, &standby],
-        || {
-            Ok(standby
-                .scalar(&format!("SELECT pg_last_wal_replay_lsn() >= '{target}'"))
-                .as_deref()
-                == Some("t"))
-        },
-    );
+    standby.wait_replayed(east);
     let port = east.port;
     east.stop();
     standby.move_to_port(port);

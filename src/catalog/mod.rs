@@ -37,12 +37,16 @@ pub const INTERNAL_SCHEMA: &str = "federation_internal";
 /// federation while this database still has the SQL of a release before 0.7.0 (the library is
 /// updated first during an upgrade).
 pub fn internal(func: &str) -> FedResult<String> {
-    let schema = if sql_0_7_installed()? {
+    Ok(format!("{}.{func}", internal_schema()?))
+}
+
+/// The schema of the internal functions here ([`internal`]), asked once for several names.
+pub fn internal_schema() -> FedResult<&'static str> {
+    Ok(if sql_0_7_installed()? {
         INTERNAL_SCHEMA
     } else {
         "federation"
-    };
-    Ok(format!("{schema}.{func}"))
+    })
 }
 
 /// The version of pg_federation installed in this database (its SQL objects; the library may

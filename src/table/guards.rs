@@ -21,10 +21,12 @@ pub fn install(
     node_column: &str,
     local_partition_sql: &str,
 ) -> FedResult<()> {
+    // One lookup of the guards' schema for the three.
+    let schema = catalog::internal_schema()?;
     let (foreign, default, truncate) = (
-        catalog::internal("guard_foreign_row")?,
-        catalog::internal("guard_default_row")?,
-        catalog::internal("guard_truncate")?,
+        format!("{schema}.guard_foreign_row"),
+        format!("{schema}.guard_default_row"),
+        format!("{schema}.guard_truncate"),
     );
     let row = match owner {
         Some(node) => format!(
