@@ -31,7 +31,8 @@ as_root() {
 
 packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib sudo
           libclang-dev clang pkg-config build-essential libssl-dev iproute2 procps
-          python3-venv sqitch libdbd-pg-perl prometheus prometheus-postgres-exporter)
+          python3-venv sqitch libdbd-pg-perl prometheus prometheus-postgres-exporter
+          postgresql-15-auto-failover pg-auto-failover-cli)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

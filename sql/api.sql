@@ -60,11 +60,23 @@ COMMENT ON FUNCTION federation.drop_node(text, boolean) IS
   'Removes a dead node from every surviving member: their subscriptions to it, the slots it '
   'held on them, and its catalog entries. Works while that node is unreachable.';
 
+CREATE FUNCTION federation.restore(peer_conninfo text, node_conninfo text DEFAULT NULL)
+RETURNS void LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT federation_internal.restore_federation_node(peer_conninfo, node_conninfo) $$;
+
+COMMENT ON FUNCTION federation.restore(text, text) IS
+  'Makes this server the node of its name in the federation of the peer at peer_conninfo, in '
+  'place of a lost server (an empty new one, or a pg_dump of the node restored here): takes '
+  'the node''s rows back from every member''s copy (nothing is deleted: rows no member holds '
+  'go to federation.set_aside), has the members forget the lost server, and joins.';
+
 -- Membership and the functions nodes call on each other are for superusers only.
 REVOKE EXECUTE ON FUNCTION
     federation.join(text, text), federation_internal.join_federation(text, text),
     federation.leave(boolean), federation_internal.leave_federation(boolean),
     federation.drop_node(text, boolean), federation_internal.drop_federation_node(text, boolean),
+    federation.restore(text, text), federation_internal.restore_federation_node(text, text),
     federation_internal.peer_info(), federation_internal.check_reachable(text), federation_internal.add_member(text, text, text),
     federation_internal.set_member_ready(text), federation_internal.remove_member(text, boolean),
     federation_internal.table_shape(text, text), federation_internal.enable_here(text, text),

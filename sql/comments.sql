@@ -23,6 +23,8 @@ COMMENT ON FUNCTION federation_internal.disable_table(oid) IS
   'internal: the body of federation.disable(); call that instead.';
 COMMENT ON FUNCTION federation_internal.join_federation(text, text) IS
   'internal: the body of federation.join(); call that instead.';
+COMMENT ON FUNCTION federation_internal.restore_federation_node(text, text) IS
+  'internal: the body of federation.restore(); call that instead.';
 COMMENT ON FUNCTION federation_internal.leave_federation(boolean) IS
   'internal: the body of federation.leave(); call that instead.';
 COMMENT ON FUNCTION federation_internal.drop_federation_node(text, boolean) IS

@@ -57,6 +57,7 @@ pgrx::extension_sql_file!(
         enable::enable_table, disable::disable_table,
         membership::join::join_federation, membership::leave::leave_federation,
         membership::leave::drop_federation_node, membership::ready::wait_ready_ms,
+        membership::restore::restore_federation_node,
         membership::rpc::peer_info, membership::rpc::check_reachable, membership::rpc::add_member,
         membership::rpc::set_member_ready, membership::rpc::remove_member, membership::rpc::table_shape,
         membership::rpc::enable_here, membership::rpc::unpublish_here, membership::rpc::disable_here,

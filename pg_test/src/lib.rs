@@ -9,6 +9,7 @@
 //! PostgreSQL refuses to run as root: when the tests run as root the servers run as the
 //! unprivileged `postgres` operating-system user (through `runuser`).
 
+pub mod autofailover;
 pub mod bench;
 pub mod checks;
 mod cluster;

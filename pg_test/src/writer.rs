@@ -40,10 +40,16 @@ pub struct Writer {
 impl Writer {
     /// Inserts `INSERT INTO <table> (value) VALUES (n)` with n = 1, 2, ... one per transaction.
     pub fn start(node: &Node, table: &str) -> Writer {
+        Self::start_at(&node.client_conninfo(), &node.name, table)
+    }
+
+    /// The same, through a connection string of its own (a node whose address names several
+    /// servers, pg_test::autofailover): it follows the primary.
+    pub fn start_at(conninfo: &str, node: &str, table: &str) -> Writer {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (s, a, conninfo) = (stop.clone(), acked.clone(), node.client_conninfo());
+        let (s, a, conninfo) = (stop.clone(), acked.clone(), conninfo.to_string());
         let sql = format!("INSERT INTO {table} (value) VALUES ($1::int8)");
         let handle = std::thread::spawn(move || {
             let mut done = vec![];
@@ -69,7 +75,7 @@ impl Writer {
             done
         });
         Writer {
-            node: node.name.clone(),
+            node: node.to_string(),
             stop,
             acked,
             handle: Some(handle),

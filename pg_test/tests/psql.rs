@@ -6,7 +6,7 @@
 use pg_test::{Cluster, NodeSpec};
 
 /// The public API: what docs/ and README.md tell a DBA to call.
-const API: [&str; 14] = [
+const API: [&str; 15] = [
     "disable",
     "drop_node",
     "duplicate_keys",
@@ -16,6 +16,7 @@ const API: [&str; 14] = [
     "leave",
     "node_name",
     "node_name_source",
+    "restore",
     "resync",
     "server_id",
     "status",

@@ -287,7 +287,11 @@ fn check_capacity(node: &str, i: &PeerInfo, size: i64, joining: bool) -> FedResu
 /// exist here at all (a new node that joins before it has the schema), and federates it;
 /// a table that exists here but differs is left to compare_tables() to report. Returns
 /// whether it created any.
-fn create_missing_tables(peer: &mut Remote, pinfo: &PeerInfo, mine: &PeerInfo) -> FedResult<bool> {
+pub(super) fn create_missing_tables(
+    peer: &mut Remote,
+    pinfo: &PeerInfo,
+    mine: &PeerInfo,
+) -> FedResult<bool> {
     let mut created = false;
     for t in &pinfo.tables {
         if mine.tables.iter().any(|x| x.table == t.table)
@@ -359,7 +363,7 @@ fn level_with(table: &str, mine: &[(String, String)], theirs: &[(String, String)
     out.join(" ")
 }
 
-fn compare_tables(
+pub(super) fn compare_tables(
     me: &str,
     mine: &[TableShape],
     other: &str,

@@ -136,11 +136,16 @@ pub fn drop_node(name: &str, drop_rows: bool) -> FedResult<()> {
         ));
     }
     for (survivor, r) in survivors.iter_mut() {
-        // The dead node cannot drop its slot: detach the subscription from it first.
-        replication::drop_subscription_keep_slot(r, &subscription_name(name, survivor))?;
-        // The slot the dead node's subscription held here: WAL stops piling up.
-        replication::drop_slot(r, &subscription_name(survivor, name))?;
-        r.remove_member(name, drop_rows)?;
+        forget(r, survivor, name, drop_rows)?;
     }
     Ok(())
+}
+
+/// On `survivor` (behind `r`): forgets the dead node `name`, which may never answer again.
+pub(super) fn forget(r: &mut Remote, survivor: &str, name: &str, drop_rows: bool) -> FedResult<()> {
+    // The dead node cannot drop its slot: detach the subscription from it first.
+    replication::drop_subscription_keep_slot(r, &subscription_name(name, survivor))?;
+    // The slot the dead node's subscription held here: WAL stops piling up.
+    replication::drop_slot(r, &subscription_name(survivor, name))?;
+    r.remove_member(name, drop_rows)
 }

@@ -1,7 +1,8 @@
 //! Membership: the DBA verbs that change who is in the federation (join, leave, drop_node,
-//! wait_ready) and the functions nodes call on each other while they do (rpc).
+//! restore, wait_ready) and the functions nodes call on each other while they do (rpc).
 
 pub mod join;
 pub mod leave;
 pub mod ready;
+pub mod restore;
 pub mod rpc;

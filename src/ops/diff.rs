@@ -78,20 +78,20 @@ impl Report {
 }
 
 /// One copy on this node of one of the owner's partitions.
-struct Copy {
-    relid: pg_sys::Oid,
+pub(crate) struct Copy {
+    pub(crate) relid: pg_sys::Oid,
     /// The federated table, schema-qualified (names the owner's partition there).
-    table: String,
+    pub(crate) table: String,
     /// This node's copy, as SQL.
-    copy: String,
+    pub(crate) copy: String,
     /// The columns that identify a row, and every stored column, quoted, in name order; each
     /// stored column's name and type as SQL (for moving rows through their text, exactly).
-    key: Vec<String>,
-    columns: Vec<String>,
-    names: Vec<String>,
-    types: Vec<String>,
+    pub(crate) key: Vec<String>,
+    pub(crate) columns: Vec<String>,
+    pub(crate) names: Vec<String>,
+    pub(crate) types: Vec<String>,
     /// Whether rows are hashed through their binary form (module docs), else their text.
-    binary: bool,
+    pub(crate) binary: bool,
 }
 
 impl Copy {
@@ -147,6 +147,48 @@ impl Copy {
             .join(", ")
     }
 
+    /// Moves the rows of this copy at the ctids `$1` (a tid[]) to federation.set_aside, in
+    /// the name of node `$4`, for table `$2` (oid) / `$3` (name), with reason `$5`.
+    pub(crate) fn set_aside_sql(&self) -> String {
+        format!(
+            "WITH moved AS (DELETE FROM ONLY {} t WHERE t.ctid = ANY ($1::tid[]) RETURNING t)
+             INSERT INTO federation.set_aside (relid, table_name, node, row_data, reason)
+             SELECT $2::oid, $3, $4, pg_catalog.to_jsonb(m.t), $5 FROM moved m",
+            self.copy
+        )
+    }
+
+    /// Inserts into this copy the rows of `$1`, a jsonb array of [`Copy::row_as_text`]
+    /// objects, as they are (identity columns included; generated ones computed here).
+    pub(crate) fn insert_sql(&self) -> String {
+        format!(
+            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE
+             SELECT {} FROM pg_catalog.jsonb_array_elements($1::jsonb) e",
+            self.copy,
+            self.columns.join(", "),
+            self.row_from_text()
+        )
+    }
+
+    /// Every row of `part` as (key, row hash, the row as [`Copy::row_as_text`]).
+    pub(crate) fn all_rows_sql(&self, part: &str) -> String {
+        format!(
+            "SELECT {}, {}::text, {}::text FROM ONLY {part} r",
+            self.key_text("r"),
+            self.row_hash(),
+            self.row_as_text()
+        )
+    }
+
+    /// (ctid, key, row hash) of every row of `part`.
+    pub(crate) fn keys_sql(&self, part: &str) -> String {
+        format!(
+            "SELECT r.ctid::text, {}, {}::text FROM ONLY {part} r",
+            self.key_text("r"),
+            self.row_hash()
+        )
+    }
+
     /// Every bucket's rows and XOR of row hashes in `part`, as one text
     /// ("bucket:rows:xor,..."): one value to send, whatever the number of buckets.
     fn digest_sql(&self, part: &str, mask: u64) -> String {
@@ -174,7 +216,7 @@ impl Copy {
 
 /// This node's copies of `owner`'s partitions, with what the comparison needs.
 /// `same_major`: both servers run the same PostgreSQL major (binary forms compare).
-fn copies_of(owner: &str, same_major: bool) -> FedResult<Vec<Copy>> {
+pub(crate) fn copies_of(owner: &str, same_major: bool) -> FedResult<Vec<Copy>> {
     let rows = spi::rows(
         "SELECT p.relid, pg_catalog.format('%I.%I', tn.nspname, t.relname),
                 pg_catalog.format('%I.%I', cn.nspname, c.relname), p.partition::oid
@@ -436,7 +478,7 @@ fn by_key(rows: Vec<Vec<Option<String>>>) -> HashMap<String, (String, String)> {
 }
 
 /// A tid[] literal of ctids as text ("(0,1)").
-fn tid_array(tids: &[&str]) -> String {
+pub(crate) fn tid_array(tids: &[&str]) -> String {
     let quoted: Vec<String> = tids.iter().map(|t| format!("\"{t}\"")).collect();
     format!("{{{}}}", quoted.join(","))
 }
@@ -452,12 +494,7 @@ fn apply(here: &mut Remote, owner: &str, patches: &[Patch]) -> FedResult<()> {
         for p in patches {
             let c = p.copy;
             here.query(
-                &format!(
-                    "WITH moved AS (DELETE FROM ONLY {} t WHERE t.ctid = ANY ($1::tid[]) RETURNING t)
-                     INSERT INTO federation.set_aside (relid, table_name, node, row_data, reason)
-                     SELECT $2::oid, $3, $4, pg_catalog.to_jsonb(m.t), $5 FROM moved m",
-                    c.copy
-                ),
+                &c.set_aside_sql(),
                 &[
                     Some(&p.set_aside),
                     Some(&c.relid.to_u32().to_string()),
@@ -466,16 +503,7 @@ fn apply(here: &mut Remote, owner: &str, patches: &[Patch]) -> FedResult<()> {
                     Some(DIFFERED),
                 ],
             )?;
-            let cols = c.columns.join(", ");
-            here.query(
-                &format!(
-                    "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE
-                     SELECT {} FROM pg_catalog.jsonb_array_elements($1::jsonb) e",
-                    c.copy,
-                    c.row_from_text()
-                ),
-                &[Some(&p.copy_in)],
-            )?;
+            here.query(&c.insert_sql(), &[Some(&p.copy_in)])?;
         }
         Ok(())
     })();

@@ -37,7 +37,7 @@ const SELF_SQL: &str =
     "SELECT system_identifier || ' started ' || pg_catalog.pg_postmaster_start_time()
                         FROM pg_catalog.pg_control_system()";
 
-/// At most one rebuild of one member's copy per this interval.
+/// After a failed rebuild of one member's copy, the next try waits this long.
 const RETRY_EVERY: Duration = Duration::from_secs(30);
 /// How long a rebuild may take to start (drop the old subscription, make a slot).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,6 +53,8 @@ pub struct Healer {
     repaired: bool,
     /// When each member's slot was first seen missing in the current streak.
     first_missing: HashMap<String, std::time::SystemTime>,
+    /// Members whose address answers with a server that does not act as them (said once).
+    not_the_node: HashSet<String>,
 }
 
 impl Healer {
@@ -117,6 +119,7 @@ impl Healer {
             Some(r) => {
                 if self.rebuilt_since_promotion.is_empty() {
                     log!("pg_federation: this node writes on WAL timeline {current}, not {r}: it was promoted from a standby or restored; repairing its copies of every member's partitions from their owners (rows they hold that the owners lack or hold otherwise go to federation.set_aside)");
+                    drop_stale_slots();
                 }
             }
         }
@@ -238,6 +241,12 @@ impl Healer {
             == Some(true)
     }
 
+    /// Whether a member's slot was seen missing at the last probe but not yet long enough to
+    /// repair: the worker then probes again sooner.
+    pub fn suspects(&self) -> bool {
+        self.missing.values().any(|&n| n > 0 && n < MISSING_PROBES)
+    }
+
     /// Whether a repair was made since the last call: the worker then probes again at once,
     /// so that status() shows the repaired slots now rather than at the next probe.
     pub fn repaired(&mut self) -> bool {
@@ -253,6 +262,16 @@ impl Healer {
         {
             return false;
         }
+        // Only from the node itself: a new server put at a lost node's address, or a
+        // restored dump of it there, is not the node, and a repair from it would set this
+        // node's copy (the node's rows, maybe the only ones left) aside.
+        if let Err(what) = acts_as_member(member) {
+            if self.not_the_node.insert(member.to_string()) {
+                warning!("pg_federation: this node's replication slot on \"{member}\" is gone, but the server at its address does not act as node \"{member}\" of this federation ({what}): nothing is repaired from it. If \"{member}\"'s server was lost, run federation.restore() on its replacement (docs/runbook.md, \"Restore a node\")");
+            }
+            return false;
+        }
+        self.not_the_node.remove(member);
         self.last_rebuild.insert(member.to_string(), Instant::now());
         log!(
             "pg_federation: {why}; repairing this node's copy of \"{member}\"'s partitions from it"
@@ -272,12 +291,121 @@ impl Healer {
             })
         }) {
             Ok(()) => {
+                // The pause is for failing repairs: the member's next failover is repaired at
+                // once (a switchover back after a failover comes within seconds).
+                self.last_rebuild.remove(member);
                 self.repaired = true;
                 true
             }
             Err(e) => {
                 warning!("pg_federation worker: rebuilding this node's copy of \"{member}\"'s partitions: {e}; retrying");
                 false
+            }
+        }
+    }
+}
+
+/// Whether the server at `member`'s address acts as that member of this federation: it
+/// answers federation.node_name() with that name (a restored copy, or a server with no name,
+/// raises there) and knows this node as a member. Else what it is instead.
+fn acts_as_member(member: &str) -> Result<(), String> {
+    let m = member.to_string();
+    let found = BackgroundWorker::transaction(move || {
+        let me = crate::identity::current_name()?;
+        let conninfo = catalog::members()?
+            .into_iter()
+            .find(|x| x.name == m)
+            .map(|x| x.conninfo);
+        Ok::<_, crate::errors::FedError>((me, conninfo))
+    });
+    let (me, conninfo) = match found {
+        Ok((me, Some(c))) => (me, c),
+        Ok((_, None)) => return Err("it is no member".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut r = crate::remote::Remote::connect_within(
+        &conninfo,
+        &format!("member \"{member}\""),
+        Duration::from_secs(3),
+    )
+    .map_err(|e| e.to_string())?;
+    match r.scalar("SELECT federation.node_name()", &[]) {
+        Ok(Some(name)) if name == member => {}
+        Ok(other) => return Err(format!("it is named {other:?}")),
+        Err(e) => return Err(e.message),
+    }
+    match r.knows(&me) {
+        Ok((Some(_), _)) => Ok(()),
+        Ok((None, _)) => Err(format!("it does not know \"{me}\" as a member")),
+        Err(e) => Err(e.message),
+    }
+}
+
+/// After a promotion: the logical slots of pg_federation on this server that did not come
+/// through it as synced failover slots (PostgreSQL 17+) are from an earlier life of this
+/// server. An old primary rewound into a standby (pg_rewind leaves pg_replslot alone) and
+/// promoted again has them, at positions of a history that was rewound: a member streaming
+/// from one would start at its old confirmed position, possibly past changes this server made
+/// as the new history's standby, and skip them silently. Dropped, the members find their slot
+/// gone and repair their copies by difference (which also mends anything a member streamed
+/// from such a slot in the moment before).
+fn drop_stale_slots() {
+    let dropped = BackgroundWorker::transaction(|| {
+        let synced = crate::spi::one::<bool>(
+            "SELECT pg_catalog.current_setting('server_version_num')::int >= 170000",
+            &[],
+        )?
+        .unwrap_or(false);
+        let stale = format!(
+            "FROM pg_catalog.pg_replication_slots WHERE slot_type = 'logical'
+               AND database = pg_catalog.current_database() AND slot_name LIKE 'federation\\_%'{}",
+            if synced { " AND NOT synced" } else { "" }
+        );
+        crate::spi::exec(&format!(
+            "SELECT pg_catalog.pg_terminate_backend(active_pid) {stale} AND active"
+        ))?;
+        crate::spi::rows(&format!("SELECT slot_name::text {stale}"), &[], |r| {
+            r.get::<String>(1)
+        })
+        .map(|names| names.into_iter().flatten().collect::<Vec<_>>())
+    });
+    let names = match dropped {
+        Ok(n) => n,
+        Err(e) => {
+            warning!("pg_federation worker: looking for replication slots from before the promotion: {e}");
+            return;
+        }
+    };
+    for name in names {
+        // A walsender just terminated may hold it for a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = name.clone();
+            let r = BackgroundWorker::transaction(move || {
+                crate::spi::exec_args(
+                    "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots
+                     WHERE slot_name = $1 AND NOT active",
+                    &[n.as_str().into()],
+                )?;
+                crate::spi::one::<bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)",
+                    &[n.as_str().into()],
+                )
+            });
+            match r {
+                Ok(Some(false)) => {
+                    log!("pg_federation: dropped replication slot \"{name}\", left from before this server's promotion (its position belongs to a rewound history); the member streaming from it repairs its copy by difference");
+                    break;
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    warning!("pg_federation worker: dropping replication slot \"{name}\" from before the promotion: {e}");
+                    break;
+                }
+                _ if Instant::now() >= deadline => {
+                    warning!("pg_federation worker: replication slot \"{name}\" from before the promotion stays in use; drop it by hand (SELECT pg_drop_replication_slot('{name}'))");
+                    break;
+                }
+                _ => crate::wait::nap(100),
             }
         }
     }

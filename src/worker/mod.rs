@@ -25,6 +25,9 @@ pub const WORKER_TYPE: &str = "pg_federation worker";
 
 /// How often the worker probes every member for federation.status().
 const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// How soon the worker probes again once a member's slot was seen missing: a failover is
+/// confirmed (worker::heal, two probes in a row) in seconds, not two full probe intervals.
+const PROBE_AGAIN_WITHIN: Duration = Duration::from_millis(1500);
 
 /// Registers the launcher, which starts the worker; called from _PG_init while
 /// shared_preload_libraries loads.
@@ -117,7 +120,12 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
         }
         let busy = reconcile::reconcile_once();
         pause = Duration::from_millis(if busy { 100 } else { 1000 });
-        if last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {
+        let every = if healer.suspects() {
+            PROBE_AGAIN_WITHIN
+        } else {
+            PROBE_EVERY
+        };
+        if last_probe.is_none_or(|t| t.elapsed() >= every) {
             let slots = probe::probe_members();
             healer.after_probe(&slots);
             if healer.repaired() {
