@@ -83,6 +83,13 @@ inbound AS (
            -- member ends the stream with an error PostgreSQL counts too).
            pr.apply_errors - pr.disconnect_errors - pr.unconfirmed_errors AS apply_errors,
            pr.sync_errors, pr.errors_seen_at, pr.error_streak, pr.probed_at,
+           -- A repair by difference of this node's copy runs (resync(..., mode => 'diff') or the
+           -- worker after a failover): it holds this advisory lock while the subscription is
+           -- away (src/ops/diff.rs, REPAIR_LOCK).
+           EXISTS (SELECT 1 FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
+                     AND k.classid = 1718379892::oid
+                     AND k.objid::bigint = (hashtext(federation_internal.subscription_name(n.node_name, me.node_name)) & 2147483647)
+                  ) AS repairing,
            o.parts
     FROM me CROSS JOIN federation.node n
     LEFT JOIN pg_subscription s
@@ -99,6 +106,7 @@ inbound_judged AS (
             WHEN i.member_state = 'joining' THEN 'OK'
             WHEN i.member_state = 'failed' THEN 'CRITICAL'
             WHEN i.member_state = 'leaving' THEN 'WARNING'
+            WHEN i.repairing THEN 'WARNING'
             WHEN i.subid IS NULL OR NOT i.subenabled THEN 'CRITICAL'
             WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' THEN 'CRITICAL'
             WHEN i.slot_wal_status = 'unreserved' THEN 'CRITICAL'
@@ -116,6 +124,7 @@ inbound_judged AS (
             WHEN i.member_state = 'joining' THEN 'joining: wiring and initial copies in progress'
             WHEN i.member_state = 'failed' THEN 'member is failed'
             WHEN i.member_state = 'leaving' THEN 'this node is leaving the federation (if federation.leave() stopped half-way, run it again)'
+            WHEN i.repairing THEN 'repairing this node''s copy of ' || i.peer || '''s partitions by difference; replication resumes when it is done'
             WHEN i.subid IS NULL THEN 'this node has no subscription to ' || i.peer || ': its new rows do not arrive here'
             WHEN NOT i.subenabled THEN 'this node''s subscription to ' || i.peer || ' is disabled'
             WHEN i.slot_found IS FALSE OR i.slot_wal_status = 'lost' THEN

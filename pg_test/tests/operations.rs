@@ -690,3 +690,52 @@ fn health_is_never_critical_while_nodes_join_and_rejoin() {
         );
     }
 }
+
+#[test]
+fn a_repair_by_difference_shows_as_repairing_and_is_never_critical() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 300000) g");
+    assert_converged(&c, "hippos");
+    // What west's status() says of its subscription to east, sampled closely while it repairs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let sampler = {
+        let (stop, seen, conninfo) = (stop.clone(), seen.clone(), west.client_conninfo());
+        std::thread::spawn(move || {
+            let mut client =
+                pg_test::postgres::Client::connect(&conninfo, pg_test::postgres::NoTls).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(row) = client.query_one(
+                    "SELECT health, reason FROM federation.status() WHERE peer = 'east' AND direction = 'in'",
+                    &[],
+                ) {
+                    seen.lock().unwrap().push((row.get(0), row.get(1)));
+                }
+                std::thread::sleep(Duration::from_millis(5)); // sampling pace
+            }
+        })
+    };
+    never_critical_while(&c, "a repair by difference", || {
+        west.execute("SELECT federation.resync('east', mode => 'diff')");
+    });
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().any(|(h, r)| h == "WARNING"
+            && r.contains("repairing this node's copy of east's partitions by difference")),
+        "status() never said the repair was running: {:?}",
+        seen.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(!seen.iter().any(|(h, _)| h == "CRITICAL"), "{seen:?}");
+    assert_eq!(
+        west.scalar(
+            "SELECT health FROM federation.status() WHERE peer = 'east' AND direction = 'in'"
+        )
+        .as_deref(),
+        Some("OK")
+    );
+}

@@ -38,6 +38,10 @@ use std::collections::{HashMap, HashSet};
 /// Why a row is in federation.set_aside after a repair by difference.
 const DIFFERED: &str = "held by this node's copy when resync (diff) compared it with the owner's partition; the owner lacks it or holds it otherwise";
 
+/// The advisory lock class a repair holds (with the subscription's name hashed) while this
+/// node's subscription to the owner is away; status() reads it (sql/status.sql).
+const REPAIR_LOCK: i32 = 1_718_379_892;
+
 /// Rows per bucket aimed at: the narrower the buckets, the fewer equal rows the second
 /// pass reads around each difference, the more digests the first pass exchanges.
 const ROWS_PER_BUCKET: f64 = 64.0;
@@ -326,6 +330,12 @@ pub fn repair(
     let major = |r: &mut Remote| replication::server_version_num(r).map(|v| v / 10000);
     let same_major = major(here)? == major(there)?;
     let copies = copies_of(owner, same_major)?;
+    // While the subscription is away, status() here says "repairing" (sql/status.sql), not
+    // "no subscription"; held by this session, so it ends with it whatever happens.
+    here.query(
+        &format!("SELECT pg_catalog.pg_advisory_lock({REPAIR_LOCK}, pg_catalog.hashtext($1) & 2147483647)"),
+        &[Some(sub)],
+    )?;
     replication::drop_subscription_keep_slot(here, sub)?;
     crate::wait::poll_until(
         &format!("the old replication slot on \"{owner}\" to be released"),
@@ -455,6 +465,26 @@ pub fn repair(
     snap.exec("COMMIT")?;
     report.step("patch", &mut t);
     replication::subscribe_from_snapshot(here, sub, owner, owner_conninfo)?;
+    // "Repairing" until the apply worker runs: a status() that read the catalog before the
+    // subscription was committed must not find the lock gone (it would say "no
+    // subscription"), and the worker starting is what "replication resumes" means. Should it
+    // not start within the bound, status() tells why in its own words.
+    let _ = crate::wait::poll_until(
+        "the apply worker of the new subscription",
+        std::time::Duration::from_secs(10),
+        "",
+        || {
+            Ok(here.count(
+                "SELECT count(*) FROM pg_catalog.pg_stat_subscription w JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
+                 WHERE s.subname = $1 AND w.relid IS NULL AND w.pid IS NOT NULL",
+                &[Some(sub)],
+            )? > 0)
+        },
+    );
+    here.query(
+        &format!("SELECT pg_catalog.pg_advisory_unlock({REPAIR_LOCK}, pg_catalog.hashtext($1) & 2147483647)"),
+        &[Some(sub)],
+    )?;
     report.step("subscription", &mut t);
     Ok(report)
 }
