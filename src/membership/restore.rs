@@ -250,12 +250,8 @@ fn another_server_acts_as(me: &str, conninfo: &str) -> FedResult<()> {
     if r.server_identity()? == spi::one::<String>(remote::WHOAMI, &[])? {
         return Ok(());
     }
-    let acts = r
-        .scalar("SELECT federation.node_name()", &[])
-        .ok()
-        .flatten()
-        .is_some_and(|n| n == me)
-        && r.knows(me).is_ok_and(|(_, ready)| ready > 0);
+    let acts =
+        r.acting_as().is_ok_and(|n| n == me) && r.knows(me).is_ok_and(|(_, ready)| ready > 0);
     if acts {
         return Err(FedError::new(
             PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,

@@ -106,6 +106,17 @@ impl Remote {
     }
 
     /// The node name there, and whether this connection's role is a superuser.
+    /// The node the server behind this connection acts as (its federation.node_name()), or,
+    /// as text, why it acts as none: no name, a restored copy, a server superseded at its
+    /// address, no pg_federation.
+    pub fn acting_as(&mut self) -> Result<String, String> {
+        match self.scalar("SELECT federation.node_name()", &[]) {
+            Ok(Some(name)) => Ok(name),
+            Ok(None) => Err("it has no node name".into()),
+            Err(e) => Err(e.message),
+        }
+    }
+
     pub fn name_and_superuser(&mut self) -> FedResult<(String, bool)> {
         let rows = self.query(
             "SELECT federation.node_name(), (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)",

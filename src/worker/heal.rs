@@ -329,10 +329,9 @@ fn acts_as_member(member: &str) -> Result<(), String> {
         Duration::from_secs(3),
     )
     .map_err(|e| e.to_string())?;
-    match r.scalar("SELECT federation.node_name()", &[]) {
-        Ok(Some(name)) if name == member => {}
-        Ok(other) => return Err(format!("it is named {other:?}")),
-        Err(e) => return Err(e.message),
+    match r.acting_as()? {
+        name if name == member => {}
+        other => return Err(format!("it is node \"{other}\"")),
     }
     match r.knows(&me) {
         Ok((Some(_), _)) => Ok(()),
@@ -361,9 +360,6 @@ fn drop_stale_slots() {
                AND database = pg_catalog.current_database() AND slot_name LIKE 'federation\\_%'{}",
             if synced { " AND NOT synced" } else { "" }
         );
-        crate::spi::exec(&format!(
-            "SELECT pg_catalog.pg_terminate_backend(active_pid) {stale} AND active"
-        ))?;
         crate::spi::rows(&format!("SELECT slot_name::text {stale}"), &[], |r| {
             r.get::<String>(1)
         })
@@ -382,6 +378,13 @@ fn drop_stale_slots() {
         loop {
             let n = name.clone();
             let r = BackgroundWorker::transaction(move || {
+                // The member reconnects within a second of its walsender's end: end it (and
+                // wait until it has ended) at every try, then drop the slot if it is free.
+                crate::spi::exec_args(
+                    "SELECT pg_catalog.pg_terminate_backend(active_pid, 5000) FROM pg_catalog.pg_replication_slots
+                     WHERE slot_name = $1 AND active",
+                    &[n.as_str().into()],
+                )?;
                 crate::spi::exec_args(
                     "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots
                      WHERE slot_name = $1 AND NOT active",
