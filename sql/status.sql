@@ -156,6 +156,12 @@ outbound AS (
            pg_current_wal_lsn() - sl.confirmed_flush_lsn AS lag_bytes,
            pg_current_wal_lsn() - sl.restart_lsn AS retained,
            r.state AS sender_state, r.replay_lag, r.reply_time,
+           -- The member repairs its copy of this node's partitions by difference and makes its
+           -- slot here anew meanwhile: it holds the same advisory lock here (src/ops/diff.rs).
+           EXISTS (SELECT 1 FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
+                     AND k.classid = 1718379892::oid
+                     AND k.objid::bigint = (hashtext(federation_internal.subscription_name(me.node_name, n.node_name)) & 2147483647)
+                  ) AS repairing,
            o.parts
     FROM me CROSS JOIN federation.node n
     LEFT JOIN pg_replication_slots sl ON sl.slot_name = federation_internal.subscription_name(me.node_name, n.node_name)
@@ -168,6 +174,7 @@ outbound_judged AS (
             WHEN o.member_state = 'joining' THEN 'OK'
             WHEN o.member_state = 'failed' THEN 'CRITICAL'
             WHEN o.member_state = 'leaving' THEN 'WARNING'
+            WHEN o.repairing THEN 'WARNING'
             WHEN o.slot_name IS NULL OR o.slot_wal_status = 'lost' THEN 'CRITICAL'
             WHEN o.slot_wal_status = 'unreserved' THEN 'CRITICAL'
             WHEN o.retained > l.wal_crit OR o.lag_bytes > l.wal_crit OR o.replay_lag > l.lag_crit THEN 'CRITICAL'
@@ -180,6 +187,7 @@ outbound_judged AS (
             WHEN o.member_state = 'joining' THEN 'joining: wiring and initial copies in progress'
             WHEN o.member_state = 'failed' THEN 'member is failed'
             WHEN o.member_state = 'leaving' THEN 'this node is leaving the federation (if federation.leave() stopped half-way, run it again)'
+            WHEN o.repairing THEN o.peer || ' is repairing its copy of this node''s partitions by difference (its slot here is made anew)'
             WHEN o.slot_name IS NULL THEN
                 o.peer || '''s replication slot on this node is gone: ' || o.peer || '''s copies of this node''s partitions are stale'
             WHEN o.slot_wal_status = 'lost' THEN

@@ -42,3 +42,32 @@ pub fn poll_until(
     }
     Ok(())
 }
+
+/// Waits (at most 2 s) until every client statement on the server behind `me_conn` that
+/// started before now has ended: a status() whose snapshot predates a change just committed
+/// there would otherwise judge the old catalog against what it reads live (slots, locks), a
+/// false CRITICAL (leave(): 'leaving' and the slots going; a repair by difference: the new
+/// subscription and the repair's lock released). Statements that start later see the change.
+/// This session's own statement (the caller itself) is not waited for.
+pub fn older_statements_ended(me_conn: &mut crate::remote::Remote) -> FedResult<()> {
+    let Some(mark) = me_conn.scalar("SELECT pg_catalog.clock_timestamp()::text", &[])? else {
+        return Ok(());
+    };
+    let mine = crate::spi::one::<i32>("SELECT pg_catalog.pg_backend_pid()", &[])?
+        .unwrap_or(0)
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let older = me_conn.count(
+            "SELECT count(*) FROM pg_catalog.pg_stat_activity
+             WHERE state = 'active' AND backend_type = 'client backend'
+               AND pid NOT IN (pg_catalog.pg_backend_pid(), $2::int) AND query_start < $1::timestamptz",
+            &[Some(&mark), Some(&mine)],
+        )?;
+        if older == 0 {
+            break;
+        }
+        crate::wait::nap(10);
+    }
+    Ok(())
+}

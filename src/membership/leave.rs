@@ -8,7 +8,6 @@ use crate::naming::subscription_name;
 use crate::preconditions::{must_run_alone, require_superuser};
 use crate::remote::Remote;
 use crate::replication;
-use crate::spi;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -49,7 +48,7 @@ pub fn leave(drop_rows: bool) -> FedResult<()> {
     // stops half-way, it keeps saying so until leave() runs again.
     if catalog::sql_0_3_installed()? {
         me_conn.query("UPDATE federation.node SET state = 'leaving'", &[])?;
-        wait_for_older_statements(&mut me_conn)?;
+        crate::wait::older_statements_ended(&mut me_conn)?;
     }
     for (m, r) in members.iter().zip(conns.iter_mut()) {
         replication::drop_subscription(r, &subscription_name(&me, &m.name))?;
@@ -67,33 +66,6 @@ pub fn leave(drop_rows: bool) -> FedResult<()> {
 }
 
 /// The federation.drop_node() SQL function.
-/// Waits (at most 2 s) until every statement that started before 'leaving' was committed has
-/// ended: a status() that read the catalog before then could otherwise see a member still
-/// ready and, a moment later, its slot gone (a false CRITICAL). Statements that start later
-/// see 'leaving'. This session's own statement (leave() itself) is not waited for.
-fn wait_for_older_statements(me_conn: &mut Remote) -> FedResult<()> {
-    let Some(mark) = me_conn.scalar("SELECT pg_catalog.clock_timestamp()::text", &[])? else {
-        return Ok(());
-    };
-    let mine = spi::one::<i32>("SELECT pg_catalog.pg_backend_pid()", &[])?
-        .unwrap_or(0)
-        .to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while std::time::Instant::now() < deadline {
-        let older = me_conn.count(
-            "SELECT count(*) FROM pg_catalog.pg_stat_activity
-             WHERE state = 'active' AND backend_type = 'client backend'
-               AND pid NOT IN (pg_catalog.pg_backend_pid(), $2::int) AND query_start < $1::timestamptz",
-            &[Some(&mark), Some(&mine)],
-        )?;
-        if older == 0 {
-            break;
-        }
-        crate::wait::nap(10);
-    }
-    Ok(())
-}
-
 #[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn drop_federation_node(name: Option<&str>, drop_rows: Option<bool>) {

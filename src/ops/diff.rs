@@ -332,10 +332,13 @@ pub fn repair(
     let copies = copies_of(owner, same_major)?;
     // While the subscription is away, status() here says "repairing" (sql/status.sql), not
     // "no subscription"; held by this session, so it ends with it whatever happens.
-    here.query(
-        &format!("SELECT pg_catalog.pg_advisory_lock({REPAIR_LOCK}, pg_catalog.hashtext($1) & 2147483647)"),
-        &[Some(sub)],
-    )?;
+    // The same on the owner, whose status() would say "slot gone" while it is made anew.
+    for on in [&mut *here, &mut *there] {
+        on.query(
+            &format!("SELECT pg_catalog.pg_advisory_lock({REPAIR_LOCK}, pg_catalog.hashtext($1) & 2147483647)"),
+            &[Some(sub)],
+        )?;
+    }
     replication::drop_subscription_keep_slot(here, sub)?;
     crate::wait::poll_until(
         &format!("the old replication slot on \"{owner}\" to be released"),
@@ -481,10 +484,15 @@ pub fn repair(
             )? > 0)
         },
     );
-    here.query(
-        &format!("SELECT pg_catalog.pg_advisory_unlock({REPAIR_LOCK}, pg_catalog.hashtext($1) & 2147483647)"),
-        &[Some(sub)],
-    )?;
+    // And until no status() here still judges from a snapshot taken before the subscription
+    // was made (it reads the lock live).
+    crate::wait::older_statements_ended(here)?;
+    for on in [&mut *here, &mut *there] {
+        on.query(
+            &format!("SELECT pg_catalog.pg_advisory_unlock({REPAIR_LOCK}, pg_catalog.hashtext($1) & 2147483647)"),
+            &[Some(sub)],
+        )?;
+    }
     report.step("subscription", &mut t);
     Ok(report)
 }
