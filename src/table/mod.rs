@@ -122,6 +122,28 @@ impl Table {
     }
 }
 
+/// Locks a relation in ACCESS SHARE mode if it still exists, so that it cannot be dropped
+/// before this transaction ends; false if a concurrent transaction dropped it. A reader such
+/// as status() sees catalog rows under its snapshot that can name a relation the worker has
+/// dropped since (a kept copy once compared): it must skip such a relation, not query it.
+pub fn share_lock_if_exists(oid: pg_sys::Oid) -> bool {
+    unsafe {
+        pg_sys::LockRelationOid(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        // LockRelationOid has processed invalidations: the cache knows of a committed drop.
+        let exists = pg_sys::SearchSysCacheExists(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(oid),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        );
+        if !exists {
+            pg_sys::UnlockRelationOid(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        }
+        exists
+    }
+}
+
 pub fn oid_sql(oid: pg_sys::Oid) -> FedResult<String> {
     spi::one::<String>("SELECT $1::oid::regclass::text", &[oid.into()])?
         .ok_or_else(|| FedError::internal("relation vanished"))

@@ -274,6 +274,9 @@ fn state() -> FedResult<Vec<Kept>> {
     let mut out = vec![];
     let groups = if any == Some(true) { groups()? } else { vec![] };
     for (relid, table, node, part) in groups {
+        if !super::share_lock_if_exists(part) {
+            continue; // the partition was dropped after this statement's snapshot
+        }
         let part_sql = super::oid_sql(part)?;
         let rows = spi::one::<i64>(
             "SELECT count(*) FROM federation.set_aside WHERE relid = $1 AND node = $2",
@@ -306,18 +309,24 @@ fn state() -> FedResult<Vec<Kept>> {
     // wait in a kept table (compare_kept_copies).
     if catalog::has_relation("federation.kept_copy")? {
         let waiting = spi::rows(
-            "SELECT k.relid::regclass::text, k.node, k.kept::text FROM federation.kept_copy k ORDER BY 1, 2",
+            "SELECT k.relid::regclass::text, k.node, k.kept::oid FROM federation.kept_copy k ORDER BY 1, 2",
             &[],
             |r| {
                 Ok((
                     r.get::<String>(1)?.unwrap_or_default(),
                     r.get::<String>(2)?.unwrap_or_default(),
-                    r.get::<String>(3)?.unwrap_or_default(),
+                    r.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
                 ))
             },
         )?;
         for (table, node, kept) in waiting {
-            let rows = spi::one::<i64>(&format!("SELECT count(*) FROM {kept}"), &[])?.unwrap_or(0);
+            // The worker drops a kept table once it has compared it (compare_kept_copies),
+            // possibly after this statement's snapshot read federation.kept_copy.
+            if !super::share_lock_if_exists(kept) {
+                continue;
+            }
+            let kept_sql = super::oid_sql(kept)?;
+            let rows = spi::one::<i64>(&format!("SELECT count(*) FROM {kept_sql}"), &[])?.unwrap_or(0);
             if rows > 0 {
                 out.push(Kept {
                     table,
