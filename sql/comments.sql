@@ -41,6 +41,8 @@ COMMENT ON FUNCTION federation_internal.primary_status() IS
   'internal: status() on a primary; federation.status() also answers on a hot standby.';
 COMMENT ON FUNCTION federation_internal.set_aside_state() IS
   'internal: for status(): groups of rows in federation.set_aside that the owner''s copy does not hold.';
+COMMENT ON FUNCTION federation_internal.repair_in_progress(text) IS
+  'internal: for status(): whether a repair by difference of the copies this subscription carries is under way.';
 COMMENT ON FUNCTION federation_internal.passfile_problem() IS
   'internal: for status(): what is wrong with federation.passfile, if it is set and refused.';
 COMMENT ON FUNCTION federation_internal.identity_problem() IS

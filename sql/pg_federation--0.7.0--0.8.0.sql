@@ -11,7 +11,10 @@
 -- a newly promoted node drops the pg_federation slots it kept from before a rewind (their
 -- positions belong to a rewound history), so that its members repair instead of streaming
 -- from them; a failover is confirmed within 1.5 s of the first probe that saw it, and a
--- member's next failover is repaired at once after a repair that succeeded.
+-- member's next failover is repaired at once after a repair that succeeded. verify(), a
+-- repair by difference and restore() read rows' text under the same settings on every server
+-- (TimeZone, DateStyle, IntervalStyle, extra_float_digits, bytea_output), so that members set
+-- up in other time zones or date styles compare equal rows as equal and move them exactly.
 
 CREATE FUNCTION federation_internal.restore_federation_node(peer_conninfo text, node_conninfo text) RETURNS void
 VOLATILE SET search_path TO pg_catalog, pg_temp
@@ -36,6 +39,13 @@ REVOKE EXECUTE ON FUNCTION federation.restore(text, text),
 -- status(): a repair by difference in progress is WARNING "repairing ...", not CRITICAL "no
 -- subscription" on the repairing node nor "slot gone" on the owner (the repair holds an
 -- advisory lock on both while the subscription and the slot are made anew).
+CREATE FUNCTION federation_internal.repair_in_progress(subscription text) RETURNS boolean
+STRICT STABLE SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'repair_in_progress_wrapper';
+COMMENT ON FUNCTION federation_internal.repair_in_progress(text) IS
+  'internal: for status(): whether a repair by difference of the copies this subscription carries is under way.';
+REVOKE EXECUTE ON FUNCTION federation_internal.repair_in_progress(text) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION federation_internal.primary_status()
 RETURNS TABLE (
     peer               text,
@@ -99,12 +109,9 @@ inbound AS (
            pr.apply_errors - pr.disconnect_errors - pr.unconfirmed_errors AS apply_errors,
            pr.sync_errors, pr.errors_seen_at, pr.error_streak, pr.probed_at,
            -- A repair by difference of this node's copy runs (resync(..., mode => 'diff') or the
-           -- worker after a failover): it holds this advisory lock while the subscription is
+           -- worker after a failover): it holds an advisory lock while the subscription is
            -- away (src/ops/diff.rs, REPAIR_LOCK).
-           EXISTS (SELECT 1 FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
-                     AND k.classid = 1718379892::oid
-                     AND k.objid::bigint = (hashtext(federation_internal.subscription_name(n.node_name, me.node_name)) & 2147483647)
-                  ) AS repairing,
+           federation_internal.repair_in_progress(federation_internal.subscription_name(n.node_name, me.node_name)) AS repairing,
            o.parts
     FROM me CROSS JOIN federation.node n
     LEFT JOIN pg_subscription s
@@ -173,10 +180,7 @@ outbound AS (
            r.state AS sender_state, r.replay_lag, r.reply_time,
            -- The member repairs its copy of this node's partitions by difference and makes its
            -- slot here anew meanwhile: it holds the same advisory lock here (src/ops/diff.rs).
-           EXISTS (SELECT 1 FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
-                     AND k.classid = 1718379892::oid
-                     AND k.objid::bigint = (hashtext(federation_internal.subscription_name(me.node_name, n.node_name)) & 2147483647)
-                  ) AS repairing,
+           federation_internal.repair_in_progress(federation_internal.subscription_name(me.node_name, n.node_name)) AS repairing,
            o.parts
     FROM me CROSS JOIN federation.node n
     LEFT JOIN pg_replication_slots sl ON sl.slot_name = federation_internal.subscription_name(me.node_name, n.node_name)

@@ -84,12 +84,9 @@ inbound AS (
            pr.apply_errors - pr.disconnect_errors - pr.unconfirmed_errors AS apply_errors,
            pr.sync_errors, pr.errors_seen_at, pr.error_streak, pr.probed_at,
            -- A repair by difference of this node's copy runs (resync(..., mode => 'diff') or the
-           -- worker after a failover): it holds this advisory lock while the subscription is
+           -- worker after a failover): it holds an advisory lock while the subscription is
            -- away (src/ops/diff.rs, REPAIR_LOCK).
-           EXISTS (SELECT 1 FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
-                     AND k.classid = 1718379892::oid
-                     AND k.objid::bigint = (hashtext(federation_internal.subscription_name(n.node_name, me.node_name)) & 2147483647)
-                  ) AS repairing,
+           federation_internal.repair_in_progress(federation_internal.subscription_name(n.node_name, me.node_name)) AS repairing,
            o.parts
     FROM me CROSS JOIN federation.node n
     LEFT JOIN pg_subscription s
@@ -158,10 +155,7 @@ outbound AS (
            r.state AS sender_state, r.replay_lag, r.reply_time,
            -- The member repairs its copy of this node's partitions by difference and makes its
            -- slot here anew meanwhile: it holds the same advisory lock here (src/ops/diff.rs).
-           EXISTS (SELECT 1 FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
-                     AND k.classid = 1718379892::oid
-                     AND k.objid::bigint = (hashtext(federation_internal.subscription_name(me.node_name, n.node_name)) & 2147483647)
-                  ) AS repairing,
+           federation_internal.repair_in_progress(federation_internal.subscription_name(me.node_name, n.node_name)) AS repairing,
            o.parts
     FROM me CROSS JOIN federation.node n
     LEFT JOIN pg_replication_slots sl ON sl.slot_name = federation_internal.subscription_name(me.node_name, n.node_name)
@@ -513,7 +507,8 @@ COMMENT ON FUNCTION federation.health() IS
 
 REVOKE EXECUTE ON FUNCTION federation.status(), federation_internal.primary_status(), federation.health(),
     federation_internal.set_aside_state(), federation_internal.passfile_problem(),
-    federation_internal.identity_problem(), federation_internal.subscription_name(text, text) FROM PUBLIC;
+    federation_internal.identity_problem(), federation_internal.subscription_name(text, text),
+    federation_internal.repair_in_progress(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION federation.status(), federation.health() TO pg_monitor;
 REVOKE ALL ON federation.status FROM PUBLIC;
 GRANT SELECT ON federation.status TO pg_monitor;

@@ -87,6 +87,7 @@ pgrx::extension_sql_file!(
         naming::subscription_name_sql,
         ops::verify::verify_tables,
         ops::resync::resync_node,
+        ops::diff::repair_in_progress,
         table::set_aside::set_aside_state,
         passfile::passfile_problem
     ]

@@ -788,3 +788,129 @@ fn status_skips_a_kept_copy_dropped_after_its_snapshot() {
     assert!(!health.is_empty());
     reader.batch_execute("COMMIT").unwrap();
 }
+
+/// Members set up in different time zones, date styles and float/bytea output (initdb takes
+/// the machine's time zone; regions differ): verify() and a repair by difference compare and
+/// move rows through their text, so every server must write it alike. Before, verify() saw
+/// every timestamptz row as a mismatch, a repair by difference of a table with an enum
+/// column set every row aside, and a date moved as text from a 'SQL, DMY' server was read as
+/// another day by an 'ISO, MDY' one.
+#[test]
+fn members_in_other_time_zones_and_date_styles_verify_and_repair_alike() {
+    let c = nodes(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for (n, settings) in [
+        (
+            east,
+            [
+                ("timezone", "Asia/Tokyo"),
+                ("datestyle", "SQL, DMY"),
+                ("intervalstyle", "sql_standard"),
+                ("bytea_output", "escape"),
+                ("extra_float_digits", "0"),
+            ],
+        ),
+        (
+            west,
+            [
+                ("timezone", "America/New_York"),
+                ("datestyle", "Postgres, MDY"),
+                ("intervalstyle", "iso_8601"),
+                ("bytea_output", "hex"),
+                ("extra_float_digits", "1"),
+            ],
+        ),
+    ] {
+        for (name, value) in settings {
+            n.execute(&format!("ALTER SYSTEM SET {name} = '{value}'"));
+        }
+        n.reload();
+        wait_until(
+            &format!("{}'s sessions to use its own settings", n.name),
+            Duration::from_secs(30),
+            &[n],
+            || Ok(n.scalar("SHOW timezone").as_deref() == Some(settings[0].1)),
+        );
+        n.execute(
+            "CREATE TYPE mood AS ENUM ('calm', 'cross');
+             CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz, day date, took interval,
+                                  ratio float8, blob bytea, mood mood);
+             SELECT federation.enable('events')",
+        );
+    }
+    let rows = |from: i64| {
+        format!(
+            "INSERT INTO events SELECT g, timestamptz '2026-01-01 00:00:00+00' + g * interval '7 hours 3 minutes 1.25 seconds',
+                    date '2026-01-01' + g::int, g * interval '1 day 2 hours 3.5 seconds', g / 3.0::float8,
+                    decode(md5(g::text), 'hex'), CASE WHEN g % 2 = 0 THEN 'calm' ELSE 'cross' END::mood
+             FROM generate_series({from}, {from} + 199) g"
+        )
+    };
+    east.execute(&rows(1));
+    west.execute(&rows(1001));
+    join(west, east);
+    // Compared in forms no setting changes.
+    let stable = |n: &Node, part: &str| {
+        n.scalar(&format!(
+            "SELECT count(*) || ' ' || md5(string_agg(concat_ws('|', id, extract(epoch FROM at), day - date '2000-01-01',
+                    extract(epoch FROM took), encode(float8send(ratio), 'hex'), encode(blob, 'hex'), mood), ',' ORDER BY id))
+             FROM {part}"
+        ))
+        .unwrap()
+    };
+    wait_until(
+        "both copies of both partitions to be equal",
+        Duration::from_secs(60),
+        &[east, west],
+        || {
+            Ok(["events_east", "events_west"]
+                .iter()
+                .all(|p| stable(east, p) == stable(west, p)))
+        },
+    );
+    for n in [east, west] {
+        let bad = n.query(
+            "SELECT partition, node, status, detail FROM federation.verify('events') WHERE status NOT IN ('owner', 'match')",
+        );
+        assert!(bad.is_empty(), "verify on {} under other settings: {bad:?}", n.name);
+    }
+    // One row of west's copy of east's partition changed, one lost: a repair by difference
+    // moves those two and sets aside only west's version of the changed one.
+    west.execute(
+        "SET session_replication_role = replica;
+         UPDATE events_east SET took = took + interval '1 second' WHERE id = 7;
+         DELETE FROM events_east WHERE id = 8;
+         RESET session_replication_role",
+    );
+    assert_eq!(
+        east.query("SELECT partition, node, status FROM federation.verify('events') WHERE status = 'mismatch'"),
+        vec![vec![Some("public.events_east".into()), Some("west".into()), Some("mismatch".into())]]
+    );
+    west.execute("SELECT federation.resync('east', 'events', mode => 'diff')");
+    assert_eq!(
+        west.query("SELECT row_data->>'id' FROM federation.set_aside"),
+        vec![vec![Some("7".into())]],
+        "only west's version of the changed row is set aside"
+    );
+    for p in ["events_east", "events_west"] {
+        assert_eq!(stable(east, p), stable(west, p), "{p} after the repair");
+    }
+    assert_eq!(
+        west.scalar("SELECT to_char(day, 'YYYY-MM-DD') FROM events_east WHERE id = 8")
+            .as_deref(),
+        Some("2026-01-09"),
+        "the moved row's date is the same day"
+    );
+    for n in [east, west] {
+        assert_eq!(
+            n.row_count("SELECT 1 FROM federation.verify('events') WHERE status NOT IN ('owner', 'match')"),
+            0,
+            "verify on {} after the repair",
+            n.name
+        );
+    }
+    east.execute(&rows(5001));
+    wait_until("east's new rows on west", Duration::from_secs(30), &[east, west], || {
+        Ok(stable(east, "events_east") == stable(west, "events_east"))
+    });
+}

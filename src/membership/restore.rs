@@ -40,7 +40,7 @@ use crate::identity::{self, Sources};
 use crate::naming::subscription_name;
 use crate::ops::diff::{copies_of, tid_array, Copy};
 use crate::preconditions::{must_run_alone, require_superuser};
-use crate::remote::{self, mask, Remote};
+use crate::remote::{self, mask, Remote, SAME_TEXT};
 use crate::spi::{self, quote_ident};
 use crate::table::publication;
 use pgrx::prelude::*;
@@ -53,15 +53,6 @@ const NO_MEMBER_HOLDS: &str = "held by this server when federation.restore() too
 const MEMBER_HOLDS_OTHERWISE: &str = "held by this server when federation.restore() took the node's rows back from the members: a member holds a later version, which replaced it";
 /// Rows per INSERT when rows come back (one jsonb array each).
 const CHUNK: usize = 5_000;
-/// Settings under which every server writes a row's text alike (rows are matched and hashed
-/// through their text, as verify() does, whatever each server's own defaults).
-const SAME_TEXT: [(&str, &str); 5] = [
-    ("TimeZone", "UTC"),
-    ("DateStyle", "ISO, MDY"),
-    ("IntervalStyle", "postgres"),
-    ("extra_float_digits", "1"),
-    ("bytea_output", "hex"),
-];
 /// How long the lost server's address is tried.
 const ADDRESS_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -337,12 +328,9 @@ fn take_back(me: &str, sources: &mut [Source]) -> FedResult<(usize, usize, usize
             "SELECT pg_catalog.set_config($1, $2, true)",
             &[name.into(), value.into()],
         )?;
-        for s in sources.iter_mut() {
-            s.remote.query(
-                "SELECT pg_catalog.set_config($1, $2, false)",
-                &[Some(name), Some(value)],
-            )?;
-        }
+    }
+    for s in sources.iter_mut() {
+        s.remote.same_text()?;
     }
     for c in copies_of(me, false)? {
         // key -> (row hash, row) from the most advanced copy that holds the key.

@@ -28,7 +28,7 @@
 //! pair) would be missed.
 
 use crate::catalog;
-use crate::errors::{FedError, FedResult};
+use crate::errors::{FedError, FedResult, OrRaise};
 use crate::remote::Remote;
 use crate::replication;
 use crate::spi::{self, quote_ident, quote_literal};
@@ -41,6 +41,26 @@ const DIFFERED: &str = "held by this node's copy when resync (diff) compared it 
 /// The advisory lock class a repair holds (with the subscription's name hashed) while this
 /// node's subscription to the owner is away; status() reads it (sql/status.sql).
 const REPAIR_LOCK: i32 = 1_718_379_892;
+/// The lock's second key: the subscription's name (`$1`) hashed.
+const REPAIR_LOCK_KEY: &str = "pg_catalog.hashtext($1) & 2147483647";
+
+/// Whether a repair by difference of the copies that `subscription` carries holds its lock on
+/// this server (on the repairing node and on the owner): status() says "repairing" then.
+#[pg_extern(stable, schema = "federation_internal")]
+#[search_path(pg_catalog, pg_temp)]
+fn repair_in_progress(subscription: &str) -> bool {
+    spi::one::<bool>(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks k
+                            WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
+                              AND k.classid = {REPAIR_LOCK}::oid
+                              AND k.objid::bigint = ({REPAIR_LOCK_KEY}))"
+        ),
+        &[subscription.into()],
+    )
+    .or_raise()
+    .unwrap_or(false)
+}
 
 /// Rows per bucket aimed at: the narrower the buckets, the fewer equal rows the second
 /// pass reads around each difference, the more digests the first pass exchanges.
@@ -335,7 +355,7 @@ pub fn repair(
     // The same on the owner, whose status() would say "slot gone" while it is made anew.
     for on in [&mut *here, &mut *there] {
         on.query(
-            &format!("SELECT pg_catalog.pg_advisory_lock({REPAIR_LOCK}, pg_catalog.hashtext($1) & 2147483647)"),
+            &format!("SELECT pg_catalog.pg_advisory_lock({REPAIR_LOCK}, {REPAIR_LOCK_KEY})"),
             &[Some(sub)],
         )?;
     }
@@ -359,6 +379,9 @@ pub fn repair(
         quote_literal(&slot.snapshot)
     ))?;
     here.exec(&format!("SET work_mem = '{WORK_MEM}'; SET jit = off"))?;
+    // Keys are matched, and rows moved, through their text: alike on both sides.
+    here.same_text()?;
+    snap.same_text()?;
     steps.step("new slot", &mut t);
     let mut report = Report {
         from_lsn: slot.lsn.clone(),
@@ -489,7 +512,7 @@ pub fn repair(
     crate::wait::older_statements_ended(here)?;
     for on in [&mut *here, &mut *there] {
         on.query(
-            &format!("SELECT pg_catalog.pg_advisory_unlock({REPAIR_LOCK}, pg_catalog.hashtext($1) & 2147483647)"),
+            &format!("SELECT pg_catalog.pg_advisory_unlock({REPAIR_LOCK}, {REPAIR_LOCK_KEY})"),
             &[Some(sub)],
         )?;
     }

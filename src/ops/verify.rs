@@ -162,17 +162,21 @@ fn verify(tbl: Option<pg_sys::Oid>) -> FedResult<Vec<CopyCheck>> {
         return Err(FedError::invalid_value(format!("table \"{name}\" is not federated"))
             .hint("federation.tables lists the federated tables; verify() with no argument checks them all."));
     }
+    // Rows are hashed through their text: every server writes it under the same settings.
+    let comparing = |conn: FedResult<Remote>| {
+        conn.and_then(|mut r| r.same_text().map(|_| r))
+            .map_err(|e| e.to_string())
+    };
     let mut nodes = vec![NodeConn {
         name: me.clone(),
-        conn: Remote::connect(&my_conninfo, "this node").map_err(|e| e.to_string()),
+        conn: comparing(Remote::connect(&my_conninfo, "this node")),
     }];
     for m in catalog::members()? {
-        let conn = Remote::connect_within(
+        let conn = comparing(Remote::connect_within(
             &m.conninfo,
             &format!("member \"{}\"", m.name),
             MEMBER_CONNECT_TIMEOUT,
-        )
-        .map_err(|e| e.to_string());
+        ));
         nodes.push(NodeConn { name: m.name, conn });
     }
     let mut out = vec![];

@@ -14,6 +14,19 @@ use pq_sys as pq;
 use std::ffi::{CStr, CString};
 use std::time::{Duration, Instant};
 
+/// Settings under which every server writes a value's text alike and reads it back exactly.
+/// Rows compared or moved between servers through their text (verify(), a repair by
+/// difference, restore()) are read under these on every side: a member in another time zone
+/// would otherwise differ in every timestamptz, one with another DateStyle would read a date
+/// written as 01/02/2026 as another day, one with extra_float_digits = 0 would round floats.
+pub const SAME_TEXT: [(&str, &str); 5] = [
+    ("TimeZone", "UTC"),
+    ("DateStyle", "ISO, MDY"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "1"),
+    ("bytea_output", "hex"),
+];
+
 /// Default time allowed to connect, when the conninfo sets no connect_timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one remote statement.
@@ -395,6 +408,18 @@ impl Remote {
 
     pub fn exec(&mut self, sql: &str) -> FedResult<()> {
         self.query(sql, &[]).map(|_| ())
+    }
+
+    /// From now on this session writes and reads values' text as every other server's
+    /// session under [`SAME_TEXT`] does, whatever this server's own settings.
+    pub fn same_text(&mut self) -> FedResult<()> {
+        for (name, value) in SAME_TEXT {
+            self.query(
+                "SELECT pg_catalog.set_config($1, $2, false)",
+                &[Some(name), Some(value)],
+            )?;
+        }
+        Ok(())
     }
 
     /// The first column of the first row.
