@@ -45,14 +45,15 @@ use crate::spi::{self, quote_ident};
 use crate::table::publication;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// Why a row of this node is in federation.set_aside after a restore.
 const NO_MEMBER_HOLDS: &str = "held by this server when federation.restore() took the node's rows back from the members: no member holds it (deleted on the node after the backup was taken, or never received by a member)";
 const MEMBER_HOLDS_OTHERWISE: &str = "held by this server when federation.restore() took the node's rows back from the members: a member holds a later version, which replaced it";
-/// Rows per INSERT when rows come back (one jsonb array each).
-const CHUNK: usize = 5_000;
+/// Rows fetched from a member per round trip while the node's rows come back.
+const BATCH: usize = 10_000;
+/// Where the members' rows of one partition gather on this server, by key.
+const TAKEN: &str = "pg_temp.federation_taken";
 /// How long the lost server's address is tried.
 const ADDRESS_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -320,7 +321,9 @@ fn detach(here: &mut Remote) -> FedResult<bool> {
 }
 
 /// Takes the node's rows back from the members' copies into this server's partitions (module
-/// docs, step 3). Returns the rows inserted, replaced and set aside.
+/// docs, step 3). Returns the rows inserted, replaced and set aside. The members' rows gather
+/// in a temporary table here, a batch at a time, and are matched in SQL: memory is bounded by
+/// a batch, whatever the partition's size.
 fn take_back(me: &str, sources: &mut [Source]) -> FedResult<(usize, usize, usize)> {
     let (mut inserted, mut replaced, mut kept) = (0, 0, 0);
     for (name, value) in SAME_TEXT {
@@ -332,71 +335,97 @@ fn take_back(me: &str, sources: &mut [Source]) -> FedResult<(usize, usize, usize
     for s in sources.iter_mut() {
         s.remote.same_text()?;
     }
+    spi::exec(&format!(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS {TAKEN} (key text PRIMARY KEY, hash text NOT NULL, row_text text NOT NULL) ON COMMIT DROP"
+    ))?;
     for c in copies_of(me, false)? {
-        // key -> (row hash, row) from the most advanced copy that holds the key.
-        let mut theirs: HashMap<String, (String, String)> = HashMap::new();
+        spi::exec(&format!("TRUNCATE {TAKEN}"))?;
+        // The most advanced copy first: a key keeps the version that came first.
         let mut holders = 0;
         for s in sources.iter_mut() {
             let Some(part) = s.remote.partition_of(&c.table, me)? else {
                 continue;
             };
             holders += 1;
-            for row in s.remote.query(&c.all_rows_sql(&part), &[])? {
-                let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-                theirs.entry(get(0)).or_insert_with(|| (get(1), get(2)));
-            }
+            gather(&mut s.remote, &c.all_rows_sql(&part))?;
         }
         if holders == 0 {
             continue;
         }
-        let here: Vec<(String, String, String)> = spi::rows(&c.keys_sql(&c.copy), &[], |r| {
-            Ok((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<String>(3)?.unwrap_or_default(),
+        // This server's rows that no member holds, and those a member holds otherwise. Read
+        // by statements that see the rows just gathered (rows_fresh takes a new snapshot; a
+        // read-only SPI query would use the snapshot restore() made active before them).
+        let here = c.keys_sql(&c.copy);
+        let tids = |condition: &str| -> FedResult<Vec<String>> {
+            Ok(spi::rows_fresh(&format!(
+                "SELECT h.tid FROM ({here}) h(tid, key, hash) WHERE {condition}"
+            ))?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect())
+        };
+        let gone = tids(&format!(
+            "NOT EXISTS (SELECT 1 FROM {TAKEN} t WHERE t.key = h.key)"
+        ))?;
+        let older = tids(&format!(
+            "EXISTS (SELECT 1 FROM {TAKEN} t WHERE t.key = h.key AND t.hash <> h.hash)"
+        ))?;
+        for (tids, reason) in [(&gone, NO_MEMBER_HOLDS), (&older, MEMBER_HOLDS_OTHERWISE)] {
+            if !tids.is_empty() {
+                let tids: Vec<&str> = tids.iter().map(String::as_str).collect();
+                set_aside(&c, me, &tids, reason)?;
+            }
+        }
+        kept += gone.len();
+        replaced += older.len();
+        // Every gathered row whose key this server no longer holds (those it held otherwise
+        // were just set aside; the rest are equal).
+        let wanted = spi::exec_count(
+            &c.insert_from_sql(&format!(
+                "SELECT t.row_text::jsonb FROM {TAKEN} t
+                 WHERE NOT EXISTS (SELECT 1 FROM ({here}) h(tid, key, hash) WHERE h.key = t.key)"
+            )),
+            &[],
+        )
+        .map_err(|e| {
+            e.detail(format!(
+                "Taking node \"{me}\"'s rows of {} back from the members' copies.",
+                c.table
             ))
         })?;
-        let mut set_aside_gone = vec![];
-        let mut set_aside_older = vec![];
-        let mut same: std::collections::HashSet<&str> = Default::default();
-        for (tid, key, hash) in &here {
-            match theirs.get(key) {
-                Some((h, _)) if h == hash => {
-                    same.insert(key.as_str());
-                }
-                Some(_) => set_aside_older.push(tid.as_str()),
-                None => set_aside_gone.push(tid.as_str()),
-            }
-        }
-        for (tids, reason) in [
-            (&set_aside_gone, NO_MEMBER_HOLDS),
-            (&set_aside_older, MEMBER_HOLDS_OTHERWISE),
-        ] {
-            if tids.is_empty() {
-                continue;
-            }
-            set_aside(&c, me, tids, reason)?;
-        }
-        kept += set_aside_gone.len();
-        replaced += set_aside_older.len();
-        let wanted: Vec<&String> = theirs
-            .iter()
-            .filter(|(k, _)| !same.contains(k.as_str()))
-            .map(|(_, (_, row))| row)
-            .collect();
-        for chunk in wanted.chunks(CHUNK) {
-            let rows: Vec<&str> = chunk.iter().map(|r| r.as_str()).collect();
-            let array = format!("[{}]", rows.join(","));
-            spi::exec_args(&c.insert_sql(), &[array.as_str().into()]).map_err(|e| {
-                e.detail(format!(
-                    "Taking node \"{me}\"'s rows of {} back from the members' copies.",
-                    c.table
-                ))
-            })?;
-        }
-        inserted += wanted.len() - set_aside_older.len();
+        inserted += wanted - older.len();
     }
     Ok((inserted, replaced, kept))
+}
+
+/// Streams the rows of `query` (key, row hash, row text) on `remote` into [`TAKEN`], BATCH
+/// rows per round trip, under one snapshot there; a key already gathered (from a more
+/// advanced member) keeps its version.
+fn gather(remote: &mut Remote, query: &str) -> FedResult<()> {
+    remote.exec(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE federation_taken NO SCROLL CURSOR FOR {query}"
+    ))?;
+    loop {
+        let rows = remote.query(&format!("FETCH {BATCH} FROM federation_taken"), &[])?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut columns: [Vec<String>; 3] = Default::default();
+        for row in rows {
+            for (i, column) in columns.iter_mut().enumerate() {
+                column.push(row.get(i).cloned().flatten().unwrap_or_default());
+            }
+        }
+        let [keys, hashes, texts] = columns;
+        spi::exec_args(
+            &format!(
+                "INSERT INTO {TAKEN} SELECT * FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]))
+                 ON CONFLICT (key) DO NOTHING"
+            ),
+            &[keys.into(), hashes.into(), texts.into()],
+        )?;
+    }
+    remote.exec("COMMIT")
 }
 
 /// Moves this server's rows of `c` at `tids` to federation.set_aside, in the node's name.

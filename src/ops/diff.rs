@@ -185,9 +185,15 @@ impl Copy {
     /// Inserts into this copy the rows of `$1`, a jsonb array of [`Copy::row_as_text`]
     /// objects, as they are (identity columns included; generated ones computed here).
     pub(crate) fn insert_sql(&self) -> String {
+        self.insert_from_sql("SELECT pg_catalog.jsonb_array_elements($1::jsonb)")
+    }
+
+    /// Inserts into this copy the rows `query` returns, one [`Copy::row_as_text`] object
+    /// (jsonb) each.
+    pub(crate) fn insert_from_sql(&self, query: &str) -> String {
         format!(
             "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE
-             SELECT {} FROM pg_catalog.jsonb_array_elements($1::jsonb) e",
+             SELECT {} FROM ({query}) r(e)",
             self.copy,
             self.columns.join(", "),
             self.row_from_text()
