@@ -105,6 +105,15 @@ pgrx::extension_sql_file!(
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    // pg_upgrade runs both servers in binary-upgrade mode: its restore of the schema must run
+    // as pg_dump wrote it (no federation DDL, no guards), and nothing may stay connected to a
+    // database it drops and creates again (the worker would: "database is being accessed by
+    // other users"). The federation is left before pg_upgrade and joined after it
+    // (docs/runbook.md, "A new PostgreSQL major on one node").
+    // SAFETY: reads a flag the postmaster set from its -b option before loading libraries.
+    if unsafe { pg_sys::IsBinaryUpgrade } {
+        return;
+    }
     ddl::install();
     // SAFETY: reads a postmaster flag.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {

@@ -22,6 +22,8 @@ pub struct Node {
     pub host: String,
     pub(crate) netns: Option<String>,
     root: PathBuf,
+    /// The bin directory of the PostgreSQL installation that runs it.
+    bindir: PathBuf,
     pub(crate) client: RefCell<Option<postgres::Client>>,
 }
 
@@ -42,6 +44,7 @@ impl Node {
                 .unwrap_or_else(|| "127.0.0.1".into()),
             netns: place.map(|p| p.netns),
             root,
+            bindir: spec.bindir.clone().unwrap_or_else(pg_bindir),
             client: RefCell::new(None),
         };
         register_for_signals(&node.data_dir());
@@ -102,13 +105,14 @@ impl Node {
             host: primary.host.clone(),
             netns: primary.netns.clone(),
             root,
+            bindir: primary.bindir.clone(),
             client: RefCell::new(None),
         };
         register_for_signals(&node.data_dir());
         let data_dir = node.data_dir();
         let conninfo = primary.client_conninfo();
         let mut argv = vec![
-            pg_bindir()
+            node.bindir
                 .join("pg_basebackup")
                 .to_str()
                 .unwrap()
@@ -210,7 +214,7 @@ impl Node {
     fn pg_ctl(&self, args: &[&str]) {
         self.client.borrow_mut().take();
         let data = self.data_dir();
-        let mut argv = vec![pg_bindir().join("pg_ctl").to_str().unwrap().to_string()];
+        let mut argv = vec![self.bindir.join("pg_ctl").to_str().unwrap().to_string()];
         argv.extend(args.iter().map(|a| a.to_string()));
         argv.extend(["-w", "-t", "60", "-D", data.to_str().unwrap()].map(String::from));
         let out = run_server_cmd(&argv.iter().map(String::as_str).collect::<Vec<_>>());
@@ -272,20 +276,24 @@ impl Node {
     }
 
     fn initdb(&self) {
-        let bindir = pg_bindir();
-        run_as_server_user(
-            &[
-                bindir.join("initdb").to_str().unwrap(),
-                "--no-sync",
-                "--auth=trust",
-                "--username=postgres",
-                "--encoding=UTF8",
-                "--locale=C",
-                "-D",
-                self.data_dir().to_str().unwrap(),
-            ],
-            "initdb",
-        );
+        self.initdb_with(&[]);
+    }
+
+    fn initdb_with(&self, extra: &[&str]) {
+        let initdb = self.bindir.join("initdb");
+        let data = self.data_dir();
+        let mut argv = vec![
+            initdb.to_str().unwrap(),
+            "--no-sync",
+            "--auth=trust",
+            "--username=postgres",
+            "--encoding=UTF8",
+            "--locale=C",
+            "-D",
+            data.to_str().unwrap(),
+        ];
+        argv.extend_from_slice(extra);
+        run_as_server_user(&argv, "initdb");
         fs::create_dir_all(self.socket_dir()).unwrap();
         fs::create_dir_all(self.files_dir()).unwrap();
         chown_to_server_user(&self.socket_dir());
@@ -372,7 +380,7 @@ impl Node {
         let out = run_server_cmd_in(
             self.netns.as_deref(),
             &[
-                pg_bindir().join("pg_ctl").to_str().unwrap(),
+                self.bindir.join("pg_ctl").to_str().unwrap(),
                 "start",
                 "-w",
                 "-t",
@@ -392,6 +400,95 @@ impl Node {
                 String::from_utf8_lossy(&out.stderr)
             ))
         }
+    }
+
+    /// The major version of the PostgreSQL installation that runs this node.
+    pub fn installed_major(&self) -> u32 {
+        let out = Command::new(self.bindir.join("postgres"))
+            .arg("--version")
+            .output()
+            .expect("run postgres --version");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .find_map(|w| w.split('.').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no version in {text:?}"))
+    }
+
+    /// A new PostgreSQL major for this node with pg_upgrade (copy mode), as an operator does:
+    /// the new installation's initdb makes a new cluster (checksums as the old one has them),
+    /// this node's settings are written into it, pg_upgrade moves the old cluster into it, and
+    /// the node starts again at its port on the new installation. The old data directory stays
+    /// beside it (removed with the node). pg_upgrade's own report on failure.
+    pub fn pg_upgrade(&mut self, new_bindir: &Path) -> Result<(), String> {
+        if self.is_running() {
+            self.stop();
+        }
+        let old_data = self.root.join("data.old");
+        fs::rename(self.data_dir(), &old_data).map_err(|e| e.to_string())?;
+        unregister_for_signals(&self.data_dir());
+        let old_bindir = std::mem::replace(&mut self.bindir, new_bindir.to_path_buf());
+        let control = Command::new(old_bindir.join("pg_controldata"))
+            .arg(&old_data)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let checksums = String::from_utf8_lossy(&control.stdout)
+            .lines()
+            .find(|l| l.starts_with("Data page checksum version"))
+            .and_then(|l| l.split(':').nth(1))
+            .is_some_and(|v| v.trim() != "0");
+        self.initdb_with(&[if checksums {
+            "--data-checksums"
+        } else {
+            "--no-data-checksums"
+        }]);
+        for file in ["pg_federation_test.conf", "postgresql.auto.conf", "pg_hba.conf"] {
+            let text = fs::read_to_string(old_data.join(file)).map_err(|e| e.to_string())?;
+            write_file_as_server_user(&self.data_dir().join(file), &text);
+        }
+        let main = self.data_dir().join("postgresql.conf");
+        let text = fs::read_to_string(&main).unwrap();
+        write_file_as_server_user(&main, &(text + "\ninclude = 'pg_federation_test.conf'\n"));
+        let (old_port, new_port) = (free_port().to_string(), free_port().to_string());
+        let new_data = self.data_dir();
+        let out = run_server_cmd(&[
+            new_bindir.join("pg_upgrade").to_str().unwrap(),
+            "--no-sync",
+            "-U",
+            "postgres",
+            "-b",
+            old_bindir.to_str().unwrap(),
+            "-B",
+            new_bindir.to_str().unwrap(),
+            "-d",
+            old_data.to_str().unwrap(),
+            "-D",
+            new_data.to_str().unwrap(),
+            "-p",
+            &old_port,
+            "-P",
+            &new_port,
+        ]);
+        if !out.status.success() {
+            let mut logs = String::new();
+            for entry in walk_files(&new_data.join("pg_upgrade_output.d")) {
+                if entry.extension().is_some_and(|e| e == "log" || e == "txt") {
+                    let text = fs::read_to_string(&entry).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    logs += &format!(
+                        "\n--- {} ---\n{}",
+                        entry.display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+            }
+            return Err(format!(
+                "pg_upgrade failed: {}{}{logs}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        register_for_signals(&self.data_dir());
+        self.try_start()
     }
 
     /// Starts a stopped node (same port, same data).
@@ -525,7 +622,7 @@ impl Drop for Node {
         unregister_for_signals(&self.data_dir());
         self.client.get_mut().take();
         if self.postmaster_pid().is_some() {
-            let out = stop_immediately(&pg_bindir(), &self.data_dir());
+            let out = stop_immediately(&self.bindir, &self.data_dir());
             if !out.status.success() {
                 if let Some(pid) = self.postmaster_pid() {
                     let mut victims = children_of(pid);
@@ -540,4 +637,20 @@ impl Drop for Node {
             let _ = fs::remove_dir_all(&self.root);
         }
     }
+}
+
+/// Every file under `dir`, recursively (none if it does not exist).
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

@@ -24,6 +24,8 @@ pub struct NodeSpec {
     pub create_extension: bool,
     /// Run inside a network namespace of a [`Net`], at this address (None: 127.0.0.1).
     pub place: Option<NetPlace>,
+    /// The PostgreSQL installation's bin directory (None: the one PG_CONFIG names).
+    pub bindir: Option<std::path::PathBuf>,
 }
 
 /// Where a node lives on a [`Net`]: its namespace and address.
@@ -42,6 +44,7 @@ impl NodeSpec {
             conf: vec![],
             create_extension: true,
             place: None,
+            bindir: None,
         }
     }
 
@@ -56,11 +59,18 @@ impl NodeSpec {
             conf: vec![],
             create_extension: true,
             place: None,
+            bindir: None,
         }
     }
 
     pub fn with_conf(mut self, line: &str) -> NodeSpec {
         self.conf.push(line.to_string());
+        self
+    }
+
+    /// A node of another PostgreSQL installation than PG_CONFIG's (a mixed-major federation).
+    pub fn with_bindir(mut self, bindir: &std::path::Path) -> NodeSpec {
+        self.bindir = Some(bindir.to_path_buf());
         self
     }
 

@@ -18,6 +18,7 @@ fn three_nodes_each_report_their_own_name() {
             conf: vec![],
             create_extension: true,
             place: None,
+            bindir: None,
         },
     ]);
     let west = cluster.node("west");
@@ -109,6 +110,7 @@ fn unconfigured_and_misconfigured_nodes_are_refused() {
         conf: vec![],
         create_extension: true,
         place: None,
+        bindir: None,
     }]);
     let n = cluster.node("nameless");
     let e = n.expect_error("SELECT federation.node_name()");
