@@ -60,6 +60,26 @@ fn health(n: &Node) -> String {
         .unwrap_or_default()
 }
 
+/// Seconds after `since` (an epoch, from `clock`'s clock) of the first line of `node`'s log
+/// logged after it that contains `marker`.
+fn logged_at(clock: &Node, node: &Node, marker: &str, since: &str) -> Option<f64> {
+    let since_f: f64 = since.parse().ok()?;
+    for line in node.log_tail(20_000).lines().filter(|l| l.contains(marker)) {
+        // log_line_prefix '%m ...': "2026-11-28 02:06:35.250 UTC [pid] ..."
+        let stamp: String = line.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        let at = clock
+            .scalar(&format!(
+                "SELECT extract(epoch FROM '{}'::timestamptz)::text",
+                stamp.replace('\'', "")
+            ))
+            .and_then(|v| v.parse::<f64>().ok())?;
+        if at >= since_f {
+            return Some(at - since_f);
+        }
+    }
+    None
+}
+
 fn change(east: &Node, changed: u64) {
     east.execute(&format!(
         "UPDATE hippos SET value = -value WHERE id IN (SELECT id FROM hippos_east ORDER BY value DESC LIMIT {changed})"
@@ -82,14 +102,35 @@ fn by_difference(rows: u64, changed: u64) -> u32 {
     let port = east.port;
     east.kill9();
     standby.move_to_port(port);
+    let since = west.scalar("SELECT extract(epoch FROM clock_timestamp())::text").unwrap();
     let t = Instant::now();
     standby.promote();
     let nodes = [&standby, west];
     copies_equal(&nodes);
+    let equal_at = t.elapsed().as_secs_f64();
     wait_until("no node CRITICAL", Duration::from_secs(300), &nodes, || {
         Ok(nodes.iter().all(|n| health(n) != "CRITICAL"))
     });
     let healed = t.elapsed().as_secs_f64();
+    // Where the time went: the servers' own log lines, in seconds after the promotion began.
+    let probe = Instant::now();
+    let _ = digest(west, "hippos_east");
+    let one_digest = probe.elapsed().as_secs_f64();
+    println!("Timeline (seconds after `pg_ctl promote` began; from the servers' logs):\n");
+    for (who, node, marker) in [
+        ("east", &standby, "database system is ready to accept connections"),
+        ("east", &standby, "this node writes on WAL timeline"),
+        ("west", west, "repairing this node's copy of \"east\"'s partitions from it"),
+        ("west", west, "repaired this node's copy of \"east\"'s partitions"),
+        ("east", &standby, "repaired this node's copy of \"west\"'s partitions"),
+    ] {
+        let at = logged_at(west, node, marker, &since);
+        println!(
+            "- {who}: \"{marker}\": {}",
+            at.map_or("not logged".into(), |s| format!("{s:.1} s"))
+        );
+    }
+    println!("- the bench saw the copies equal at {equal_at:.1} s and no node CRITICAL at {healed:.1} s (one digest of west's copy takes {one_digest:.1} s: the bench's own polling)\n");
     let line = west
         .log_tail(2000)
         .lines()

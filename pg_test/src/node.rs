@@ -192,6 +192,13 @@ impl Node {
     /// Stops this server and starts it again on `port` (and the address the node's peers use
     /// with it): a standby taking over its failed primary's address, as an operator's Service
     /// does.
+    /// This stopped standby's data directory as a restored base backup started without
+    /// recovery: it starts as a primary on the same WAL timeline (no promotion).
+    pub fn forget_standby(&self) {
+        assert!(!self.is_running(), "stop {} first", self.name);
+        let _ = fs::remove_file(self.data_dir().join("standby.signal"));
+    }
+
     pub fn move_to_port(&mut self, port: u16) {
         if self.is_running() {
             self.stop();

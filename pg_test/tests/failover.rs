@@ -367,3 +367,104 @@ fn joined_with(names: &[&str], spec: impl Fn(&str) -> NodeSpec) -> pg_test::Clus
     }
     c
 }
+
+/// A node's server restored from a base backup at its address and started without recovery
+/// (a pg_basebackup or a volume snapshot started as it is): the same system, the same WAL
+/// timeline, no promotion, its WAL back where the backup was. Before, its subscriptions
+/// resumed from replication origins older than what the members' slots had confirmed and
+/// skipped, silently and for good, every row the members wrote between the backup and the
+/// loss. Now its worker sees a member that applied its WAL past where its WAL is and repairs
+/// both ways by itself; the rows it had acknowledged after the backup (lost with it) are kept
+/// in the member's federation.set_aside, not deleted.
+#[test]
+fn a_node_restored_from_a_base_backup_on_the_same_timeline_heals_by_itself_and_loses_nothing() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("INSERT INTO hippos (value) SELECT 1000 + g FROM generate_series(1, 20) g");
+    west.execute("INSERT INTO hippos (value) SELECT 3000 + g FROM generate_series(1, 20) g");
+    assert_converged_among(&[east, west], "hippos");
+    wait_timeline_recorded(east);
+    // The backup: a copy of east's data directory, caught up, then left behind.
+    let mut backup = Node::standby_of(east);
+    let on_east = east.scalar("SELECT count(*) FROM hippos");
+    wait_until(
+        "the backup to catch up",
+        Duration::from_secs(60),
+        &[east, &backup],
+        || Ok(backup.scalar("SELECT count(*) FROM hippos") == on_east),
+    );
+    backup.stop();
+    // After the backup: east works on (here 10 MB of WAL in a table of its own; a real backup
+    // is hours old), acknowledges 30 rows (west receives them), west writes 25 that east
+    // applies, and west keeps writing.
+    east.execute(
+        "CREATE TABLE scratch AS SELECT g, repeat('x', 80) AS pad FROM generate_series(1, 80000) g",
+    );
+    east.execute("INSERT INTO hippos (value) SELECT 5000 + g FROM generate_series(1, 30) g");
+    west.execute("INSERT INTO hippos (value) SELECT 7000 + g FROM generate_series(1, 25) g");
+    assert_converged_among(&[east, west], "hippos");
+    let writer = Writer::start(west, "hippos");
+    writer.wait_for_more(20, &[west]);
+    // east has confirmed west's WAL past those rows (as it always has, long after a backup).
+    let applied = west.scalar("SELECT pg_current_wal_lsn()::text").unwrap();
+    wait_until(
+        "east to confirm west's WAL past the rows written after the backup",
+        Duration::from_secs(60),
+        &[east, west],
+        || {
+            Ok(west.scalar(&format!(
+                "SELECT (confirmed_flush_lsn >= '{applied}')::text FROM pg_replication_slots WHERE slot_name = 'federation_west_east'"
+            )).as_deref() == Some("true"))
+        },
+    );
+
+    // east's server is lost; the backup is started at its address as it is.
+    let port = east.port;
+    east.kill9();
+    backup.forget_standby();
+    backup.move_to_port(port);
+    let restored = &backup;
+    let nodes = [restored, west];
+    assert_eq!(
+        restored.scalar("SELECT pg_is_in_recovery()::text").as_deref(),
+        Some("false")
+    );
+    wait_until(
+        "the restored east to find it went back in time",
+        Duration::from_secs(60),
+        &nodes,
+        || Ok(restored.log_tail(2000).contains("this server went back in time")),
+    );
+    writer.wait_for_more(20, &nodes);
+    restored.execute("INSERT INTO hippos (value) SELECT 6000 + g FROM generate_series(1, 10) g");
+    let written = writer.finish();
+
+    // Healed both ways: west's rows written after the backup are on east again (before, the
+    // 25 and the writer's first rows were skipped for good), and east's copies equal.
+    assert_converged_among(&nodes, "hippos");
+    assert_eq!(
+        restored.row_count("SELECT 1 FROM hippos_west WHERE value BETWEEN 7001 AND 7025"),
+        25
+    );
+    for n in nodes {
+        assert_all_present(n, "hippos_west", &written);
+    }
+    // The 30 rows east acknowledged after the backup are kept on west, not deleted.
+    let lost_with_the_server: Vec<String> = (5001..=5030).map(|v| v.to_string()).collect();
+    wait_until(
+        "west's kept rows of east to settle",
+        Duration::from_secs(90),
+        &nodes,
+        || {
+            let got = kept(west, "east");
+            if got == lost_with_the_server {
+                Ok(true)
+            } else {
+                Err(format!("{} kept: {:?}", got.len(), got.first()))
+            }
+        },
+    );
+    wait_health_ok(restored, &nodes);
+    assert_verified(restored);
+    assert_verified(west);
+}

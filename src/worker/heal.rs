@@ -4,7 +4,7 @@
 //! subscriptions resume from whatever its replication origins replayed, which may be behind
 //! what the members' slots already confirmed to the old primary.
 //!
-//! Two findings, two repairs, each by the worker of the node that holds the broken copy, with
+//! Three findings, each repaired by the worker of the node that holds the broken copy, with
 //! the same machinery as federation.resync(..., mode => 'diff') (ops::diff: only the rows
 //! that differ move; a full copy afresh if that fails), which never deletes a row a copy
 //! held (table::set_aside):
@@ -14,7 +14,11 @@
 //! - **this node writes on a new WAL timeline** (local_node.timeline records the last known
 //!   good one): this node is the promoted standby or a point-in-time restore; its copies of
 //!   every member's partitions are rebuilt from their owners, since its origins cannot be
-//!   trusted.
+//!   trusted;
+//! - **a member has applied this node's WAL past where it is now**, on the same timeline: this
+//!   server went back in time without a promotion (a base backup or a volume snapshot started
+//!   as it is); its slots are dropped (the members then repair their copies of it) and its
+//!   copies of every member's partitions are rebuilt, as after a promotion.
 //!
 //! Rows a copy held that the owner lacks (a lagging standby lost them) stay in
 //! federation.set_aside, named by health(); deciding whether the owner deleted them or lost
@@ -55,6 +59,11 @@ pub struct Healer {
     first_missing: HashMap<String, std::time::SystemTime>,
     /// Members whose address answers with a server that does not act as them (said once).
     not_the_node: HashSet<String>,
+    /// Members seen to have applied this node's WAL past where it is now, with that
+    /// position: the going back in time they showed has been acted on.
+    went_back: HashMap<String, String>,
+    /// Members whose copies are still to be repaired after this server went back in time.
+    to_repair: HashSet<String>,
 }
 
 impl Healer {
@@ -91,11 +100,61 @@ impl Healer {
         }
         // Not in a federation (probe_members saw no ready member): nothing to heal.
         if !seen.is_empty() {
-            self.after_promotion(seen);
+            if self.after_promotion(seen) {
+                // A promotion went back in time too (a lagging standby): already repaired as
+                // one; what the members applied past this node is not a second finding.
+                for s in seen {
+                    if let Some((applied, _)) = &s.applied_past_me {
+                        self.went_back.insert(s.member.clone(), applied.clone());
+                    }
+                }
+            } else {
+                self.after_going_back(seen);
+            }
         }
     }
 
-    fn after_promotion(&mut self, seen: &[SlotSeen]) {
+    /// A member has applied this node's WAL past where this node's WAL is now: this server
+    /// went back in time on the same timeline, which a promotion never does (a new timeline
+    /// is after_promotion's): a base backup started without recovery, a volume snapshot, a
+    /// restore that kept the timeline. Its own subscriptions would resume from replication
+    /// origins older than what its members' slots confirmed, skipping what the members wrote
+    /// meanwhile, and the members' would skip what it writes now up to the WAL position they
+    /// had already applied. So, once per such finding: its pg_federation slots are dropped
+    /// (every member finds its slot gone and repairs its copy of this node by difference; the
+    /// rows only the members hold go to their federation.set_aside, named by health()) and its
+    /// copies of every member's partitions are repaired from their owners.
+    fn after_going_back(&mut self, seen: &[SlotSeen]) {
+        // A finding that no longer holds (the member has repaired) is forgotten.
+        self.went_back.retain(|m, _| {
+            seen.iter()
+                .any(|s| s.member == *m && s.applied_past_me.is_some())
+        });
+        let new: Vec<(&str, &(String, String))> = seen
+            .iter()
+            .filter_map(|s| Some((s.member.as_str(), s.applied_past_me.as_ref()?)))
+            .filter(|(m, (applied, _))| self.went_back.get(*m) != Some(applied))
+            .collect();
+        if let Some((member, (applied, mine))) = new.first() {
+            log!("pg_federation: member \"{member}\" has applied this node's WAL up to {applied}, past where this node's WAL is now ({mine}): this server went back in time (restored from a backup without a new timeline, or a snapshot); dropping its replication slots so that every member repairs its copy of this node, and repairing its copies of every member's partitions from their owners (rows only the members hold go to their federation.set_aside)");
+            drop_stale_slots("from before this server went back in time (their positions are past its WAL now)");
+            for (m, (applied, _)) in &new {
+                self.went_back.insert(m.to_string(), applied.clone());
+            }
+            self.to_repair = seen.iter().map(|s| s.member.clone()).collect();
+        }
+        let pending: Vec<String> = self.to_repair.iter().cloned().collect();
+        for member in pending {
+            let why = format!("this server went back in time: its copy of \"{member}\"'s partitions may miss changes it had applied before");
+            if self.rebuild(&member, &why) {
+                self.to_repair.remove(&member);
+            }
+        }
+    }
+
+    /// Whether this node is on a new WAL timeline (it was promoted or restored with
+    /// point-in-time recovery): then its copies of every member are repaired.
+    fn after_promotion(&mut self, seen: &[SlotSeen]) -> bool {
         let timelines = BackgroundWorker::transaction(|| {
             Ok::<_, crate::errors::FedError>((
                 catalog::recorded_timeline()?,
@@ -106,20 +165,20 @@ impl Healer {
             Ok(t) => t,
             Err(e) => {
                 warning!("pg_federation worker: reading the WAL timeline: {e}");
-                return;
+                return false;
             }
         };
         match recorded {
-            Some(r) if r == current => return,
+            Some(r) if r == current => return false,
             None => {
                 // First look (a new node, an upgrade): this is the known good timeline.
                 self.record(current);
-                return;
+                return false;
             }
             Some(r) => {
                 if self.rebuilt_since_promotion.is_empty() {
                     log!("pg_federation: this node writes on WAL timeline {current}, not {r}: it was promoted from a standby or restored; repairing its copies of every member's partitions from their owners (rows they hold that the owners lack or hold otherwise go to federation.set_aside)");
-                    drop_stale_slots();
+                    drop_stale_slots("from before this server's promotion (their positions belong to a rewound history)");
                 }
             }
         }
@@ -143,6 +202,7 @@ impl Healer {
             self.record(current);
             self.rebuilt_since_promotion.clear();
         }
+        true
     }
 
     /// Whether this server is the one that answers at its own address (local_node.conninfo):
@@ -348,7 +408,7 @@ fn acts_as_member(member: &str) -> Result<(), String> {
 /// as the new history's standby, and skip them silently. Dropped, the members find their slot
 /// gone and repair their copies by difference (which also mends anything a member streamed
 /// from such a slot in the moment before).
-fn drop_stale_slots() {
+fn drop_stale_slots(from: &str) {
     let dropped = BackgroundWorker::transaction(|| {
         let synced = crate::spi::one::<bool>(
             "SELECT pg_catalog.current_setting('server_version_num')::int >= 170000",
@@ -368,7 +428,7 @@ fn drop_stale_slots() {
     let names = match dropped {
         Ok(n) => n,
         Err(e) => {
-            warning!("pg_federation worker: looking for replication slots from before the promotion: {e}");
+            warning!("pg_federation worker: looking for replication slots {from}: {e}");
             return;
         }
     };
@@ -397,15 +457,15 @@ fn drop_stale_slots() {
             });
             match r {
                 Ok(Some(false)) => {
-                    log!("pg_federation: dropped replication slot \"{name}\", left from before this server's promotion (its position belongs to a rewound history); the member streaming from it repairs its copy by difference");
+                    log!("pg_federation: dropped replication slot \"{name}\", left {from}; the member streaming from it repairs its copy by difference");
                     break;
                 }
                 Err(e) if Instant::now() >= deadline => {
-                    warning!("pg_federation worker: dropping replication slot \"{name}\" from before the promotion: {e}");
+                    warning!("pg_federation worker: dropping replication slot \"{name}\" {from}: {e}");
                     break;
                 }
                 _ if Instant::now() >= deadline => {
-                    warning!("pg_federation worker: replication slot \"{name}\" from before the promotion stays in use; drop it by hand (SELECT pg_drop_replication_slot('{name}'))");
+                    warning!("pg_federation worker: replication slot \"{name}\" {from} stays in use; drop it by hand (SELECT pg_drop_replication_slot('{name}'))");
                     break;
                 }
                 _ => crate::wait::nap(100),

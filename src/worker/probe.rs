@@ -20,6 +20,8 @@ struct Sample {
     recorded: ProbeSample,
     /// The member's ready members (name, conninfo).
     their_members: Vec<(String, String)>,
+    /// See [`SlotSeen::applied_past_me`].
+    applied_past_me: Option<(String, String)>,
 }
 
 /// What one probe saw of a ready member's slot for this node, for worker::heal.
@@ -27,6 +29,9 @@ pub struct SlotSeen {
     pub member: String,
     /// Reachable, and this node's slot there is missing (Some(false)) or present.
     pub slot_found: Option<bool>,
+    /// How far the member has applied this node's WAL, when that is past where this node's
+    /// WAL is now (the member's LSN, and this node's): this server went back in time.
+    pub applied_past_me: Option<(String, String)>,
 }
 
 /// Probes every member and records the samples; never raises (a failed probe is itself the
@@ -53,14 +58,20 @@ pub fn probe_members() -> Vec<SlotSeen> {
         .filter(|(m, _)| m.state == MemberState::Ready)
         .flat_map(|(_, s)| std::mem::take(&mut s.their_members))
         .collect();
+    let past: Vec<Option<(String, String)>> = samples
+        .iter_mut()
+        .map(|s| s.applied_past_me.take())
+        .collect();
     let recorded: Vec<ProbeSample> = samples.into_iter().map(|s| s.recorded).collect();
     let slots: Vec<SlotSeen> = members
         .iter()
         .zip(&recorded)
-        .filter(|(m, _)| m.state == MemberState::Ready)
-        .map(|(m, s)| SlotSeen {
+        .zip(past)
+        .filter(|((m, _), _)| m.state == MemberState::Ready)
+        .map(|((m, s), past)| SlotSeen {
             member: m.name.clone(),
             slot_found: if s.reachable { s.slot_found } else { None },
+            applied_past_me: past,
         })
         .collect();
     let r = BackgroundWorker::transaction(move || catalog::record_probe(&recorded));
@@ -88,6 +99,7 @@ fn sample(me: &str, m: &Member) -> Sample {
         schema_diff: None,
     };
     let mut their_members = vec![];
+    let mut applied_past_me = None;
     let probe = (|| -> FedResult<()> {
         let mut r = Remote::connect_within(
             &m.conninfo,
@@ -126,6 +138,23 @@ fn sample(me: &str, m: &Member) -> Sample {
         if !differ.is_empty() {
             s.schema_diff = Some(differ.join(", "));
         }
+        // How far the member has applied this node's WAL, then where this node's WAL is:
+        // read in that order, a server that did not go back in time is always ahead.
+        if let Some(applied) = r.scalar(
+            "SELECT o.remote_lsn::text FROM pg_catalog.pg_subscription s
+             JOIN pg_catalog.pg_replication_origin_status o ON o.external_id = 'pg_' || s.oid
+             WHERE s.subname = $1",
+            &[Some(&subscription_name(me, &m.name))],
+        )? {
+            let a = applied.clone();
+            let mine = BackgroundWorker::transaction(move || {
+                crate::spi::one::<String>(
+                    "SELECT pg_catalog.pg_current_wal_lsn()::text WHERE pg_catalog.pg_current_wal_lsn() < $1::pg_lsn",
+                    &[a.as_str().into()],
+                )
+            })?;
+            applied_past_me = mine.map(|mine| (applied, mine));
+        }
         // The members it knows as ready, for discovery.
         their_members = r.ready_members()?;
         s.reachable = true;
@@ -137,5 +166,6 @@ fn sample(me: &str, m: &Member) -> Sample {
     Sample {
         recorded: s,
         their_members,
+        applied_past_me,
     }
 }
