@@ -66,7 +66,11 @@ fn logged_at(clock: &Node, node: &Node, marker: &str, since: &str) -> Option<f64
     let since_f: f64 = since.parse().ok()?;
     for line in node.log_tail(20_000).lines().filter(|l| l.contains(marker)) {
         // log_line_prefix '%m ...': "2026-11-28 02:06:35.250 UTC [pid] ..."
-        let stamp: String = line.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        let stamp: String = line
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
         let at = clock
             .scalar(&format!(
                 "SELECT extract(epoch FROM '{}'::timestamptz)::text",
@@ -102,7 +106,9 @@ fn by_difference(rows: u64, changed: u64) -> u32 {
     let port = east.port;
     east.kill9();
     standby.move_to_port(port);
-    let since = west.scalar("SELECT extract(epoch FROM clock_timestamp())::text").unwrap();
+    let since = west
+        .scalar("SELECT extract(epoch FROM clock_timestamp())::text")
+        .unwrap();
     let t = Instant::now();
     standby.promote();
     let nodes = [&standby, west];
@@ -118,11 +124,27 @@ fn by_difference(rows: u64, changed: u64) -> u32 {
     let one_digest = probe.elapsed().as_secs_f64();
     println!("Timeline (seconds after `pg_ctl promote` began; from the servers' logs):\n");
     for (who, node, marker) in [
-        ("east", &standby, "database system is ready to accept connections"),
+        (
+            "east",
+            &standby,
+            "database system is ready to accept connections",
+        ),
         ("east", &standby, "this node writes on WAL timeline"),
-        ("west", west, "repairing this node's copy of \"east\"'s partitions from it"),
-        ("west", west, "repaired this node's copy of \"east\"'s partitions"),
-        ("east", &standby, "repaired this node's copy of \"west\"'s partitions"),
+        (
+            "west",
+            west,
+            "repairing this node's copy of \"east\"'s partitions from it",
+        ),
+        (
+            "west",
+            west,
+            "repaired this node's copy of \"east\"'s partitions",
+        ),
+        (
+            "east",
+            &standby,
+            "repaired this node's copy of \"west\"'s partitions",
+        ),
     ] {
         let at = logged_at(west, node, marker, &since);
         println!(

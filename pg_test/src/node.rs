@@ -448,7 +448,11 @@ impl Node {
         } else {
             "--no-data-checksums"
         }]);
-        for file in ["pg_federation_test.conf", "postgresql.auto.conf", "pg_hba.conf"] {
+        for file in [
+            "pg_federation_test.conf",
+            "postgresql.auto.conf",
+            "pg_hba.conf",
+        ] {
             let text = fs::read_to_string(old_data.join(file)).map_err(|e| e.to_string())?;
             write_file_as_server_user(&self.data_dir().join(file), &text);
         }

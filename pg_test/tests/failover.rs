@@ -426,14 +426,20 @@ fn a_node_restored_from_a_base_backup_on_the_same_timeline_heals_by_itself_and_l
     let restored = &backup;
     let nodes = [restored, west];
     assert_eq!(
-        restored.scalar("SELECT pg_is_in_recovery()::text").as_deref(),
+        restored
+            .scalar("SELECT pg_is_in_recovery()::text")
+            .as_deref(),
         Some("false")
     );
     wait_until(
         "the restored east to find it went back in time",
         Duration::from_secs(60),
         &nodes,
-        || Ok(restored.log_tail(2000).contains("this server went back in time")),
+        || {
+            Ok(restored
+                .log_tail(2000)
+                .contains("this server went back in time"))
+        },
     );
     writer.wait_for_more(20, &nodes);
     restored.execute("INSERT INTO hippos (value) SELECT 6000 + g FROM generate_series(1, 10) g");

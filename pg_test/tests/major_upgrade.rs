@@ -51,7 +51,12 @@ fn a_node_moved_from_postgresql_15_to_18_with_pg_upgrade_rejoins_with_every_row(
                 "{} forgot east",
                 n.name
             );
-            assert_eq!(n.row_count("SELECT 1 FROM hippos_east"), 100, "{}'s copy kept", n.name);
+            assert_eq!(
+                n.row_count("SELECT 1 FROM hippos_east"),
+                100,
+                "{}'s copy kept",
+                n.name
+            );
         }
     }
     let east_rows: Vec<String> = c
@@ -113,9 +118,14 @@ fn a_node_moved_from_postgresql_15_to_18_with_pg_upgrade_rejoins_with_every_row(
     for n in [east, west, central] {
         wait_health_ok(n, &[east, west, central]);
     }
-    wait_until("nothing set aside", Duration::from_secs(30), &[east, west, central], || {
-        Ok([east, west, central]
-            .iter()
-            .all(|n| n.row_count("SELECT 1 FROM federation.set_aside") == 0))
-    });
+    wait_until(
+        "nothing set aside",
+        Duration::from_secs(30),
+        &[east, west, central],
+        || {
+            Ok([east, west, central]
+                .iter()
+                .all(|n| n.row_count("SELECT 1 FROM federation.set_aside") == 0))
+        },
+    );
 }

@@ -760,17 +760,25 @@ fn status_skips_a_kept_copy_dropped_after_its_snapshot() {
     let kept = "SELECT table_name || ' ' || node || ' ' || set_aside
                 FROM federation_internal.set_aside_state() WHERE node = 'ghost'";
     // The worker leaves it: the copy it waits for is no subscription's 'ready' table.
-    assert_eq!(east.scalar(kept).as_deref(), Some("public.kept_probe ghost 3"));
+    assert_eq!(
+        east.scalar(kept).as_deref(),
+        Some("public.kept_probe ghost 3")
+    );
     let mut reader = east.connect().unwrap();
     reader
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM federation.kept_copy")
+        .batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM federation.kept_copy",
+        )
         .unwrap();
     east.execute(
         "DELETE FROM federation.kept_copy WHERE node = 'ghost'; DROP TABLE public.kept_probe",
     );
     // Under the old snapshot the kept_copy row is still there; its table is gone.
     let seen: i64 = reader
-        .query_one("SELECT count(*) FROM federation.kept_copy WHERE node = 'ghost'", &[])
+        .query_one(
+            "SELECT count(*) FROM federation.kept_copy WHERE node = 'ghost'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(seen, 1, "the reader's snapshot predates the drop");
@@ -780,7 +788,11 @@ fn status_skips_a_kept_copy_dropped_after_its_snapshot() {
             &[],
         )
         .unwrap_or_else(|e| panic!("set_aside_state() under an old snapshot: {e:?}"));
-    assert!(rows.is_empty(), "a dropped kept table is skipped, {} row(s) shown", rows.len());
+    assert!(
+        rows.is_empty(),
+        "a dropped kept table is skipped, {} row(s) shown",
+        rows.len()
+    );
     let health: String = reader
         .query_one("SELECT health FROM federation.health()", &[])
         .unwrap_or_else(|e| panic!("health() under an old snapshot: {e:?}"))
@@ -872,7 +884,11 @@ fn members_in_other_time_zones_and_date_styles_verify_and_repair_alike() {
         let bad = n.query(
             "SELECT partition, node, status, detail FROM federation.verify('events') WHERE status NOT IN ('owner', 'match')",
         );
-        assert!(bad.is_empty(), "verify on {} under other settings: {bad:?}", n.name);
+        assert!(
+            bad.is_empty(),
+            "verify on {} under other settings: {bad:?}",
+            n.name
+        );
     }
     // One row of west's copy of east's partition changed, one lost: a repair by difference
     // moves those two and sets aside only west's version of the changed one.
@@ -903,14 +919,19 @@ fn members_in_other_time_zones_and_date_styles_verify_and_repair_alike() {
     );
     for n in [east, west] {
         assert_eq!(
-            n.row_count("SELECT 1 FROM federation.verify('events') WHERE status NOT IN ('owner', 'match')"),
+            n.row_count(
+                "SELECT 1 FROM federation.verify('events') WHERE status NOT IN ('owner', 'match')"
+            ),
             0,
             "verify on {} after the repair",
             n.name
         );
     }
     east.execute(&rows(5001));
-    wait_until("east's new rows on west", Duration::from_secs(30), &[east, west], || {
-        Ok(stable(east, "events_east") == stable(west, "events_east"))
-    });
+    wait_until(
+        "east's new rows on west",
+        Duration::from_secs(30),
+        &[east, west],
+        || Ok(stable(east, "events_east") == stable(west, "events_east")),
+    );
 }

@@ -326,7 +326,8 @@ fn state() -> FedResult<Vec<Kept>> {
                 continue;
             }
             let kept_sql = super::oid_sql(kept)?;
-            let rows = spi::one::<i64>(&format!("SELECT count(*) FROM {kept_sql}"), &[])?.unwrap_or(0);
+            let rows =
+                spi::one::<i64>(&format!("SELECT count(*) FROM {kept_sql}"), &[])?.unwrap_or(0);
             if rows > 0 {
                 out.push(Kept {
                     table,

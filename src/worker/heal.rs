@@ -137,7 +137,9 @@ impl Healer {
             .collect();
         if let Some((member, (applied, mine))) = new.first() {
             log!("pg_federation: member \"{member}\" has applied this node's WAL up to {applied}, past where this node's WAL is now ({mine}): this server went back in time (restored from a backup without a new timeline, or a snapshot); dropping its replication slots so that every member repairs its copy of this node, and repairing its copies of every member's partitions from their owners (rows only the members hold go to their federation.set_aside)");
-            drop_stale_slots("from before this server went back in time (their positions are past its WAL now)");
+            drop_stale_slots(
+                "from before this server went back in time (their positions are past its WAL now)",
+            );
             for (m, (applied, _)) in &new {
                 self.went_back.insert(m.to_string(), applied.clone());
             }
@@ -461,7 +463,9 @@ fn drop_stale_slots(from: &str) {
                     break;
                 }
                 Err(e) if Instant::now() >= deadline => {
-                    warning!("pg_federation worker: dropping replication slot \"{name}\" {from}: {e}");
+                    warning!(
+                        "pg_federation worker: dropping replication slot \"{name}\" {from}: {e}"
+                    );
                     break;
                 }
                 _ if Instant::now() >= deadline => {
