@@ -114,10 +114,26 @@ fn by_difference(rows: u64, changed: u64) -> u32 {
     let nodes = [&standby, west];
     copies_equal(&nodes);
     let equal_at = t.elapsed().as_secs_f64();
+    let mut last_critical = String::new();
     wait_until("no node CRITICAL", Duration::from_secs(300), &nodes, || {
-        Ok(nodes.iter().all(|n| health(n) != "CRITICAL"))
+        for n in nodes {
+            let r = n.query("SELECT health, reason FROM federation.health()");
+            if r[0][0].as_deref() == Some("CRITICAL") {
+                last_critical = format!(
+                    "{} at {:.1} s: {}",
+                    n.name,
+                    t.elapsed().as_secs_f64(),
+                    r[0][1].clone().unwrap_or_default()
+                );
+                return Ok(false);
+            }
+        }
+        Ok(true)
     });
     let healed = t.elapsed().as_secs_f64();
+    if !last_critical.is_empty() {
+        println!("Last CRITICAL seen: {last_critical}\n");
+    }
     // Where the time went: the servers' own log lines, in seconds after the promotion began.
     let probe = Instant::now();
     let _ = digest(west, "hippos_east");

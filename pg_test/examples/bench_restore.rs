@@ -63,11 +63,11 @@ fn main() {
         || Ok(west.log_tail(400).contains("does not act as node \"east\"")),
     );
     // Baseline: the same rows by a plain COPY from west into a table here.
-    new_east.execute("CREATE TABLE baseline (id bigint, value bigint, node text)");
+    new_east.execute("CREATE TABLE baseline (id uuid, value numeric, created_at timestamptz)");
     let t = Instant::now();
     copy_rows(
         west,
-        "SELECT id, value, node FROM hippos_east",
+        "SELECT id, value, created_at FROM hippos_east",
         new_east,
         "baseline",
     );

@@ -211,7 +211,7 @@ fn a_switchover_to_a_caught_up_standby_heals_by_itself_with_nothing_kept_aside()
     let mut c = c;
     let old = c.nodes.iter_mut().find(|n| n.name == "east").unwrap();
     old.move_to_port(port);
-    let old = &*old;
+    let old = c.node("east");
     wait_until(
         "the old primary to say it is no longer the node",
         Duration::from_secs(60),
@@ -232,10 +232,33 @@ fn a_switchover_to_a_caught_up_standby_heals_by_itself_with_nothing_kept_aside()
         .unwrap_or_default()
         .contains("standby of the node's new primary"));
     assert_eq!(old.row_count("SELECT 1 FROM hippos WHERE value = -1"), 0);
-    // The federation is not disturbed by it.
+    // Its subscriptions, which stream from the same slots on the members as the new
+    // primary's, are disabled: it consumes nothing the new primary must receive.
+    wait_until(
+        "the old primary's subscriptions to be disabled",
+        Duration::from_secs(30),
+        &[old],
+        || {
+            Ok(
+                old.row_count("SELECT 1 FROM pg_subscription WHERE subenabled") == 0
+                    && old.row_count("SELECT 1 FROM pg_stat_subscription WHERE pid IS NOT NULL")
+                        == 0,
+            )
+        },
+    );
+    // The federation is not disturbed by it: what west writes now reaches the new primary.
     let (west, standby) = (c.node("west"), &standby);
+    let writer = Writer::start(west, "hippos");
+    writer.wait_for_more(50, &[west, standby]);
     standby.execute("INSERT INTO hippos (value) VALUES (300)");
+    let written = writer.finish();
     assert_converged_among(&[standby, west], "hippos");
+    assert_all_present(standby, "hippos_west", &written);
+    assert_eq!(
+        old.row_count("SELECT 1 FROM pg_subscription WHERE subenabled"),
+        0,
+        "still disabled"
+    );
     for n in [standby, west] {
         wait_health_ok(n, &[standby, west]);
     }

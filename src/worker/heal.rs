@@ -260,11 +260,29 @@ impl Healer {
             return;
         }
         match &now {
-            Some(why) => warning!("pg_federation: this server is no longer the node: {why}; it refuses writes to federated tables and federation operations until it is rebuilt as a standby of the new primary"),
+            Some(why) => warning!("pg_federation: this server is no longer the node: {why}; it refuses writes to federated tables and federation operations, and its subscriptions are disabled, until it is rebuilt as a standby of the new primary"),
             None => log!("pg_federation: this server answers at its address again; it acts as the node"),
         }
+        let superseded = now.is_some();
         let saved = BackgroundWorker::transaction(move || {
             catalog::set_superseded(now.as_deref())?;
+            // Its subscriptions stream from the same slots on the members as the node's new
+            // primary: whatever they consumed there, the new primary would never receive.
+            // Disabled while it is not the node; enabled again if it is once more.
+            let subscriptions = crate::spi::rows(
+                "SELECT s.subname::text FROM pg_catalog.pg_subscription s
+                 WHERE s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+                   AND s.subname LIKE 'federation\\_%' AND s.subslotname IS NOT NULL AND s.subenabled = $1",
+                &[superseded.into()],
+                |r| r.get::<String>(1),
+            )?;
+            for sub in subscriptions.into_iter().flatten() {
+                crate::spi::exec(&format!(
+                    "ALTER SUBSCRIPTION {} {}",
+                    crate::spi::quote_ident(&sub),
+                    if superseded { "DISABLE" } else { "ENABLE" }
+                ))?;
+            }
             // Every session re-reads its identity at its next statement.
             crate::spi::one::<bool>("SELECT pg_catalog.pg_reload_conf()", &[]).map(|_| ())
         });
