@@ -405,6 +405,8 @@ fn gather(remote: &mut Remote, query: &str) -> FedResult<()> {
     remote.exec(&format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE federation_taken NO SCROLL CURSOR FOR {query}"
     ))?;
+    // Each batch's arrays are made in a memory context of their own, emptied after it.
+    let mut batch_memory = pgrx::PgMemoryContexts::new("pg_federation restore batch");
     loop {
         let rows = remote.query(&format!("FETCH {BATCH} FROM federation_taken"), &[])?;
         if rows.is_empty() {
@@ -417,13 +419,20 @@ fn gather(remote: &mut Remote, query: &str) -> FedResult<()> {
             }
         }
         let [keys, hashes, texts] = columns;
-        spi::exec_args(
-            &format!(
-                "INSERT INTO {TAKEN} SELECT * FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]))
-                 ON CONFLICT (key) DO NOTHING"
-            ),
-            &[keys.into(), hashes.into(), texts.into()],
-        )?;
+        // SAFETY: the context is emptied only after the statement, whose arguments are all
+        // that was made in it, has run.
+        unsafe {
+            batch_memory.switch_to(|_| {
+                spi::exec_args(
+                    &format!(
+                        "INSERT INTO {TAKEN} SELECT * FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]))
+                         ON CONFLICT (key) DO NOTHING"
+                    ),
+                    &[keys.into(), hashes.into(), texts.into()],
+                )
+            })?;
+            batch_memory.reset();
+        }
     }
     remote.exec("COMMIT")
 }

@@ -101,12 +101,65 @@ fn groups() -> FedResult<Vec<(pg_sys::Oid, String, String, pg_sys::Oid)>> {
 }
 
 /// The set-aside rows of (`relid`, `node`) that an identical row of the owner's partition
-/// `part` now holds.
-fn matched_sql(verb: &str, part_sql: &str) -> String {
-    format!(
-        "{verb} federation.set_aside s WHERE s.relid = $1 AND s.node = $2
-         AND s.row_data IN (SELECT pg_catalog.to_jsonb(p) FROM ONLY {part_sql} p)"
-    )
+/// `part` now holds. Looked up by the partition's key where [`key_match`] can (an index scan
+/// per set-aside row), else by turning every row of the partition into jsonb (a scan of the
+/// whole partition: seconds for millions of rows, at every status() and every probe).
+fn matched_sql(verb: &str, part: pg_sys::Oid, part_sql: &str) -> FedResult<String> {
+    Ok(match key_match(part)? {
+        Some(key) => format!(
+            "{verb} federation.set_aside s WHERE s.relid = $1 AND s.node = $2
+             AND EXISTS (SELECT 1 FROM ONLY {part_sql} p
+                         WHERE {key} AND pg_catalog.to_jsonb(p) = s.row_data)"
+        ),
+        None => format!(
+            "{verb} federation.set_aside s WHERE s.relid = $1 AND s.node = $2
+             AND s.row_data IN (SELECT pg_catalog.to_jsonb(p) FROM ONLY {part_sql} p)"
+        ),
+    })
+}
+
+/// `p.k = <the set-aside row's k>` for every column of the partition's primary key, when
+/// each is of a type whose value is read back from the row's jsonb without any chance of an
+/// error (a key whose type changed since the row was set aside simply matches nothing); None
+/// for other keys.
+fn key_match(part: pg_sys::Oid) -> FedResult<Option<String>> {
+    let columns = spi::rows(
+        "SELECT a.attname::text, t.typname::text FROM pg_catalog.pg_index i
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+         JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+         WHERE i.indrelid = $1 AND i.indisprimary",
+        &[part.into()],
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ))
+        },
+    )?;
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let mut conditions = vec![];
+    for (name, ty) in columns {
+        let value = format!("(s.row_data ->> {})", spi::quote_literal(&name));
+        let pattern = match ty.as_str() {
+            "int2" => "^-?[0-9]{1,4}$",
+            "int4" => "^-?[0-9]{1,9}$",
+            "int8" => "^-?[0-9]{1,18}$",
+            "uuid" => "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+            "text" | "varchar" => "",
+            _ => return Ok(None),
+        };
+        let column = spi::quote_ident(&name);
+        conditions.push(if pattern.is_empty() {
+            format!("p.{column} = {value}")
+        } else {
+            format!(
+                "p.{column} = CASE WHEN {value} ~ '{pattern}' THEN {value}::pg_catalog.{ty} END"
+            )
+        });
+    }
+    Ok(Some(conditions.join(" AND ")))
 }
 
 /// The worker: drops every set-aside row that its owner's partition here now holds as it is.
@@ -124,7 +177,7 @@ pub fn settle() -> FedResult<usize> {
     for (relid, table, node, part) in groups()? {
         let part_sql = super::oid_sql(part)?;
         let n = spi::exec_count(
-            &matched_sql("DELETE FROM", &part_sql),
+            &matched_sql("DELETE FROM", part, &part_sql)?,
             &[relid.into(), node.clone().into()],
         )?;
         if n > 0 {
@@ -284,7 +337,7 @@ fn state() -> FedResult<Vec<Kept>> {
         )?
         .unwrap_or(0);
         let matched = spi::one::<i64>(
-            &matched_sql("SELECT count(*) FROM", &part_sql),
+            &matched_sql("SELECT count(*) FROM", part, &part_sql)?,
             &[relid.into(), node.clone().into()],
         )?
         .unwrap_or(0);
