@@ -16,25 +16,13 @@
 //!    and whether west's subscription to east was made anew (it must not be).
 
 use pg_test::checks::digest;
-use pg_test::scenario::{join, wait_timeline_recorded, HIPPOS};
-use pg_test::{wait_until, Cluster, Node, NodeSpec};
+use pg_test::scenario::wait_timeline_recorded;
+use pg_test::{wait_until, Cluster, Node};
 use std::time::{Duration, Instant};
 
-const CONF: &str = "max_wal_size = '4GB'";
-
 fn federation(rows: u64, east_conf: &str) -> Cluster {
-    let c = Cluster::start(&[
-        NodeSpec::guc("east").with_conf(CONF).with_conf(east_conf),
-        NodeSpec::guc("west").with_conf(CONF),
-    ]);
+    let c = pg_test::bench::east_owning(rows, &[east_conf]);
     let (east, west) = (c.node("east"), c.node("west"));
-    for n in [east, west] {
-        n.execute(HIPPOS);
-    }
-    join(west, east);
-    east.execute(&format!(
-        "INSERT INTO hippos (value) SELECT g FROM generate_series(1, {rows}) g"
-    ));
     west.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 100) g");
     for n in [east, west] {
         n.execute("VACUUM ANALYZE hippos");

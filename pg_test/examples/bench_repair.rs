@@ -13,8 +13,8 @@
 //!   what differs moved (the worker's repair after a failover).
 //! Prints every round's seconds and the ratio diff / copy; the target is 0.2.
 
-use pg_test::scenario::{assert_converged, join, HIPPOS};
-use pg_test::{wait_until, Cluster, Node, NodeSpec};
+use pg_test::scenario::assert_converged;
+use pg_test::{wait_until, Node};
 use std::time::{Duration, Instant};
 
 fn damage(west: &Node, changed: u64) {
@@ -56,16 +56,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     let (rows, changed, rounds) = (arg(1, 1_000_000), arg(2, 1_000), arg(3, 3));
-    let conf = "max_wal_size = '4GB'";
-    let c = Cluster::start(&["east", "west"].map(|n| NodeSpec::guc(n).with_conf(conf)));
+    let c = pg_test::bench::east_owning(rows, &[]);
     let (east, west) = (c.node("east"), c.node("west"));
-    for n in [east, west] {
-        n.execute(HIPPOS);
-    }
-    join(west, east);
-    east.execute(&format!(
-        "INSERT INTO hippos (value) SELECT g FROM generate_series(1, {rows}) g"
-    ));
     assert_converged(&c, "hippos");
     for n in [east, west] {
         n.execute("VACUUM ANALYZE hippos");

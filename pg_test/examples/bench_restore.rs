@@ -10,7 +10,6 @@
 //! `COPY` of the same rows from west into a table on the new server (the baseline: what moving
 //! the rows costs at least).
 
-use pg_test::scenario::{join, HIPPOS};
 use pg_test::{copy_rows, wait_until, Cluster, NodeSpec};
 use std::time::{Duration, Instant};
 
@@ -32,18 +31,8 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let c = Cluster::start(&[
-        NodeSpec::guc("east").with_conf(CONF),
-        NodeSpec::guc("west").with_conf(CONF),
-    ]);
+    let c = pg_test::bench::east_owning(rows, &[]);
     let (east, west) = (c.node("east"), c.node("west"));
-    for n in [east, west] {
-        n.execute(HIPPOS);
-    }
-    join(west, east);
-    east.execute(&format!(
-        "INSERT INTO hippos (value) SELECT g FROM generate_series(1, {rows}) g"
-    ));
     wait_until(
         "west's copy of east's rows",
         Duration::from_secs(600),

@@ -1,7 +1,29 @@
-//! What the benchmarks share: pgbench against a node, and the median of rounds.
+//! What the benchmarks share: pgbench against a node, the median of rounds, and the
+//! two-node federation whose node east owns many rows.
 
-use crate::{pg_bindir, Node};
+use crate::scenario::{join, HIPPOS};
+use crate::{pg_bindir, Cluster, Node, NodeSpec};
 use std::process::Command;
+
+/// Two nodes, east and west (max_wal_size 4GB; `east_conf` lines on east too), hippos
+/// federated and west joined to east; then east writes `rows` rows of its own.
+pub fn east_owning(rows: u64, east_conf: &[&str]) -> Cluster {
+    let conf = "max_wal_size = '4GB'";
+    let mut east = NodeSpec::guc("east").with_conf(conf);
+    for line in east_conf {
+        east = east.with_conf(line);
+    }
+    let c = Cluster::start(&[east, NodeSpec::guc("west").with_conf(conf)]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in [east, west] {
+        n.execute(HIPPOS);
+    }
+    join(west, east);
+    east.execute(&format!(
+        "INSERT INTO hippos (value) SELECT g FROM generate_series(1, {rows}) g"
+    ));
+    c
+}
 
 /// Runs pgbench; returns tps and the per-interval tps lines (with -P).
 pub fn pgbench(
