@@ -50,8 +50,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Healer {
     missing: HashMap<String, u32>,
     last_rebuild: HashMap<String, Instant>,
-    /// After a new timeline: the members whose copies are already being rebuilt.
-    rebuilt_since_promotion: HashSet<String>,
+    /// The new WAL timeline whose repairs are under way (recorded once they all started).
+    promotion: Option<i64>,
     /// A repair was made since the last [`Healer::repaired`]: what the last probe saw of the
     /// slots is out of date (a repair by difference is complete when it returns).
     repaired: bool,
@@ -62,7 +62,8 @@ pub struct Healer {
     /// Members seen to have applied this node's WAL past where it is now, with that
     /// position: the going back in time they showed has been acted on.
     went_back: HashMap<String, String>,
-    /// Members whose copies are still to be repaired after this server went back in time.
+    /// Members whose copies here are still to be repaired after a promotion or after this
+    /// server went back in time.
     to_repair: HashSet<String>,
 }
 
@@ -145,9 +146,15 @@ impl Healer {
             }
             self.to_repair = seen.iter().map(|s| s.member.clone()).collect();
         }
+        self.repair_pending("this server went back in time");
+    }
+
+    /// Repairs this node's copies of the members still to repair ([`Healer::to_repair`]);
+    /// those that fail are tried again at a later probe.
+    fn repair_pending(&mut self, cause: &str) {
         let pending: Vec<String> = self.to_repair.iter().cloned().collect();
         for member in pending {
-            let why = format!("this server went back in time: its copy of \"{member}\"'s partitions may miss changes it had applied before");
+            let why = format!("{cause}: its copy of \"{member}\"'s partitions may miss changes it had applied before");
             if self.rebuild(&member, &why) {
                 self.to_repair.remove(&member);
             }
@@ -178,31 +185,21 @@ impl Healer {
                 return false;
             }
             Some(r) => {
-                if self.rebuilt_since_promotion.is_empty() {
+                if self.promotion != Some(current) {
                     log!("pg_federation: this node writes on WAL timeline {current}, not {r}: it was promoted from a standby or restored; repairing its copies of every member's partitions from their owners (rows they hold that the owners lack or hold otherwise go to federation.set_aside)");
                     drop_stale_slots("from before this server's promotion (their positions belong to a rewound history)");
+                    self.promotion = Some(current);
+                    self.to_repair = seen.iter().map(|s| s.member.clone()).collect();
                 }
             }
         }
         // Every ready member's copy; the timeline is recorded once all of them are under way.
-        let mut all = true;
-        for s in seen {
-            if self.rebuilt_since_promotion.contains(&s.member) {
-                continue;
-            }
-            let why = format!(
-                "this node writes on a new WAL timeline ({current}): its copy of \"{}\"'s partitions may miss changes its old primary had applied",
-                s.member
-            );
-            if self.rebuild(&s.member, &why) {
-                self.rebuilt_since_promotion.insert(s.member.clone());
-            } else {
-                all = false;
-            }
-        }
-        if all {
+        self.repair_pending(&format!(
+            "this node writes on a new WAL timeline ({current})"
+        ));
+        if self.to_repair.is_empty() {
             self.record(current);
-            self.rebuilt_since_promotion.clear();
+            self.promotion = None;
         }
         true
     }
