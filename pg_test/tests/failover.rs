@@ -497,3 +497,69 @@ fn a_node_restored_from_a_base_backup_on_the_same_timeline_heals_by_itself_and_l
     assert_verified(restored);
     assert_verified(west);
 }
+
+/// A physical copy of a live node promoted elsewhere (a standby promoted by mistake, a clone
+/// for a test environment): the same system identifier as the node, its catalog says it is
+/// the node, but the node's address answers with the node itself. It must not act as the
+/// node: no writes to federated tables, no federation operations, its subscriptions (which
+/// name the node's slots on the members) disabled, nothing changed on the real federation.
+#[test]
+fn a_standby_promoted_elsewhere_while_the_node_lives_does_not_act_as_it() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("INSERT INTO hippos (value) SELECT 1000 + g FROM generate_series(1, 20) g");
+    west.execute("INSERT INTO hippos (value) SELECT 3000 + g FROM generate_series(1, 20) g");
+    assert_converged_among(&[east, west], "hippos");
+    let subscription =
+        "SELECT oid::text FROM pg_subscription WHERE subname = 'federation_east_west'";
+    let before = west.scalar(subscription);
+    let clone = Node::standby_of(east);
+    let on_east = east.scalar("SELECT count(*) FROM hippos");
+    wait_until(
+        "the clone to catch up",
+        Duration::from_secs(60),
+        &[east, &clone],
+        || Ok(clone.scalar("SELECT count(*) FROM hippos") == on_east),
+    );
+    // Promoted at its own address while east lives.
+    clone.promote();
+    wait_until(
+        "the clone to say it is not the node",
+        Duration::from_secs(60),
+        &[&clone],
+        || {
+            let (h, reason) = health(&clone);
+            if h == "CRITICAL" && reason.contains("no longer node \"east\"") {
+                Ok(true)
+            } else {
+                Err(format!("{h}: {reason}"))
+            }
+        },
+    );
+    wait_until(
+        "the clone's subscriptions to be disabled",
+        Duration::from_secs(30),
+        &[&clone],
+        || Ok(clone.row_count("SELECT 1 FROM pg_subscription WHERE subenabled") == 0),
+    );
+    let e = clone.expect_error("INSERT INTO hippos (value) VALUES (-1)");
+    assert_eq!(e.code, "55000", "{e}");
+    let e = clone.expect_error("SELECT federation.leave()");
+    assert_eq!(e.code, "55000", "{e}");
+    // The federation goes on as before: the same subscription on west, rows both ways.
+    let writer = Writer::start(west, "hippos");
+    writer.wait_for_more(30, &[east, west]);
+    east.execute("INSERT INTO hippos (value) SELECT 5000 + g FROM generate_series(1, 10) g");
+    let written = writer.finish();
+    assert_converged_among(&[east, west], "hippos");
+    assert_all_present(east, "hippos_west", &written);
+    assert_eq!(west.scalar(subscription), before, "west's subscription untouched");
+    assert_eq!(
+        east.row_count("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'federation_east_west'"),
+        1
+    );
+    for n in [east, west] {
+        wait_health_ok(n, &[east, west]);
+    }
+    assert_eq!(clone.row_count("SELECT 1 FROM hippos WHERE value = -1"), 0);
+}
