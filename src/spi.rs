@@ -44,6 +44,16 @@ pub fn rows<T>(
     Ok(out)
 }
 
+/// Every row of a query of two text columns, as pairs (NULL as the empty string).
+pub fn text_pairs(sql: &str, args: &[DatumWithOid]) -> FedResult<Vec<(String, String)>> {
+    rows(sql, args, |r| {
+        Ok((
+            r.get::<String>(1)?.unwrap_or_default(),
+            r.get::<String>(2)?.unwrap_or_default(),
+        ))
+    })
+}
+
 /// The first column of the first row; `None` for no row or NULL.
 pub fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> FedResult<Option<T>> {
     Ok(rows(sql, args, |r| r.get::<T>(1))?

@@ -23,6 +23,40 @@ fn kept(n: &Node, owner: &str) -> Vec<String> {
     .collect()
 }
 
+/// Waits until the rows set aside on `n` in `owner`'s name are exactly `values`, in order.
+fn wait_kept(n: &Node, owner: &str, values: &[String], nodes: &[&Node]) {
+    wait_until(
+        &format!("{}'s kept rows of {owner} to settle", n.name),
+        Duration::from_secs(90),
+        nodes,
+        || {
+            let got = kept(n, owner);
+            if got == values {
+                Ok(true)
+            } else {
+                Err(format!("{} kept: {:?}", got.len(), got.first()))
+            }
+        },
+    );
+}
+
+/// Waits until `n` (a server that is not node `name` any more, or never was) says so.
+fn wait_not_the_node(n: &Node, name: &str) {
+    wait_until(
+        &format!("{} to say it is not node {name}", n.name),
+        Duration::from_secs(60),
+        &[n],
+        || {
+            let (h, reason) = health(n);
+            if h == "CRITICAL" && reason.contains(&format!("no longer node \"{name}\"")) {
+                Ok(true)
+            } else {
+                Err(format!("{h}: {reason}"))
+            }
+        },
+    );
+}
+
 #[test]
 fn a_lagging_standby_promoted_in_place_heals_by_itself_and_no_acknowledged_row_is_lost() {
     let c = joined(&["central", "east", "west"]);
@@ -79,19 +113,7 @@ fn a_lagging_standby_promoted_in_place_heals_by_itself_and_no_acknowledged_row_i
     // dropped, on both members; every other row the members held is in the fresh copies.
     let lost_by_standby: Vec<String> = (5001..=5030).map(|v| v.to_string()).collect();
     for n in [central, west] {
-        wait_until(
-            &format!("{}'s kept rows of east to settle", n.name),
-            Duration::from_secs(90),
-            &nodes,
-            || {
-                let got = kept(n, "east");
-                if got == lost_by_standby {
-                    Ok(true)
-                } else {
-                    Err(format!("{} kept: {:?}", got.len(), got.first()))
-                }
-            },
-        );
+        wait_kept(n, "east", &lost_by_standby, &nodes);
         // Once the repaired subscription's worker runs (a repair by difference completes at
         // once), the kept rows are the one thing health() names.
         wait_until(
@@ -212,19 +234,7 @@ fn a_switchover_to_a_caught_up_standby_heals_by_itself_with_nothing_kept_aside()
     let old = c.nodes.iter_mut().find(|n| n.name == "east").unwrap();
     old.move_to_port(port);
     let old = c.node("east");
-    wait_until(
-        "the old primary to say it is no longer the node",
-        Duration::from_secs(60),
-        &[old],
-        || {
-            let (h, reason) = health(old);
-            if h == "CRITICAL" && reason.contains("no longer node \"east\"") {
-                Ok(true)
-            } else {
-                Err(format!("{h}: {reason}"))
-            }
-        },
-    );
+    wait_not_the_node(old, "east");
     let e = old.expect_error("INSERT INTO hippos (value) VALUES (-1)");
     assert_eq!(e.code, "55000", "{e}");
     assert!(e
@@ -480,19 +490,7 @@ fn a_node_restored_from_a_base_backup_on_the_same_timeline_heals_by_itself_and_l
     }
     // The 30 rows east acknowledged after the backup are kept on west, not deleted.
     let lost_with_the_server: Vec<String> = (5001..=5030).map(|v| v.to_string()).collect();
-    wait_until(
-        "west's kept rows of east to settle",
-        Duration::from_secs(90),
-        &nodes,
-        || {
-            let got = kept(west, "east");
-            if got == lost_with_the_server {
-                Ok(true)
-            } else {
-                Err(format!("{} kept: {:?}", got.len(), got.first()))
-            }
-        },
-    );
+    wait_kept(west, "east", &lost_with_the_server, &nodes);
     wait_health_ok(restored, &nodes);
     assert_verified(restored);
     assert_verified(west);
@@ -523,19 +521,7 @@ fn a_standby_promoted_elsewhere_while_the_node_lives_does_not_act_as_it() {
     );
     // Promoted at its own address while east lives.
     clone.promote();
-    wait_until(
-        "the clone to say it is not the node",
-        Duration::from_secs(60),
-        &[&clone],
-        || {
-            let (h, reason) = health(&clone);
-            if h == "CRITICAL" && reason.contains("no longer node \"east\"") {
-                Ok(true)
-            } else {
-                Err(format!("{h}: {reason}"))
-            }
-        },
-    );
+    wait_not_the_node(&clone, "east");
     wait_until(
         "the clone's subscriptions to be disabled",
         Duration::from_secs(30),
@@ -553,9 +539,15 @@ fn a_standby_promoted_elsewhere_while_the_node_lives_does_not_act_as_it() {
     let written = writer.finish();
     assert_converged_among(&[east, west], "hippos");
     assert_all_present(east, "hippos_west", &written);
-    assert_eq!(west.scalar(subscription), before, "west's subscription untouched");
     assert_eq!(
-        east.row_count("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'federation_east_west'"),
+        west.scalar(subscription),
+        before,
+        "west's subscription untouched"
+    );
+    assert_eq!(
+        east.row_count(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'federation_east_west'"
+        ),
         1
     );
     for n in [east, west] {

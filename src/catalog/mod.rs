@@ -384,17 +384,11 @@ pub fn set_spread_error(table: &str, error: Option<&str>) -> FedResult<()> {
 /// Tables enabled here on a running federation, still to federate on the members:
 /// (qualified name, node column).
 pub fn pending_tables() -> FedResult<Vec<(String, String)>> {
-    spi::rows(
+    spi::text_pairs(
         "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), t.node_column::text
          FROM federation.federated_table t JOIN pg_catalog.pg_class c ON c.oid = t.relid
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE t.mesh_state = $1",
         &[MeshState::Pending.as_str().into()],
-        |r| {
-            Ok((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-            ))
-        },
     )
 }
 

@@ -266,16 +266,10 @@ pub(crate) fn copies_of(owner: &str, same_major: bool) -> FedResult<Vec<Copy>> {
     )?;
     let mut out = vec![];
     for (relid, table, copy, part) in rows {
-        let stored: Vec<(String, String)> = spi::rows(
+        let stored: Vec<(String, String)> = spi::text_pairs(
             "SELECT attname::text, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attname",
             &[part.into()],
-            |r| {
-                Ok((
-                    r.get::<String>(1)?.unwrap_or_default(),
-                    r.get::<String>(2)?.unwrap_or_default(),
-                ))
-            },
         )?;
         let columns: Vec<String> = stored.iter().map(|(c, _)| quote_ident(c)).collect();
         let names: Vec<String> = stored.iter().map(|(c, _)| c.clone()).collect();

@@ -15,16 +15,10 @@ pub struct Identity {
 }
 
 fn identity_columns(oid: pg_sys::Oid, table_sql: &str) -> FedResult<Vec<Identity>> {
-    let cols = spi::rows(
+    let cols = spi::text_pairs(
         "SELECT attname::text, attidentity::text FROM pg_catalog.pg_attribute
          WHERE attrelid = $1 AND attidentity <> '' AND NOT attisdropped ORDER BY attnum",
         &[oid.into()],
-        |r| {
-            Ok((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-            ))
-        },
     )?;
     let mut out = vec![];
     for (column, kind) in cols {

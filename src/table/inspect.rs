@@ -160,16 +160,10 @@ pub fn check_enrollable(t: &Table) -> FedResult<()> {
 /// A foreign key that references the table cannot follow it into a partitioned table whose
 /// primary key lives on each partition.
 fn check_not_referenced(t: &Table) -> FedResult<()> {
-    let refs = spi::rows(
+    let refs = spi::text_pairs(
         "SELECT conname::text, conrelid::regclass::text FROM pg_catalog.pg_constraint
          WHERE contype = 'f' AND confrelid = $1 AND conparentid = 0 ORDER BY 1",
         &[t.oid.into()],
-        |r| {
-            Ok((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-            ))
-        },
     )?;
     if let Some((con, from)) = refs.first() {
         return Err(FedError::unsupported(format!(

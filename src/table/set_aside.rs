@@ -123,18 +123,12 @@ fn matched_sql(verb: &str, part: pg_sys::Oid, part_sql: &str) -> FedResult<Strin
 /// error (a key whose type changed since the row was set aside simply matches nothing); None
 /// for other keys.
 fn key_match(part: pg_sys::Oid) -> FedResult<Option<String>> {
-    let columns = spi::rows(
+    let columns = spi::text_pairs(
         "SELECT a.attname::text, t.typname::text FROM pg_catalog.pg_index i
          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
          JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
          WHERE i.indrelid = $1 AND i.indisprimary",
         &[part.into()],
-        |r| {
-            Ok((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-            ))
-        },
     )?;
     if columns.is_empty() {
         return Ok(None);
