@@ -129,3 +129,116 @@ fn a_node_moved_from_postgresql_15_to_18_with_pg_upgrade_rejoins_with_every_row(
         },
     );
 }
+
+/// The lines of `node`'s server log written since it held `from` bytes.
+fn log_since(node: &pg_test::Node, from: usize) -> String {
+    let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
+    log.get(from..).unwrap_or_default().to_string()
+}
+
+/// From PostgreSQL 17, pg_upgrade carries a server's logical replication slots and its
+/// subscriptions (with their replication origins and table states) into the new cluster: a
+/// node can be upgraded in place, without leave() and join(), and the federation resumes with
+/// no copy and no repair. Here 18 to 18 (this machine has no 17; the carrying of slots and
+/// subscriptions is the same code from 17 on), one node of three, while the others write.
+#[test]
+fn a_node_upgraded_in_place_from_postgresql_17_on_keeps_its_slots_and_nothing_is_repaired() {
+    let bindir = pg_bindir();
+    let mut c = Cluster::start(&[
+        NodeSpec::guc("east"),
+        NodeSpec::guc("west"),
+        NodeSpec::guc("central"),
+    ]);
+    if c.node("east").major() < 17 {
+        println!("pg_upgrade carries logical slots from PostgreSQL 17 on; skipped on {}", c.node("east").major());
+        return;
+    }
+    {
+        let (east, west, central) = (c.node("east"), c.node("west"), c.node("central"));
+        for n in [east, west, central] {
+            n.execute(HIPPOS);
+        }
+        join(west, east);
+        join(central, east);
+        east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 100) g");
+        assert_converged(&c, "hippos");
+    }
+    let writers = vec![
+        Writer::start(c.node("west"), "hippos"),
+        Writer::start(c.node("central"), "hippos"),
+    ];
+    let slots = |n: &pg_test::Node| -> Vec<String> {
+        n.query("SELECT slot_name::text FROM pg_replication_slots WHERE slot_name LIKE 'federation%' ORDER BY 1")
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect()
+    };
+    let east_slots = slots(c.node("east"));
+    assert_eq!(east_slots.len(), 2, "east has a slot for each member");
+    let marks: Vec<usize> = ["west", "central"]
+        .iter()
+        .map(|n| {
+            std::fs::metadata(c.node(n).log_path())
+                .map(|m| m.len() as usize)
+                .unwrap_or(0)
+        })
+        .collect();
+    // pg_upgrade into a new cluster of the same installation, the node's settings carried over.
+    let east = c.nodes.iter_mut().find(|n| n.name == "east").unwrap();
+    if let Err(e) = east.pg_upgrade(&bindir) {
+        panic!("pg_upgrade of east: {e}\n{}", east.log_tail(40));
+    }
+    let (east, west, central) = (c.node("east"), c.node("west"), c.node("central"));
+    assert_eq!(slots(east), east_slots, "pg_upgrade carried east's slots");
+    assert_eq!(
+        east.row_count("SELECT 1 FROM pg_subscription WHERE subname LIKE 'federation%' AND subenabled"),
+        2,
+        "pg_upgrade carried east's subscriptions, enabled"
+    );
+    // A new system identifier: until its worker has seen that this is the node itself (its
+    // slots, its database, its address), the server takes itself for a copy and refuses writes.
+    wait_until(
+        "east's worker to take the upgraded server as node east",
+        Duration::from_secs(30),
+        &[east],
+        || Ok(log_since(east, 0).contains("it is node \"east\" still")),
+    );
+    // No leave, no join: the node writes on, and receives what the others wrote meanwhile.
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1001, 1010) g");
+    for w in &writers {
+        w.wait_for_more(20, &[east, west, central]);
+    }
+    let written: Vec<(String, Vec<i64>)> = writers
+        .into_iter()
+        .map(|w| (w.node.clone(), w.finish()))
+        .collect();
+    assert_converged(&c, "hippos");
+    for n in [east, west, central] {
+        for (node, ids) in &written {
+            assert_all_present(n, &format!("hippos_{node}"), ids);
+        }
+        assert_eq!(n.row_count("SELECT 1 FROM hippos_east"), 110, "{}", n.name);
+        assert_verified(n);
+    }
+    for n in [east, west, central] {
+        wait_health_ok(n, &[east, west, central]);
+    }
+    // Nothing was copied or repaired: the slots carried over were used as they were.
+    for (n, from) in [west, central].iter().zip(marks) {
+        let log = log_since(n, from);
+        assert!(
+            !log.contains("repairing"),
+            "{} repaired something after east's pg_upgrade:\n{log}",
+            n.name
+        );
+    }
+    assert!(
+        !log_since(east, 0).contains("repairing"),
+        "east repaired something after its pg_upgrade:\n{}",
+        east.log_tail(40)
+    );
+    for n in [east, west, central] {
+        assert_eq!(n.row_count("SELECT 1 FROM federation.set_aside"), 0, "{}", n.name);
+        assert_eq!(n.row_count("SELECT 1 FROM federation.kept_copy"), 0, "{}", n.name);
+    }
+}

@@ -233,7 +233,7 @@ fn server_id_sql() -> String {
 }
 
 /// Records this server as the one the local state belongs to (join, and a claim of the name).
-fn stamp_server() -> FedResult<()> {
+pub fn stamp_server() -> FedResult<()> {
     if !sql_0_4_installed()? {
         return Ok(());
     }
@@ -259,7 +259,7 @@ pub fn copy_problem(name: &str) -> FedResult<Option<FedError>> {
                 "this database is a copy of node \"{name}\" of a federation (its pg_federation state was made on another server or database); writes to federated tables and federation operations are refused here"
             ))
             .detail(format!("The state was made on {r}; this is {}. Acting as \"{name}\" here would change the real node's place in the federation.", server_id()))
-            .hint("To use the copy on its own, detach it without touching the federation: docs/runbook.md, \"A restored copy of a node\"."),
+            .hint("To use the copy on its own, detach it without touching the federation: docs/runbook.md, \"A restored copy of a node\". If this is the node itself after pg_upgrade: from PostgreSQL 17 on its worker takes it as the node within seconds of its start (once it has found the members' slots here); from 15 or 16, see docs/runbook.md section 9."),
         )),
         _ if joined => Ok(superseded()?.map(|why| {
             FedError::prerequisite(format!(

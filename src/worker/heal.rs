@@ -213,7 +213,7 @@ impl Healer {
         let mine = BackgroundWorker::transaction(|| {
             if !catalog::extension_installed()? || !catalog::has_relation("federation.local_node")?
             {
-                return Ok((None, None, None));
+                return Ok((None, None, None, None));
             }
             // A restored copy elsewhere never contacts the real node (catalog::copy_problem).
             // (local_node.server_id exists since 0.4.0; the library may be newer than the SQL.)
@@ -222,22 +222,28 @@ impl Healer {
             } else {
                 None
             };
-            if recorded.is_some_and(|r| r != catalog::server_id()) {
-                return Ok((None, None, None));
+            if let Some(r) = recorded.filter(|r| *r != catalog::server_id()) {
+                return Ok((None, None, None, Some(r)));
             }
             Ok::<_, crate::errors::FedError>((
                 catalog::local_node()?.and_then(|(_, c)| c),
                 crate::spi::one::<String>(SELF_SQL, &[])?,
                 catalog::superseded()?,
+                None,
             ))
         });
-        let (Some(conninfo), Some(me), was) = (match mine {
+        let (conninfo, me, was, made_elsewhere) = match mine {
             Ok(m) => m,
             Err(e) => {
                 warning!("pg_federation worker: {e}");
                 return;
             }
-        }) else {
+        };
+        let (Some(conninfo), Some(me)) = (conninfo, me) else {
+            // Made on another server: a copy, or this node after pg_upgrade (worker::upgraded).
+            if let Some(recorded) = made_elsewhere {
+                super::upgraded::adopt_after_pg_upgrade(&recorded);
+            }
             return;
         };
         let Ok(mut r) = crate::remote::Remote::connect_within(

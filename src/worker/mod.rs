@@ -13,6 +13,7 @@ mod launcher;
 mod prepared;
 mod probe;
 mod reconcile;
+mod upgraded;
 
 use crate::errors::FedResult;
 use crate::gucs;

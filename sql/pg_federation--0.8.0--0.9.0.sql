@@ -1,0 +1,8 @@
+-- pg_federation 0.8.0 -> 0.9.0
+--
+-- No SQL object changes; the library does:
+-- - A node upgraded in place with pg_upgrade from PostgreSQL 17 on (which carries logical
+--   replication slots and subscriptions) stays the node: its worker takes the new system
+--   identifier as the node's own once it has seen the node's database, every ready member's
+--   slot and its own address (worker/upgraded.rs; docs/runbook.md section 9). Before, the
+--   upgraded node took itself for a restored copy and refused every write.
