@@ -15,6 +15,32 @@ fn postgresql_15() -> Option<PathBuf> {
     (bindir.join("postgres").exists() && control.exists()).then_some(bindir)
 }
 
+/// East writes 10 rows (100 are there from before); once each writer has written 20 more,
+/// they stop, and every node holds every row of every node, verify() matches and health() is
+/// OK everywhere.
+fn east_writes_then_all_converge(c: &Cluster, writers: Vec<Writer>) {
+    let (east, west, central) = (c.node("east"), c.node("west"), c.node("central"));
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1001, 1010) g");
+    for w in &writers {
+        w.wait_for_more(20, &[east, west, central]);
+    }
+    let written: Vec<(String, Vec<i64>)> = writers
+        .into_iter()
+        .map(|w| (w.node.clone(), w.finish()))
+        .collect();
+    assert_converged(c, "hippos");
+    for n in [east, west, central] {
+        for (node, ids) in &written {
+            assert_all_present(n, &format!("hippos_{node}"), ids);
+        }
+        assert_eq!(n.row_count("SELECT 1 FROM hippos_east"), 110, "{}", n.name);
+        assert_verified(n);
+    }
+    for n in [east, west, central] {
+        wait_health_ok(n, &[east, west, central]);
+    }
+}
+
 #[test]
 fn a_node_moved_from_postgresql_15_to_18_with_pg_upgrade_rejoins_with_every_row() {
     let new = pg_bindir();
@@ -98,26 +124,8 @@ fn a_node_moved_from_postgresql_15_to_18_with_pg_upgrade_rejoins_with_every_row(
     );
     // Step 3: join again.
     join(east, west);
-    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1001, 1010) g");
-    for w in &writers {
-        w.wait_for_more(20, &[east, west, central]);
-    }
-    let written: Vec<(String, Vec<i64>)> = writers
-        .into_iter()
-        .map(|w| (w.node.clone(), w.finish()))
-        .collect();
     // Step 4: every row everywhere, verify, health.
-    assert_converged(&c, "hippos");
-    for n in [east, west, central] {
-        for (node, ids) in &written {
-            assert_all_present(n, &format!("hippos_{node}"), ids);
-        }
-        assert_eq!(n.row_count("SELECT 1 FROM hippos_east"), 110, "{}", n.name);
-        assert_verified(n);
-    }
-    for n in [east, west, central] {
-        wait_health_ok(n, &[east, west, central]);
-    }
+    east_writes_then_all_converge(&c, writers);
     wait_until(
         "nothing set aside",
         Duration::from_secs(30),
@@ -204,25 +212,7 @@ fn a_node_upgraded_in_place_from_postgresql_17_on_keeps_its_slots_and_nothing_is
         || Ok(log_since(east, 0).contains("it is node \"east\" still")),
     );
     // No leave, no join: the node writes on, and receives what the others wrote meanwhile.
-    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1001, 1010) g");
-    for w in &writers {
-        w.wait_for_more(20, &[east, west, central]);
-    }
-    let written: Vec<(String, Vec<i64>)> = writers
-        .into_iter()
-        .map(|w| (w.node.clone(), w.finish()))
-        .collect();
-    assert_converged(&c, "hippos");
-    for n in [east, west, central] {
-        for (node, ids) in &written {
-            assert_all_present(n, &format!("hippos_{node}"), ids);
-        }
-        assert_eq!(n.row_count("SELECT 1 FROM hippos_east"), 110, "{}", n.name);
-        assert_verified(n);
-    }
-    for n in [east, west, central] {
-        wait_health_ok(n, &[east, west, central]);
-    }
+    east_writes_then_all_converge(&c, writers);
     // Nothing was copied or repaired: the slots carried over were used as they were.
     for (n, from) in [west, central].iter().zip(marks) {
         let log = log_since(n, from);

@@ -15,6 +15,15 @@ const PREVIOUS: &str = "0.8.0";
 /// An older release a running federation also upgrades from (node numbers and keys arrive).
 const OLDER: &str = "0.2.0";
 
+/// Whether sql/pg_federation--`from`--`to`.sql holds only comments.
+fn script_has_no_statement(from: &str, to: &str) -> bool {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../sql/pg_federation--{from}--{to}.sql"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
+}
+
 fn version(n: &Node) -> String {
     n.scalar("SELECT extversion FROM pg_extension WHERE extname = 'pg_federation'")
         .unwrap_or_default()
@@ -77,10 +86,14 @@ fn an_upgraded_install_has_exactly_the_objects_of_a_fresh_one() {
                 "an object differs between the install upgraded from {r} and the fresh one"
             );
         }
-        assert_ne!(
-            before, current,
-            "the test compares something: {r} differs from the current release"
-        );
+        // The test compares something: each release differs from the current one, except a
+        // release whose upgrade script changes no object (a change of the library only).
+        if !(r == &PREVIOUS && script_has_no_statement(PREVIOUS, &version(fresh))) {
+            assert_ne!(
+                before, current,
+                "the test compares something: {r} differs from the current release"
+            );
+        }
     }
     // The change of 0.2.0: no JIT inside status() and health().
     let config = fresh.query(
