@@ -94,9 +94,19 @@ pgrx::extension_sql_file!(
 );
 
 pgrx::extension_sql_file!(
+    "../sql/digest.sql",
+    name = "digest",
+    requires = [
+        "catalog",
+        ops::digest::bucket_digest_add,
+        ops::digest::bucket_digest_final
+    ]
+);
+
+pgrx::extension_sql_file!(
     "../sql/comments.sql",
     name = "comments",
-    requires = ["catalog", "guards", "api", "keys", "views", "status"],
+    requires = ["catalog", "guards", "api", "keys", "views", "status", "digest"],
     finalize
 );
 

@@ -376,11 +376,18 @@ fn resync_by_difference_moves_only_what_differs_keeps_what_the_owner_lacks_while
              CREATE TABLE tags (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, label text,
                                 label_len int GENERATED ALWAYS AS (length(label)) STORED);
              SELECT federation.enable('tags');
-             CREATE TABLE notes (id int PRIMARY KEY, body json); SELECT federation.enable('notes');",
+             CREATE TABLE notes (id int PRIMARY KEY, body json); SELECT federation.enable('notes');
+             CREATE TABLE zones (region text, code int, label text, PRIMARY KEY (region, code));
+             SELECT federation.enable('zones');
+             CREATE TABLE macs (addr macaddr PRIMARY KEY, label text); SELECT federation.enable('macs');",
         );
     }
+    // zones: a key of two columns, bucketed by the types' own hashes; macs: a key type
+    // bucketed by its binary form instead (not in diff.rs's list).
     east.execute(
-        "INSERT INTO notes SELECT g, json_build_object('n', g) FROM generate_series(1, 10) g;
+        "INSERT INTO zones SELECT 'r' || (g % 7), g, 'z' || g FROM generate_series(1, 300) g;
+         INSERT INTO macs SELECT ('08:00:2b:01:02:' || lpad(to_hex(g), 2, '0'))::macaddr, 'm' || g FROM generate_series(1, 200) g;
+         INSERT INTO notes SELECT g, json_build_object('n', g) FROM generate_series(1, 10) g;
          INSERT INTO hippos (value) SELECT g FROM generate_series(1, 5000) g;
          INSERT INTO pens SELECT g, 'p' || g FROM generate_series(1, 50) g;
          INSERT INTO tags (label) SELECT 't' || g FROM generate_series(1, 20) g",
@@ -397,11 +404,15 @@ fn resync_by_difference_moves_only_what_differs_keeps_what_the_owner_lacks_while
          INSERT INTO pens_east VALUES (999, 'only in the copy', 'east');
          UPDATE tags_east SET label = 'changed' WHERE id = (SELECT min(id) FROM tags_east);
          UPDATE notes_east SET body = '{\"x\": 1}' WHERE id = 3;
+         UPDATE zones_east SET label = 'changed' WHERE region = 'r3' AND code = 10;
+         DELETE FROM zones_east WHERE code BETWEEN 100 AND 109;
+         UPDATE macs_east SET label = 'changed' WHERE addr = '08:00:2b:01:02:07';
+         DELETE FROM macs_east WHERE label = 'm9';
          RESET session_replication_role",
     );
     assert_eq!(
         east.row_count("SELECT * FROM federation.verify() WHERE status = 'mismatch'"),
-        4
+        6
     );
     // An untouched row of west's copy: a repair by difference leaves it as it is (a copy
     // afresh would write it again).
@@ -432,16 +443,24 @@ fn resync_by_difference_moves_only_what_differs_keeps_what_the_owner_lacks_while
     assert_converged(&c, "pens");
     assert_converged(&c, "tags");
     assert_converged(&c, "notes");
+    assert_converged(&c, "zones");
+    assert_converged(&c, "macs");
     assert_verified(east);
     assert_verified(west);
     // What west's copies held that the owner lacks or holds otherwise is kept aside, not
-    // deleted: west's version of notes 3, pens 1, pens 999, the changed tag. Nothing else.
+    // deleted: west's version of notes 3, pens 1, pens 999, the changed tag, zone and mac.
+    // Nothing else.
     assert_eq!(
         west.query(
-            "SELECT table_name, row_data->>'id', coalesce(row_data->>'name', row_data->>'label', row_data->>'body')
-             FROM federation.set_aside ORDER BY 1, (row_data->>'id')::bigint"
+            "SELECT table_name, coalesce(row_data->>'id', row_data->>'code', row_data->>'addr'), coalesce(row_data->>'name', row_data->>'label', row_data->>'body')
+             FROM federation.set_aside ORDER BY 1, 2"
         ),
         vec![
+            vec![
+                Some("public.macs".into()),
+                Some("08:00:2b:01:02:07".into()),
+                Some("changed".into())
+            ],
             // json has no hash function: that table is compared by its rows' text.
             vec![Some("public.notes".into()), Some("3".into()), Some("{\"x\": 1}".into())],
             vec![Some("public.pens".into()), Some("1".into()), Some("x".into())],
@@ -451,6 +470,7 @@ fn resync_by_difference_moves_only_what_differs_keeps_what_the_owner_lacks_while
                 east.scalar("SELECT min(id)::text FROM tags"),
                 Some("changed".into())
             ],
+            vec![Some("public.zones".into()), Some("10".into()), Some("changed".into())],
         ]
     );
     assert_eq!(

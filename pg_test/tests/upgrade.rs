@@ -34,7 +34,7 @@ fn version(n: &Node) -> String {
 fn objects(n: &Node) -> Vec<String> {
     n.query(
         "SELECT pg_describe_object(d.classid, d.objid, 0) || ' | ' || coalesce(CASE d.classid
-                WHEN 'pg_proc'::regclass THEN (SELECT pg_get_functiondef(p.oid) || ' ' || coalesce(p.proacl::text, '') || ' ' || coalesce(p.proconfig::text, '') FROM pg_proc p WHERE p.oid = d.objid)
+                WHEN 'pg_proc'::regclass THEN (SELECT CASE WHEN p.prokind = 'a' THEN (SELECT 'aggregate ' || g.aggtransfn::text || ' ' || g.aggfinalfn::text || ' ' || format_type(g.aggtranstype, NULL) FROM pg_aggregate g WHERE g.aggfnoid = p.oid) ELSE pg_get_functiondef(p.oid) END || ' ' || coalesce(p.proacl::text, '') || ' ' || coalesce(p.proconfig::text, '') FROM pg_proc p WHERE p.oid = d.objid)
                 WHEN 'pg_class'::regclass THEN (SELECT c.relkind::text || ' ' || coalesce(c.relacl::text, '') || ' ' || coalesce(pg_get_viewdef(c.oid), '')
                      || ' ' || (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull::text || ' ' || coalesce(a.attacl::text, '')
                                                   || ' ' || coalesce(col_description(c.oid, a.attnum), ''), ', ' ORDER BY a.attnum)

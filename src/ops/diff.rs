@@ -116,6 +116,11 @@ pub(crate) struct Copy {
     pub(crate) types: Vec<String>,
     /// Whether rows are hashed through their binary form (module docs), else their text.
     pub(crate) binary: bool,
+    /// The key's columns without the node column (the same in every row of a partition),
+    /// when each has a built-in type with a hash function: rows are then put in buckets by
+    /// the types' own hashes (`hash_record_extended`), about 3x cheaper than hashing the
+    /// key's binary form. Only with `binary` (same major: the same hash functions on both).
+    pub(crate) bucket_key: Option<Vec<String>>,
 }
 
 impl Copy {
@@ -129,9 +134,18 @@ impl Copy {
         }
     }
 
-    /// The bucket of a row: a hash of its key, masked.
+    /// The bucket of a row: a hash of its key, masked. A bucket only groups rows: two keys in
+    /// one bucket are still told apart by the rows' own hashes, and a key that fell into
+    /// another bucket on the other server would make both buckets differ (and be read), so
+    /// the types' hashes are good enough here, where they are not for the rows.
     fn bucket(&self, mask: u64) -> String {
-        format!("({} & {mask})", self.hash_of(&self.key, 1))
+        match (&self.bucket_key, self.binary) {
+            (Some(cols), true) => format!(
+                "(pg_catalog.hash_record_extended(ROW({}), 1) & {mask})",
+                cols.join(", ")
+            ),
+            _ => format!("({} & {mask})", self.hash_of(&self.key, 1)),
+        }
     }
 
     /// A row's hash.
@@ -220,8 +234,24 @@ impl Copy {
     }
 
     /// Every bucket's rows and XOR of row hashes in `part`, as one text
-    /// ("bucket:rows:xor,..."): one value to send, whatever the number of buckets.
-    fn digest_sql(&self, part: &str, mask: u64) -> String {
+    /// ("bucket:rows:xor,..."): one value to send, whatever the number of buckets. With
+    /// `aggregate` (federation_internal.bucket_digest on both servers: ops::digest) in one
+    /// array and from each row's bytes; else by GROUP BY and each row's hash as SQL computes
+    /// it. Both sides of a comparison must use the same.
+    fn digest_sql(&self, part: &str, mask: u64, aggregate: bool) -> String {
+        if aggregate {
+            let cols = self.columns.join(", ");
+            let row = if self.binary {
+                format!("pg_catalog.record_send(ROW({cols}))")
+            } else {
+                format!("pg_catalog.convert_to(ROW({cols})::text, 'UTF8')")
+            };
+            return format!(
+                "SELECT coalesce(federation_internal.bucket_digest({}, {row}, {}), '') FROM ONLY {part}",
+                self.bucket(mask),
+                mask + 1
+            );
+        }
         format!(
             "SELECT coalesce(pg_catalog.string_agg(b || ':' || n || ':' || x, ','), '') FROM (
                  SELECT b, count(*) AS n, pg_catalog.bit_xor(h) AS x FROM (
@@ -297,6 +327,7 @@ pub(crate) fn copies_of(owner: &str, same_major: bool) -> FedResult<Vec<Copy>> {
             &[part.into()],
         )?
         .unwrap_or(false);
+        let bucket_key = hashable_key(relid, part)?;
         out.push(Copy {
             relid,
             table,
@@ -306,9 +337,54 @@ pub(crate) fn copies_of(owner: &str, same_major: bool) -> FedResult<Vec<Copy>> {
             names,
             types,
             binary: builtin && same_major,
+            bucket_key,
         });
     }
     Ok(out)
+}
+
+/// Types whose built-in extended hash function `hash_record_extended` calls (a domain over
+/// one counts as it): the key columns that may put rows in buckets ([`Copy::bucket`]).
+const HASHABLE_KEY_TYPES: &str = "{int2,int4,int8,oid,bool,uuid,text,varchar,bpchar,name,numeric,date,time,timestamp,timestamptz,interval,bytea}";
+
+/// The primary key (else replica identity) columns of partition `part` of federated table
+/// `relid` without its node column, quoted, in name order, when every one has a type of
+/// [`HASHABLE_KEY_TYPES`]; None otherwise (or before PostgreSQL 14, which lacks
+/// `hash_record_extended`).
+fn hashable_key(relid: pg_sys::Oid, part: pg_sys::Oid) -> FedResult<Option<Vec<String>>> {
+    if pg_sys::PG_VERSION_NUM < 140000 {
+        return Ok(None);
+    }
+    let cols: Vec<(String, String)> = spi::text_pairs(
+        &format!(
+            "SELECT a.attname::text,
+                    (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END = ANY ('{HASHABLE_KEY_TYPES}'::pg_catalog.regtype[]))::text
+             FROM pg_catalog.pg_index i
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+             WHERE i.indrelid = $1 AND i.indexrelid = (
+                 SELECT x.indexrelid FROM pg_catalog.pg_index x WHERE x.indrelid = $1 AND (x.indisprimary OR x.indisreplident)
+                 ORDER BY x.indisprimary DESC LIMIT 1)
+               AND a.attname <> (SELECT f.node_column FROM federation.federated_table f WHERE f.relid = $2)
+             ORDER BY a.attname"
+        ),
+        &[part.into(), relid.into()],
+    )?;
+    if cols.is_empty() || cols.iter().any(|(_, ok)| ok != "true") {
+        return Ok(None);
+    }
+    Ok(Some(cols.into_iter().map(|(c, _)| quote_ident(&c)).collect()))
+}
+
+/// Whether the server behind `on` has federation_internal.bucket_digest (0.9.0 on).
+fn has_digest_aggregate(on: &mut Remote) -> FedResult<bool> {
+    Ok(on
+        .scalar(
+            "SELECT (pg_catalog.to_regprocedure('federation_internal.bucket_digest(bigint,bytea,integer)') IS NOT NULL)::text",
+            &[],
+        )?
+        .as_deref()
+        == Some("true"))
 }
 
 type Digests = HashMap<u64, (u64, i64)>;
@@ -382,6 +458,8 @@ pub fn repair(
     // Keys are matched, and rows moved, through their text: alike on both sides.
     here.same_text()?;
     snap.same_text()?;
+    // The digest aggregate where both servers have it (a member still on 0.8.0 has not).
+    let aggregate = has_digest_aggregate(here)? && has_digest_aggregate(&mut snap)?;
     steps.step("new slot", &mut t);
     let mut report = Report {
         from_lsn: slot.lsn.clone(),
@@ -411,8 +489,8 @@ pub fn repair(
         let mask = buckets - 1;
         report.buckets += buckets;
         // Both sides at once.
-        snap.send(&c.digest_sql(&part, mask), &[])?;
-        here.send(&c.digest_sql(&c.copy, mask), &[])?;
+        snap.send(&c.digest_sql(&part, mask, aggregate), &[])?;
+        here.send(&c.digest_sql(&c.copy, mask, aggregate), &[])?;
         let theirs = digests(
             snap.receive()?
                 .into_iter()
