@@ -30,6 +30,8 @@ pub fn poll_until(
     mut cond: impl FnMut() -> FedResult<bool>,
 ) -> FedResult<()> {
     let deadline = Instant::now() + timeout;
+    // 10 ms at first, then up to 100 ms: most conditions hold within a few milliseconds.
+    let mut pause = 10;
     while !cond()? {
         if Instant::now() >= deadline {
             return Err(FedError::new(
@@ -38,7 +40,8 @@ pub fn poll_until(
             )
             .hint(hint));
         }
-        nap(100);
+        nap(pause);
+        pause = (pause * 2).min(100);
     }
     Ok(())
 }

@@ -116,11 +116,11 @@ pub(crate) struct Copy {
     pub(crate) types: Vec<String>,
     /// Whether rows are hashed through their binary form (module docs), else their text.
     pub(crate) binary: bool,
-    /// The key's columns without the node column (the same in every row of a partition),
-    /// when each has a built-in type with a hash function: rows are then put in buckets by
-    /// the types' own hashes (`hash_record_extended`), about 3x cheaper than hashing the
-    /// key's binary form. Only with `binary` (same major: the same hash functions on both).
-    pub(crate) bucket_key: Option<Vec<String>>,
+    /// A hash of the key's columns without the node column (the same in every row of a
+    /// partition) by the types' own hash functions, when each has a built-in type with one
+    /// ([`bucket_hash`]): 3x (several columns) to 15x (one) cheaper than hashing the key's
+    /// binary form. Only with `binary` (same major: the same hash functions on both).
+    pub(crate) bucket_hash: Option<String>,
 }
 
 impl Copy {
@@ -139,11 +139,8 @@ impl Copy {
     /// another bucket on the other server would make both buckets differ (and be read), so
     /// the types' hashes are good enough here, where they are not for the rows.
     fn bucket(&self, mask: u64) -> String {
-        match (&self.bucket_key, self.binary) {
-            (Some(cols), true) => format!(
-                "(pg_catalog.hash_record_extended(ROW({}), 1) & {mask})",
-                cols.join(", ")
-            ),
+        match (&self.bucket_hash, self.binary) {
+            (Some(hash), true) => format!("({hash} & {mask})"),
             _ => format!("({} & {mask})", self.hash_of(&self.key, 1)),
         }
     }
@@ -327,7 +324,7 @@ pub(crate) fn copies_of(owner: &str, same_major: bool) -> FedResult<Vec<Copy>> {
             &[part.into()],
         )?
         .unwrap_or(false);
-        let bucket_key = hashable_key(relid, part)?;
+        let bucket_hash = bucket_hash(relid, part)?;
         out.push(Copy {
             relid,
             table,
@@ -337,43 +334,86 @@ pub(crate) fn copies_of(owner: &str, same_major: bool) -> FedResult<Vec<Copy>> {
             names,
             types,
             binary: builtin && same_major,
-            bucket_key,
+            bucket_hash,
         });
     }
     Ok(out)
 }
 
-/// Types whose built-in extended hash function `hash_record_extended` calls (a domain over
-/// one counts as it): the key columns that may put rows in buckets ([`Copy::bucket`]).
-const HASHABLE_KEY_TYPES: &str = "{int2,int4,int8,oid,bool,uuid,text,varchar,bpchar,name,numeric,date,time,timestamp,timestamptz,interval,bytea}";
+/// Key column types with a built-in extended hash function (a domain over one counts as it),
+/// and that function where it takes exactly the type (date's and timestamptz's take another,
+/// so a key of one of those goes through `hash_record_extended`, which calls theirs): the key
+/// columns that may put rows in buckets ([`Copy::bucket`]).
+const HASHABLE_KEY_TYPES: [(&str, Option<&str>); 14] = [
+    ("int2", Some("hashint2extended")),
+    ("int4", Some("hashint4extended")),
+    ("int8", Some("hashint8extended")),
+    ("oid", Some("hashoidextended")),
+    ("uuid", Some("uuid_hash_extended")),
+    ("text", Some("hashtextextended")),
+    ("varchar", Some("hashtextextended")),
+    ("bpchar", Some("hashbpcharextended")),
+    ("name", Some("hashnameextended")),
+    ("numeric", Some("hash_numeric_extended")),
+    ("date", None),
+    ("timestamp", Some("timestamp_hash_extended")),
+    ("timestamptz", None),
+    ("interval", Some("interval_hash_extended")),
+];
 
-/// The primary key (else replica identity) columns of partition `part` of federated table
-/// `relid` without its node column, quoted, in name order, when every one has a type of
-/// [`HASHABLE_KEY_TYPES`]; None otherwise (or before PostgreSQL 14, which lacks
-/// `hash_record_extended`).
-fn hashable_key(relid: pg_sys::Oid, part: pg_sys::Oid) -> FedResult<Option<Vec<String>>> {
+/// The bucket hash of partition `part` of federated table `relid` ([`Copy::bucket_hash`]):
+/// its primary key (else replica identity) columns without the node column, when every one
+/// has a type of [`HASHABLE_KEY_TYPES`]: that type's hash function for one column,
+/// `hash_record_extended` of them all for several. None otherwise (or before PostgreSQL 14,
+/// which lacks `hash_record_extended`).
+fn bucket_hash(relid: pg_sys::Oid, part: pg_sys::Oid) -> FedResult<Option<String>> {
     if pg_sys::PG_VERSION_NUM < 140000 {
         return Ok(None);
     }
     let cols: Vec<(String, String)> = spi::text_pairs(
-        &format!(
-            "SELECT a.attname::text,
-                    (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END = ANY ('{HASHABLE_KEY_TYPES}'::pg_catalog.regtype[]))::text
-             FROM pg_catalog.pg_index i
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-             WHERE i.indrelid = $1 AND i.indexrelid = (
-                 SELECT x.indexrelid FROM pg_catalog.pg_index x WHERE x.indrelid = $1 AND (x.indisprimary OR x.indisreplident)
-                 ORDER BY x.indisprimary DESC LIMIT 1)
-               AND a.attname <> (SELECT f.node_column FROM federation.federated_table f WHERE f.relid = $2)
-             ORDER BY a.attname"
-        ),
+        "SELECT a.attname::text, (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)::pg_catalog.regtype::text
+         FROM pg_catalog.pg_index i
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+         JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+         WHERE i.indrelid = $1 AND i.indexrelid = (
+             SELECT x.indexrelid FROM pg_catalog.pg_index x WHERE x.indrelid = $1 AND (x.indisprimary OR x.indisreplident)
+             ORDER BY x.indisprimary DESC LIMIT 1)
+           AND a.attname <> (SELECT f.node_column FROM federation.federated_table f WHERE f.relid = $2)
+         ORDER BY a.attname",
         &[part.into(), relid.into()],
     )?;
-    if cols.is_empty() || cols.iter().any(|(_, ok)| ok != "true") {
+    let hash_fn = |t: &str| {
+        let t = match t {
+            "smallint" => "int2",
+            "integer" => "int4",
+            "bigint" => "int8",
+            "character varying" => "varchar",
+            "character" => "bpchar",
+            "timestamp without time zone" => "timestamp",
+            "timestamp with time zone" => "timestamptz",
+            other => other,
+        };
+        HASHABLE_KEY_TYPES
+            .iter()
+            .find(|(ty, _)| *ty == t)
+            .map(|(_, f)| *f)
+    };
+    let Some(fns) = cols
+        .iter()
+        .map(|(_, t)| hash_fn(t))
+        .collect::<Option<Vec<Option<&str>>>>()
+    else {
         return Ok(None);
-    }
-    Ok(Some(cols.into_iter().map(|(c, _)| quote_ident(&c)).collect()))
+    };
+    let quoted: Vec<String> = cols.iter().map(|(c, _)| quote_ident(c)).collect();
+    Ok(match (quoted.as_slice(), fns.as_slice()) {
+        ([], _) => None,
+        ([col], [Some(f)]) => Some(format!("pg_catalog.{f}({col}, 1)")),
+        (cols, _) => Some(format!(
+            "pg_catalog.hash_record_extended(ROW({}), 1)",
+            cols.join(", ")
+        )),
+    })
 }
 
 /// Whether the server behind `on` has federation_internal.bucket_digest (0.9.0 on).
