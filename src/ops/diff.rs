@@ -8,9 +8,11 @@
 //!    synchronisation does). The owner keeps writing; what it writes after the snapshot
 //!    reaches this node through the new slot.
 //! 2. Each copy is compared with the owner's partition as of that snapshot, narrowing down:
-//!    rows are grouped into buckets by a hash of their key (about 32 rows a bucket), and
-//!    each side computes every bucket's row count and XOR of row hashes
-//!    ([`Copy::digest_sql`]), both at once; only the rows of buckets that differ are read,
+//!    rows are grouped into buckets by a hash of their key (about 64 rows a bucket; the key
+//!    types' own hash functions where they have them, [`bucket_hash`]), and each side
+//!    computes every bucket's row count and XOR of row hashes ([`Copy::digest_sql`]: the
+//!    aggregate of ops::digest where both servers have it), both at once; only the rows of
+//!    buckets that differ are read,
 //!    as (key, row hash); and only the owner's rows this copy lacks or holds otherwise are
 //!    read in full.
 //! 3. In one transaction here: the rows this copy holds that the owner lacks or holds
