@@ -37,6 +37,22 @@ fn east_health(east: &AutoFailover) -> (String, String) {
 /// every member made after `since` (a timestamp; what a probe saw before the event says
 /// nothing about it); returns the seconds it took.
 fn wait_healed(east: &AutoFailover, others: &[&Node], what: &str, since: &str) -> f64 {
+    wait_healed_but(east, others, what, since, false)
+}
+
+/// The status() rows that are not OK on a node: none is healed. With `set_aside_ok`, rows
+/// "differs" in east's name are not counted: rows the old primary committed but never
+/// acknowledged (below) that reached the members and not the new primary are set aside
+/// there, and they stay WARNING until a DBA decides (docs/runbook.md, section 13).
+const NOT_OK: &str = "SELECT coalesce(string_agg(health || ' ' || peer || ' ' || state || ': ' || reason, E'\n'), '') FROM federation.status() WHERE health <> 'OK'";
+
+fn wait_healed_but(
+    east: &AutoFailover,
+    others: &[&Node],
+    what: &str,
+    since: &str,
+    set_aside_ok: bool,
+) -> f64 {
     let t = Instant::now();
     let fresh = format!(
         "SELECT coalesce(bool_and(probed_at > '{since}'::timestamptz), false)::text FROM federation.peer_probe"
@@ -60,8 +76,15 @@ fn wait_healed(east: &AutoFailover, others: &[&Node], what: &str, since: &str) -
             }
             for n in others {
                 let (h, why) = health(n);
-                if h != "OK" {
-                    bad.push(format!("{}: {h} {why}", n.name));
+                if h == "OK" {
+                    continue;
+                }
+                let left = n.scalar(NOT_OK).unwrap_or_default();
+                let only_set_aside = left
+                    .lines()
+                    .all(|l| l.starts_with("WARNING east differs: "));
+                if !(set_aside_ok && only_set_aside) {
+                    bad.push(format!("{}: {h} {why}\n{left}", n.name));
                 }
             }
             if bad.is_empty() {
@@ -154,7 +177,11 @@ fn pg_auto_failover_failover_and_switchover_heal_the_federation_with_no_command(
             before,
             "pg_autoctl perform {what} moved the primary"
         );
-        healed.push((what, performed, wait_healed(&east, &others, what, &started)));
+        healed.push((
+            what,
+            performed,
+            wait_healed_but(&east, &others, what, &started, true),
+        ));
         // Writes go on everywhere, east's through its address to the new primary.
         for w in &writers {
             w.wait_for_more(20, &others);
@@ -163,6 +190,35 @@ fn pg_auto_failover_failover_and_switchover_heal_the_federation_with_no_command(
     }
     let acked: Vec<Vec<i64>> = writers.into_iter().map(Writer::finish).collect();
     wait_converged(&east, &others);
+    // Rows the members set aside in east's name: the old primary committed them locally and
+    // its walsenders sent them to the members (on 15 a logical walsender does not wait for the
+    // synchronous standby), but its writer was never told: pg_auto_failover promoted the
+    // standby before that commit reached it (a demote that timed out). None may be a row the
+    // writer was told is committed; the DBA then decides (here: not kept) and health is OK.
+    let east_acked: std::collections::HashSet<i64> = acked[0].iter().copied().collect();
+    for n in others {
+        let aside = n.query(
+            "SELECT (row_data->>'value')::text FROM federation.set_aside WHERE node = 'east' ORDER BY 1",
+        );
+        let values: Vec<i64> = aside
+            .iter()
+            .map(|r| r[0].as_deref().unwrap_or("").parse().expect("a value"))
+            .collect();
+        let lost: Vec<&i64> = values.iter().filter(|v| east_acked.contains(v)).collect();
+        assert!(
+            lost.is_empty(),
+            "{}: acknowledged rows of east set aside instead of on east: {lost:?}",
+            n.name
+        );
+        if !values.is_empty() {
+            println!(
+                "{}: {} row(s) east committed but never acknowledged set aside (values {values:?}); dropped as a DBA would",
+                n.name,
+                values.len()
+            );
+            n.execute("DELETE FROM federation.set_aside WHERE node = 'east'");
+        }
+    }
     for (acked, part) in acked
         .iter()
         .zip(["hippos_east", "hippos_west", "hippos_central"])
@@ -198,6 +254,6 @@ fn pg_auto_failover_failover_and_switchover_heal_the_federation_with_no_command(
         assert!(repairs >= 2, "{}'s worker repaired its copy of east {repairs} time(s), not after each of the 2 promotions", n.name);
     }
     for (what, performed, s) in healed {
-        println!("pg_autoctl perform {what}: took {performed:.1} s; health OK on every node (from probes made after it began) {s:.1} s after it returned");
+        println!("pg_autoctl perform {what}: took {performed:.1} s; health OK on every node (from probes made after it began; rows set aside in east's name aside) {s:.1} s after it returned");
     }
 }
