@@ -136,3 +136,62 @@ install_extension() {
     [ "$(id -u)" = 0 ] || flags+=(--sudo)
     cargo pgrx install --pg-config "$PG_CONFIG" "${PG_FEATURES[@]}" "${flags[@]}"
 }
+
+# previous_release: the library of the release before this one (pg_test/tests/upgrade.rs's
+# PREVIOUS), built from the commit that made it (pg_test/fixtures/releases/COMMITS) for the
+# selected major, in a copy of that major's server of its own, so that nodes running it can
+# stand beside nodes running this build, as in a rolling upgrade of the packages. Exports
+# PG_FEDERATION_PREVIOUS_BINDIR, that copy's bin directory; built once per commit and major.
+# A clone without that commit (shallow) says so and leaves it unset: the test then says so.
+previous_release() {
+    local repo version commit
+    repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    version=$(sed -n 's/^const PREVIOUS: &str = "\(.*\)";/\1/p' "$repo/pg_test/tests/upgrade.rs")
+    commit=$(awk -v v="$version" '$1 == v { print $2 }' "$repo/pg_test/fixtures/releases/COMMITS")
+    unset PG_FEDERATION_PREVIOUS_BINDIR
+    if [ -z "$commit" ] || ! git -C "$repo" cat-file -e "$commit^{commit}" 2>/dev/null; then
+        say "release $version's commit (${commit:-not listed in pg_test/fixtures/releases/COMMITS}) is not in this clone: the test of a federation running its library will say it did not run"
+        return 0
+    fi
+    local home=/opt/pg_federation/previous/$version-pg$PG_MAJOR
+    local bindir pkglibdir sharedir root
+    bindir=$("$PG_CONFIG" --bindir); pkglibdir=$("$PG_CONFIG" --pkglibdir); sharedir=$("$PG_CONFIG" --sharedir)
+    # The installation's own root: the deepest directory holding all three (Debian: /usr).
+    root=$bindir
+    while [ "${pkglibdir#"$root"/}" = "$pkglibdir" ] || [ "${sharedir#"$root"/}" = "$sharedir" ]; do
+        root=$(dirname "$root")
+    done
+    if [ "$(cat "$home/built-from" 2>/dev/null)" != "$commit $PG_CONFIG" ]; then
+        say "building pg_federation $version (commit ${commit:0:12}) for PostgreSQL $PG_MAJOR into $home"
+        local src
+        src=$(mktemp -d)
+        git -C "$repo" archive "$commit" | tar -x -C "$src"
+        # Shares this clone's build directory: only pg_federation itself is compiled again.
+        (cd "$src" && CARGO_TARGET_DIR="$repo/target" cargo pgrx package --debug \
+            --pg-config "$PG_CONFIG" "${PG_FEATURES[@]}" --out-dir "$src/package")
+        as_root rm -rf "$home"
+        as_root mkdir -p "$home/tree"
+        # PostgreSQL finds its library and share directories relative to its binaries: a copy
+        # keeping their places under the root runs from anywhere (Debian's three directories
+        # under /usr; a self-contained installation, as the wheel's, whole).
+        if [ "$root" = /usr ] || [ "$root" = / ]; then
+            local d
+            for d in "$bindir" "$pkglibdir" "$sharedir"; do
+                as_root mkdir -p "$home/tree/$(dirname "${d#"$root"/}")"
+                as_root cp -a "$d" "$home/tree/${d#"$root"/}"
+            done
+        else
+            as_root cp -a "$root/." "$home/tree/"
+        fi
+        as_root cp -a "$src/package/$pkglibdir/." "$home/tree/${pkglibdir#"$root"/}/"
+        as_root cp -a "$src/package/$sharedir/extension/." "$home/tree/${sharedir#"$root"/}/extension/"
+        rm -rf "$src"
+        local d=$home
+        while [ "$d" != / ]; do as_root chmod o+rx "$d"; d=$(dirname "$d"); done
+        echo "$commit $PG_CONFIG" | as_root tee "$home/built-from" >/dev/null
+    fi
+    export PG_FEDERATION_PREVIOUS_BINDIR=$home/tree/${bindir#"$root"/}
+    "$PG_FEDERATION_PREVIOUS_BINDIR/postgres" --version >/dev/null
+    grep -q "default_version = '$version'" "$home/tree/${sharedir#"$root"/}/extension/pg_federation.control" || {
+        echo "setup: $home does not hold pg_federation $version" >&2; return 1; }
+}

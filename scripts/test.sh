@@ -27,6 +27,7 @@ for major in "${majors[@]}"; do
 
     say "PostgreSQL $PG_MAJOR: installing pg_federation into $PG_BIN"
     install_extension
+    previous_release   # the previous release's library, for the rolling upgrade test
 
     say "PostgreSQL $PG_MAJOR: multi-node scenario tests (cargo test -p pg_test)"
     PG_TEST_ROOT=/tmp/pg_federation_test/pg$PG_MAJOR \

@@ -523,6 +523,15 @@ impl Node {
         self.start_again();
     }
 
+    /// Stops the node cleanly and starts it again, same data and port, on the binaries of
+    /// `bindir`: a package upgrade of the same PostgreSQL major (a new pg_federation library).
+    pub fn restart_on(&mut self, bindir: &Path) {
+        self.client.borrow_mut().take();
+        self.stop();
+        self.bindir = bindir.to_path_buf();
+        self.start_again();
+    }
+
     /// `SELECT pg_reload_conf()`, then waits until this session has processed the reload.
     pub fn reload(&self) {
         let before = self.scalar("SELECT pg_conf_load_time()::text");

@@ -375,3 +375,113 @@ fn a_sequence_that_cannot_be_numbered_on_upgrade_is_named_by_health_until_it_is_
     }
     assert_converged(&c, "legacy");
 }
+
+/// The bin directory of a server installation whose pg_federation library is the previous
+/// release's, built from its commit by scripts/setup.sh (`previous_release`, which
+/// scripts/test.sh runs for each major); None when that was not done.
+fn previous_release_bindir() -> Option<std::path::PathBuf> {
+    std::env::var_os("PG_FEDERATION_PREVIOUS_BINDIR").map(std::path::PathBuf::from)
+}
+
+/// The pg_federation library the node's postmaster has loaded (from its memory map).
+fn loaded_library(n: &Node) -> String {
+    let pid = n.postmaster_pid().expect("the node runs");
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/pg_federation.so"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_federation_running_the_previous_release_upgrades_its_packages_then_the_extension_node_by_node_while_writing(
+) {
+    let Some(old) = previous_release_bindir() else {
+        println!("PG_FEDERATION_PREVIOUS_BINDIR is not set (scripts/test.sh sets it: `source scripts/setup.sh; use_major N; previous_release`): the previous release's library was not built, nothing tested");
+        return;
+    };
+    let new = pg_test::pg_bindir();
+    let old_root = old.parent().unwrap().parent().unwrap().display().to_string();
+    let names = ["east", "central", "west"];
+    let mut c = Cluster::start(&names.map(|n| NodeSpec::guc(n).with_bindir(&old)));
+    for n in &c.nodes {
+        assert_eq!(version(n), PREVIOUS, "{} runs the previous release", n.name);
+        assert!(
+            loaded_library(n).starts_with(&old_root),
+            "{} loaded {:?}, not the previous release's library under {old_root}",
+            n.name,
+            loaded_library(n)
+        );
+        n.execute(HIPPOS);
+    }
+    for n in &c.nodes[1..] {
+        join(n, &c.nodes[0]);
+    }
+    let writers: Vec<Writer> = c.nodes.iter().map(|n| Writer::start(n, "hippos")).collect();
+    for i in 0..c.nodes.len() {
+        // The package first (a restart on the new library, the extension's SQL still the
+        // previous release's), then ALTER EXTENSION UPDATE; between them and after each, the
+        // federation of mixed libraries and versions keeps replicating and is healthy.
+        c.nodes[i].restart_on(&new);
+        let n = &c.nodes[i];
+        assert!(
+            !loaded_library(n).starts_with(&old_root) && !loaded_library(n).is_empty(),
+            "{} loaded {:?}",
+            n.name,
+            loaded_library(n)
+        );
+        assert_eq!(version(n), PREVIOUS);
+        let all = c.all();
+        for w in &writers {
+            w.wait_for_more(100, &all);
+        }
+        for m in &all {
+            wait_health_ok(m, &all);
+        }
+        n.execute("ALTER EXTENSION pg_federation UPDATE");
+        assert_ne!(version(n), PREVIOUS, "{} was updated", n.name);
+        if i == 0 {
+            // A repair by difference between this build and the previous release's library
+            // and SQL (it compares as the previous release does): central's copy on east,
+            // damaged first, is mended and nothing is lost.
+            let east = n;
+            east.execute(
+                "SET session_replication_role = replica;
+                 DELETE FROM hippos_central WHERE ctid IN (SELECT ctid FROM hippos_central LIMIT 10);
+                 RESET session_replication_role",
+            );
+            east.execute("SELECT federation.resync('central', 'hippos', mode => 'diff')");
+            assert!(
+                east.log_tail(400)
+                    .contains("repaired this node's copy of \"central\"'s partitions"),
+                "east's repair of its copy of central is logged"
+            );
+        }
+        for w in &writers {
+            w.wait_for_more(100, &all);
+        }
+        for m in &all {
+            wait_health_ok(m, &all);
+        }
+    }
+    let acked = settle(&c, writers);
+    for (node, count) in acked {
+        assert!(count > 500, "{node} acknowledged only {count} writes");
+    }
+    let all = c.all();
+    let reference = objects(all[0]);
+    for n in &all {
+        assert_eq!(version(n), version(all[0]));
+        assert_eq!(objects(n), reference, "{}'s objects equal east's", n.name);
+        assert_eq!(
+            n.scalar("SELECT count(*)::text FROM federation.verify() WHERE status NOT IN ('owner', 'match')")
+                .as_deref(),
+            Some("0"),
+            "verify on {}",
+            n.name
+        );
+        wait_health_ok(n, &all);
+    }
+}
