@@ -304,20 +304,8 @@ pub(crate) fn copies_of(owner: &str, same_major: bool) -> FedResult<Vec<Copy>> {
         let names: Vec<String> = stored.iter().map(|(c, _)| c.clone()).collect();
         let types: Vec<String> = stored.into_iter().map(|(_, t)| t).collect();
         // The primary key, else the replica identity's index, else the whole row.
-        let key: Vec<String> = spi::rows(
-            "SELECT a.attname::text FROM pg_catalog.pg_index i
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-             WHERE i.indrelid = $1 AND i.indexrelid = (
-                 SELECT x.indexrelid FROM pg_catalog.pg_index x WHERE x.indrelid = $1 AND (x.indisprimary OR x.indisreplident)
-                 ORDER BY x.indisprimary DESC LIMIT 1)
-             ORDER BY a.attname",
-            &[part.into()],
-            |r| r.get::<String>(1),
-        )?
-        .into_iter()
-        .flatten()
-        .map(|c| quote_ident(&c))
-        .collect();
+        let key_columns = key_columns(part)?;
+        let key: Vec<String> = key_columns.iter().map(|(c, _)| quote_ident(c)).collect();
         let key = if key.is_empty() { columns.clone() } else { key };
         // Every column of a built-in type (record_send writes each column's type OID).
         let builtin = spi::one::<bool>(
@@ -326,7 +314,7 @@ pub(crate) fn copies_of(owner: &str, same_major: bool) -> FedResult<Vec<Copy>> {
             &[part.into()],
         )?
         .unwrap_or(false);
-        let bucket_hash = bucket_hash(relid, part)?;
+        let bucket_hash = bucket_hash(relid, &key_columns)?;
         out.push(Copy {
             relid,
             table,
@@ -340,6 +328,22 @@ pub(crate) fn copies_of(owner: &str, same_major: bool) -> FedResult<Vec<Copy>> {
         });
     }
     Ok(out)
+}
+
+/// The key columns of partition `part`, in name order, with their types (a domain's base
+/// type): its primary key's, else its replica identity index's; none without either.
+fn key_columns(part: pg_sys::Oid) -> FedResult<Vec<(String, String)>> {
+    spi::text_pairs(
+        "SELECT a.attname::text, (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)::pg_catalog.regtype::text
+         FROM pg_catalog.pg_index i
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+         JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+         WHERE i.indrelid = $1 AND i.indexrelid = (
+             SELECT x.indexrelid FROM pg_catalog.pg_index x WHERE x.indrelid = $1 AND (x.indisprimary OR x.indisreplident)
+             ORDER BY x.indisprimary DESC LIMIT 1)
+         ORDER BY a.attname",
+        &[part.into()],
+    )
 }
 
 /// Key column types with a built-in extended hash function (a domain over one counts as it),
@@ -363,27 +367,20 @@ const HASHABLE_KEY_TYPES: [(&str, Option<&str>); 14] = [
     ("interval", Some("interval_hash_extended")),
 ];
 
-/// The bucket hash of partition `part` of federated table `relid` ([`Copy::bucket_hash`]):
-/// its primary key (else replica identity) columns without the node column, when every one
+/// The bucket hash of a partition of federated table `relid` ([`Copy::bucket_hash`]): its
+/// `key` columns ([`key_columns`]) without the node column, when every one
 /// has a type of [`HASHABLE_KEY_TYPES`]: that type's hash function for one column,
 /// `hash_record_extended` of them all for several. None otherwise (or before PostgreSQL 14,
 /// which lacks `hash_record_extended`).
-fn bucket_hash(relid: pg_sys::Oid, part: pg_sys::Oid) -> FedResult<Option<String>> {
+fn bucket_hash(relid: pg_sys::Oid, key: &[(String, String)]) -> FedResult<Option<String>> {
     if pg_sys::PG_VERSION_NUM < 140000 {
         return Ok(None);
     }
-    let cols: Vec<(String, String)> = spi::text_pairs(
-        "SELECT a.attname::text, (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)::pg_catalog.regtype::text
-         FROM pg_catalog.pg_index i
-         JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-         JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-         WHERE i.indrelid = $1 AND i.indexrelid = (
-             SELECT x.indexrelid FROM pg_catalog.pg_index x WHERE x.indrelid = $1 AND (x.indisprimary OR x.indisreplident)
-             ORDER BY x.indisprimary DESC LIMIT 1)
-           AND a.attname <> (SELECT f.node_column FROM federation.federated_table f WHERE f.relid = $2)
-         ORDER BY a.attname",
-        &[part.into(), relid.into()],
-    )?;
+    let node_column = catalog::node_column(relid)?;
+    let cols: Vec<&(String, String)> = key
+        .iter()
+        .filter(|(c, _)| Some(c) != node_column.as_ref())
+        .collect();
     let hash_fn = |t: &str| {
         let t = match t {
             "smallint" => "int2",
