@@ -30,12 +30,6 @@ const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// confirmed (worker::heal, two probes in a row) in seconds, not two full probe intervals.
 const PROBE_AGAIN_WITHIN: Duration = Duration::from_millis(1500);
 
-/// How long a subscription of this node found without its apply worker keeps the probes at
-/// [`PROBE_AGAIN_WITHIN`]: its member's server stopped or failed over, and a promoted standby
-/// there is found (its slot missing) within seconds rather than at the next 5 s probe. Longer
-/// outages go back to the usual rhythm.
-const STALL_WATCH: Duration = Duration::from_secs(30);
-
 /// Registers the launcher, which starts the worker; called from _PG_init while
 /// shared_preload_libraries loads.
 pub fn register() {
@@ -101,7 +95,6 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
     let mut quiet = false;
     let mut healer = heal::Healer::default();
     let mut last_address_check: Option<std::time::Instant> = None;
-    let mut stalled_since: Option<std::time::Instant> = None;
     while BackgroundWorker::wait_latch(Some(pause)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: the standard way a background worker applies a reload.
@@ -128,12 +121,12 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
         }
         let busy = reconcile::reconcile_once();
         pause = Duration::from_millis(if busy { 100 } else { 1000 });
-        let due = last_probe.is_none_or(|t| {
-            t.elapsed() >= PROBE_EVERY
-                || (t.elapsed() >= PROBE_AGAIN_WITHIN
-                    && (healer.suspects() || stall_watched(&mut stalled_since)))
-        });
-        if due {
+        let every = if healer.suspects() {
+            PROBE_AGAIN_WITHIN
+        } else {
+            PROBE_EVERY
+        };
+        if last_probe.is_none_or(|t| t.elapsed() >= every) {
             let slots = probe::probe_members();
             healer.after_probe(&slots);
             if healer.repaired() {
@@ -143,20 +136,6 @@ pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {
             settle_set_aside();
             last_probe = Some(std::time::Instant::now());
         }
-    }
-}
-
-/// Whether a subscription of this node has had no apply worker for less than
-/// [`STALL_WATCH`] (probe::subscription_stalled); `since` is when that was first seen.
-fn stall_watched(since: &mut Option<std::time::Instant>) -> bool {
-    if probe::subscription_stalled() {
-        since
-            .get_or_insert_with(std::time::Instant::now)
-            .elapsed()
-            < STALL_WATCH
-    } else {
-        *since = None;
-        false
     }
 }
 

@@ -82,26 +82,6 @@ pub fn probe_members() -> Vec<SlotSeen> {
     slots
 }
 
-/// Whether one of this node's enabled federation subscriptions has no apply worker now: its
-/// member's server went away (the worker exits on the lost connection and PostgreSQL starts
-/// it again only every `wal_retrieve_retry_interval`), or a repair has it dropped and made
-/// again. Read from shared memory, no connection.
-pub fn subscription_stalled() -> bool {
-    BackgroundWorker::transaction(|| {
-        crate::spi::one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s
-                            JOIN pg_catalog.pg_stat_subscription w ON w.subid = s.oid AND w.relid IS NULL
-                            WHERE s.subdbid = (SELECT oid FROM pg_catalog.pg_database
-                                               WHERE datname = pg_catalog.current_database())
-                              AND s.subenabled AND s.subname LIKE 'federation\\_%' AND w.pid IS NULL)",
-            &[],
-        )
-    })
-    .ok()
-    .flatten()
-    .unwrap_or(false)
-}
-
 fn sample(me: &str, m: &Member) -> Sample {
     let mut s = ProbeSample {
         name: m.name.clone(),
