@@ -15,6 +15,17 @@ const PREVIOUS: &str = "0.8.0";
 /// An older release a running federation also upgrades from (node numbers and keys arrive).
 const OLDER: &str = "0.2.0";
 
+/// Every writer acknowledges `more` writes and every node of `all` reports OK: a federation
+/// (of mixed versions, during an upgrade) that keeps writing and replicating.
+fn writes_go_on_and_all_are_healthy(writers: &[Writer], all: &[&Node], more: u64) {
+    for w in writers {
+        w.wait_for_more(more, all);
+    }
+    for m in all {
+        wait_health_ok(m, all);
+    }
+}
+
 /// Whether sql/pg_federation--`from`--`to`.sql holds only comments.
 fn script_has_no_statement(from: &str, to: &str) -> bool {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -160,12 +171,7 @@ fn a_running_federation_upgrades_node_by_node_from_0_2_0_while_every_node_writes
             assert_eq!(id >> 48, k, "{} draws from its range", u.name);
         }
         // Mixed versions: every node keeps writing and replicating.
-        for w in &writers {
-            w.wait_for_more(200, &all);
-        }
-        for m in &all {
-            wait_health_ok(m, &all);
-        }
+        writes_go_on_and_all_are_healthy(&writers, &all, 200);
     }
     let acked = settle(&c, writers);
     for (node, count) in acked {
@@ -434,12 +440,7 @@ fn a_federation_running_the_previous_release_upgrades_its_packages_then_the_exte
         );
         assert_eq!(version(n), PREVIOUS);
         let all = c.all();
-        for w in &writers {
-            w.wait_for_more(100, &all);
-        }
-        for m in &all {
-            wait_health_ok(m, &all);
-        }
+        writes_go_on_and_all_are_healthy(&writers, &all, 100);
         n.execute("ALTER EXTENSION pg_federation UPDATE");
         assert_ne!(version(n), PREVIOUS, "{} was updated", n.name);
         if i == 0 {
@@ -459,12 +460,7 @@ fn a_federation_running_the_previous_release_upgrades_its_packages_then_the_exte
                 "east's repair of its copy of central is logged"
             );
         }
-        for w in &writers {
-            w.wait_for_more(100, &all);
-        }
-        for m in &all {
-            wait_health_ok(m, &all);
-        }
+        writes_go_on_and_all_are_healthy(&writers, &all, 100);
     }
     let acked = settle(&c, writers);
     for (node, count) in acked {
