@@ -44,7 +44,41 @@ pub fn joined(names: &[&str]) -> Cluster {
 /// Joins `node` to the federation of `peer` and waits until it is ready.
 pub fn join(node: &Node, peer: &Node) {
     node.execute(&format!("SELECT federation.join('{}')", peer.conninfo()));
-    node.execute("SELECT federation.wait_ready('90 s')");
+    wait_ready(node, "90 s", &[node, peer]);
+}
+
+/// `federation.wait_ready(timeout)` on `node`; when it fails, the failure says where every
+/// node of `all` stood: members, table copies, slots, workers and the end of its log.
+pub fn wait_ready(node: &Node, timeout: &str, all: &[&Node]) {
+    if let Err(e) = node.try_execute(&format!("SELECT federation.wait_ready('{timeout}')")) {
+        let state: String = all.iter().map(|n| replication_state(n)).collect();
+        panic!("on node {}: federation.wait_ready('{timeout}') failed: {e}\n{state}", node.name);
+    }
+}
+
+/// Where `node`'s replication stands, for a failure message: its members as it records
+/// them, its subscriptions' table states and workers, its slots, the waits of its
+/// background processes, and the last lines of its log other than statements.
+pub fn replication_state(node: &Node) -> String {
+    let show = |title: &str, sql: &str| match node.try_query(sql) {
+        Ok(rows) => format!("  {title}: {rows:?}\n"),
+        Err(e) => format!("  {title}: ({e})\n"),
+    };
+    let log = node.log_tail(2000);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains(" statement: ") && !l.trim().is_empty())
+        .collect();
+    format!(
+        "==== node {} ====\n{}{}{}{}{}  log (statements left out):\n{}\n",
+        node.name,
+        show("federation.node", "SELECT node_name, state, wired_here, attempts, last_error FROM federation.node ORDER BY 1"),
+        show("pg_subscription_rel", "SELECT s.subname, r.srrelid::regclass::text, r.srsubstate, r.srsublsn::text FROM pg_subscription s JOIN pg_subscription_rel r ON r.srsubid = s.oid ORDER BY 1, 2"),
+        show("pg_stat_subscription", "SELECT subname, pid, relid::regclass::text, received_lsn::text, last_msg_receipt_time::text FROM pg_stat_subscription ORDER BY 1"),
+        show("pg_replication_slots", "SELECT slot_name, active, active_pid, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots ORDER BY 1"),
+        show("background processes", "SELECT pid, backend_type, wait_event_type, wait_event, state, left(query, 120) FROM pg_stat_activity WHERE backend_type NOT IN ('client backend', 'checkpointer', 'background writer', 'walwriter', 'io worker') AND pid <> pg_backend_pid() ORDER BY 2"),
+        lines[lines.len().saturating_sub(80)..].join("\n")
+    )
 }
 
 /// Every node holds the same rows in every partition.

@@ -4,7 +4,7 @@
 
 use pg_test::scenario::{
     assert_converged, assert_converged_among, assert_verified, join, joined, nodes, settle,
-    wait_health_ok,
+    wait_health_ok, wait_ready,
 };
 use pg_test::{wait_until, Cluster, Node, Writer};
 use std::time::{Duration, Instant};
@@ -122,7 +122,7 @@ fn the_joining_node_and_then_a_peer_restarted_mid_copy_still_complete_the_join()
             || Ok(copying(joiner)),
         );
         restarted.restart();
-        joiner.execute("SELECT federation.wait_ready('3 min')");
+        wait_ready(joiner, "3 min", &c.all());
     }
     assert_converged(&c, "hippos");
     for n in c.all() {
