@@ -1,7 +1,9 @@
 //! federation.join(), wait_ready(), leave() and drop_node() across real servers.
 
 use pg_test::checks::snapshot;
-use pg_test::scenario::{assert_converged, join, joined, nodes, wait_health_ok, HIPPOS};
+use pg_test::scenario::{
+    assert_converged, assert_converged_among, join, joined, nodes, wait_health_ok, HIPPOS,
+};
 use pg_test::{wait_until, Cluster, NodeSpec};
 use std::time::Duration;
 
@@ -950,4 +952,62 @@ fn a_member_that_refuses_a_table_after_the_checks_is_named_with_its_error_at_onc
     east.execute("INSERT INTO pens (id, name) VALUES (2, 'from east')");
     assert_converged(&c, "pens");
     wait_health_ok(east, &c.all());
+}
+
+#[test]
+fn leave_with_drop_rows_takes_its_partitions_off_every_member_and_the_others_replicate_on() {
+    let c = joined(&["east", "central", "west"]);
+    let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
+    for n in [east, central, west] {
+        n.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 10) g");
+    }
+    assert_converged(&c, "hippos");
+    west.execute("SELECT federation.leave(drop_rows => true)");
+    for n in [east, central] {
+        assert_eq!(
+            n.scalar("SELECT to_regclass('hippos_west') IS NULL").as_deref(),
+            Some("t"),
+            "west's partition dropped on {}",
+            n.name
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM federation.partition WHERE node_name = 'west'")
+                .as_deref(),
+            Some("0"),
+            "on {}",
+            n.name
+        );
+        assert_eq!(
+            n.scalar(
+                "SELECT (SELECT count(*) FROM federation.node WHERE node_name = 'west')
+                      + (SELECT count(*) FROM pg_subscription WHERE subname LIKE '%west%')
+                      + (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%west%')"
+            )
+            .as_deref(),
+            Some("0"),
+            "nothing of west left on {}",
+            n.name
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM hippos").as_deref(),
+            Some("20"),
+            "on {}",
+            n.name
+        );
+    }
+    // The leaving node keeps every row it held (its own and its copies).
+    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("30"));
+    // The two that stay go on replicating with each other, healthy.
+    east.execute("INSERT INTO hippos (value) VALUES (-1)");
+    central.execute("INSERT INTO hippos (value) VALUES (-2)");
+    assert_converged_among(&[east, central], "hippos");
+    for n in [east, central] {
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM hippos").as_deref(),
+            Some("22"),
+            "on {}",
+            n.name
+        );
+        wait_health_ok(n, &[east, central]);
+    }
 }

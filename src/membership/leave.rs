@@ -51,9 +51,18 @@ pub fn leave(drop_rows: bool) -> FedResult<()> {
         crate::wait::older_statements_ended(&mut me_conn)?;
     }
     for (m, r) in members.iter().zip(conns.iter_mut()) {
+        // On each member, this node goes from its catalog before its subscription or slot
+        // does, and the member's statements that read the catalog before have ended: a
+        // status() there never sees this node as a member whose subscription or slot is
+        // gone (a false CRITICAL on a node that is not leaving). Its partitions there, when
+        // asked, go last, once nothing applies into them.
+        r.remove_member(&me, false)?;
+        crate::wait::older_statements_ended(r)?;
         replication::drop_subscription(r, &subscription_name(&me, &m.name))?;
-        r.remove_member(&me, drop_rows)?;
         replication::drop_subscription(&mut me_conn, &subscription_name(&m.name, &me))?;
+        if drop_rows {
+            r.remove_member(&me, true)?;
+        }
     }
     // Slots on this node that members may not have dropped (a subscription dropped without
     // its slot).
