@@ -104,7 +104,9 @@ fn main() {
     println!("# restore() of a lost node owning {rows} rows from its peer; PostgreSQL {major}\n");
     println!("| | seconds | ratio to COPY | backend VmHWM | private (RssAnon) peak, before | shared buffers touched (RssShmem) peak |");
     println!("|---|---|---|---|---|---|");
-    println!("| plain `COPY` of the rows from west (baseline, same run) | {copy:.1} | 1.00 | | | |");
+    println!(
+        "| plain `COPY` of the rows from west (baseline, same run) | {copy:.1} | 1.00 | | | |"
+    );
     println!(
         "| `federation.restore()` (rows taken back, node joined) | {restore:.1} | {:.2} | {peak:.0} MB | {anon:.0} MB, {base:.0} MB | {shmem:.0} MB |",
         restore / copy

@@ -52,7 +52,10 @@ pub fn join(node: &Node, peer: &Node) {
 pub fn wait_ready(node: &Node, timeout: &str, all: &[&Node]) {
     if let Err(e) = node.try_execute(&format!("SELECT federation.wait_ready('{timeout}')")) {
         let state: String = all.iter().map(|n| replication_state(n)).collect();
-        panic!("on node {}: federation.wait_ready('{timeout}') failed: {e}\n{state}", node.name);
+        panic!(
+            "on node {}: federation.wait_ready('{timeout}') failed: {e}\n{state}",
+            node.name
+        );
     }
 }
 

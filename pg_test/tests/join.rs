@@ -965,7 +965,8 @@ fn leave_with_drop_rows_takes_its_partitions_off_every_member_and_the_others_rep
     west.execute("SELECT federation.leave(drop_rows => true)");
     for n in [east, central] {
         assert_eq!(
-            n.scalar("SELECT to_regclass('hippos_west') IS NULL").as_deref(),
+            n.scalar("SELECT to_regclass('hippos_west') IS NULL")
+                .as_deref(),
             Some("t"),
             "west's partition dropped on {}",
             n.name
@@ -996,7 +997,10 @@ fn leave_with_drop_rows_takes_its_partitions_off_every_member_and_the_others_rep
         );
     }
     // The leaving node keeps every row it held (its own and its copies).
-    assert_eq!(west.scalar("SELECT count(*) FROM hippos").as_deref(), Some("30"));
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM hippos").as_deref(),
+        Some("30")
+    );
     // The two that stay go on replicating with each other, healthy.
     east.execute("INSERT INTO hippos (value) VALUES (-1)");
     central.execute("INSERT INTO hippos (value) VALUES (-2)");

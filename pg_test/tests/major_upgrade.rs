@@ -158,7 +158,10 @@ fn a_node_upgraded_in_place_from_postgresql_17_on_keeps_its_slots_and_nothing_is
         NodeSpec::guc("central"),
     ]);
     if c.node("east").major() < 17 {
-        println!("pg_upgrade carries logical slots from PostgreSQL 17 on; skipped on {}", c.node("east").major());
+        println!(
+            "pg_upgrade carries logical slots from PostgreSQL 17 on; skipped on {}",
+            c.node("east").major()
+        );
         return;
     }
     {
@@ -199,7 +202,9 @@ fn a_node_upgraded_in_place_from_postgresql_17_on_keeps_its_slots_and_nothing_is
     let (east, west, central) = (c.node("east"), c.node("west"), c.node("central"));
     assert_eq!(slots(east), east_slots, "pg_upgrade carried east's slots");
     assert_eq!(
-        east.row_count("SELECT 1 FROM pg_subscription WHERE subname LIKE 'federation%' AND subenabled"),
+        east.row_count(
+            "SELECT 1 FROM pg_subscription WHERE subname LIKE 'federation%' AND subenabled"
+        ),
         2,
         "pg_upgrade carried east's subscriptions, enabled"
     );
@@ -228,7 +233,17 @@ fn a_node_upgraded_in_place_from_postgresql_17_on_keeps_its_slots_and_nothing_is
         east.log_tail(40)
     );
     for n in [east, west, central] {
-        assert_eq!(n.row_count("SELECT 1 FROM federation.set_aside"), 0, "{}", n.name);
-        assert_eq!(n.row_count("SELECT 1 FROM federation.kept_copy"), 0, "{}", n.name);
+        assert_eq!(
+            n.row_count("SELECT 1 FROM federation.set_aside"),
+            0,
+            "{}",
+            n.name
+        );
+        assert_eq!(
+            n.row_count("SELECT 1 FROM federation.kept_copy"),
+            0,
+            "{}",
+            n.name
+        );
     }
 }

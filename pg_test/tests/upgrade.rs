@@ -409,7 +409,13 @@ fn a_federation_running_the_previous_release_upgrades_its_packages_then_the_exte
         return;
     };
     let new = pg_test::pg_bindir();
-    let old_root = old.parent().unwrap().parent().unwrap().display().to_string();
+    let old_root = old
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
     let names = ["east", "central", "west"];
     let mut c = Cluster::start(&names.map(|n| NodeSpec::guc(n).with_bindir(&old)));
     for n in &c.nodes {

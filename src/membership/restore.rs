@@ -52,7 +52,10 @@ const NO_MEMBER_HOLDS: &str = "held by this server when federation.restore() too
 const MEMBER_HOLDS_OTHERWISE: &str = "held by this server when federation.restore() took the node's rows back from the members: a member holds a later version, which replaced it";
 /// Rows fetched from a member per round trip while the node's rows come back.
 const BATCH: usize = 10_000;
-/// Where the members' rows of one partition gather on this server, by key.
+/// Where the members' rows of one partition gather on this server: (key, row hash, row
+/// text, the member's place in the order of [`take_back`]'s sources). Without an index: a
+/// B-tree on random keys filled row by row cost four times the filling itself (1,000,000
+/// rows: 4.6 s against 1.0 s, BENCHMARKS.md); the comparisons that follow are hash joins.
 const TAKEN: &str = "pg_temp.federation_taken";
 /// How long the lost server's address is tried.
 const ADDRESS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -336,7 +339,7 @@ fn take_back(me: &str, sources: &mut [Source]) -> FedResult<(usize, usize, usize
         s.remote.same_text()?;
     }
     spi::exec(&format!(
-        "CREATE TEMPORARY TABLE IF NOT EXISTS {TAKEN} (key text PRIMARY KEY, hash text NOT NULL, row_text text NOT NULL) ON COMMIT DROP"
+        "CREATE TEMPORARY TABLE IF NOT EXISTS {TAKEN} (key text NOT NULL, hash text NOT NULL, row_text text NOT NULL, source int NOT NULL) ON COMMIT DROP"
     ))?;
     for c in copies_of(me, false)? {
         spi::exec(&format!("TRUNCATE {TAKEN}"))?;
@@ -347,10 +350,16 @@ fn take_back(me: &str, sources: &mut [Source]) -> FedResult<(usize, usize, usize
                 continue;
             };
             holders += 1;
-            gather(&mut s.remote, &c.all_rows_sql(&part))?;
+            gather(&mut s.remote, &c.all_rows_sql(&part), holders)?;
         }
         if holders == 0 {
             continue;
+        }
+        if holders > 1 {
+            // A key keeps the version of the most advanced member that holds it.
+            spi::exec(&format!(
+                "DELETE FROM {TAKEN} t USING {TAKEN} u WHERE u.key = t.key AND u.source < t.source"
+            ))?;
         }
         // This server's rows that no member holds, and those a member holds otherwise. Read
         // by statements that see the rows just gathered (rows_fresh takes a new snapshot; a
@@ -383,7 +392,8 @@ fn take_back(me: &str, sources: &mut [Source]) -> FedResult<(usize, usize, usize
         let wanted = spi::exec_count(
             &c.insert_from_sql(&format!(
                 "SELECT t.row_text::jsonb FROM {TAKEN} t
-                 WHERE NOT EXISTS (SELECT 1 FROM ({here}) h(tid, key, hash) WHERE h.key = t.key)"
+                 WHERE NOT EXISTS (SELECT 1 FROM ({here}) h(tid, key, hash) WHERE h.key = t.key)
+                 OFFSET 0"
             )),
             &[],
         )
@@ -399,9 +409,8 @@ fn take_back(me: &str, sources: &mut [Source]) -> FedResult<(usize, usize, usize
 }
 
 /// Streams the rows of `query` (key, row hash, row text) on `remote` into [`TAKEN`], BATCH
-/// rows per round trip, under one snapshot there; a key already gathered (from a more
-/// advanced member) keeps its version.
-fn gather(remote: &mut Remote, query: &str) -> FedResult<()> {
+/// rows per round trip, under one snapshot there, marked as from the `source`-th member.
+fn gather(remote: &mut Remote, query: &str, source: i32) -> FedResult<()> {
     remote.exec(&format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE federation_taken NO SCROLL CURSOR FOR {query}"
     ))?;
@@ -425,10 +434,9 @@ fn gather(remote: &mut Remote, query: &str) -> FedResult<()> {
             batch_memory.switch_to(|_| {
                 spi::exec_args(
                     &format!(
-                        "INSERT INTO {TAKEN} SELECT * FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]))
-                         ON CONFLICT (key) DO NOTHING"
+                        "INSERT INTO {TAKEN} SELECT *, $4 FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]))"
                     ),
-                    &[keys.into(), hashes.into(), texts.into()],
+                    &[keys.into(), hashes.into(), texts.into(), source.into()],
                 )
             })?;
             batch_memory.reset();

@@ -58,12 +58,18 @@ fn bucket_digest_add(
     let (Some(bucket), Some(row)) = (bucket, row) else {
         return state;
     };
-    let Some(b) = usize::try_from(bucket).ok().filter(|b| *b < digest.rows.len()) else {
-        error!("bucket_digest: bucket {bucket} is outside 0 to {}", digest.rows.len() - 1);
+    let Some(b) = usize::try_from(bucket)
+        .ok()
+        .filter(|b| *b < digest.rows.len())
+    else {
+        error!(
+            "bucket_digest: bucket {bucket} is outside 0 to {}",
+            digest.rows.len() - 1
+        );
     };
     let _ = row; // not NULL: hashed from its datum, as PostgreSQL hashes a bytea
-    // SAFETY: argument 2 is this call's bytea, not NULL (checked above);
-    // hashvarlenaextended hashes its bytes (PostgreSQL's hash_any_extended, seed 0).
+                 // SAFETY: argument 2 is this call's bytea, not NULL (checked above);
+                 // hashvarlenaextended hashes its bytes (PostgreSQL's hash_any_extended, seed 0).
     let hash = unsafe {
         let datum = pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 2);
         pgrx::fcinfo::direct_function_call_as_datum(
