@@ -67,9 +67,10 @@ fn bucket_digest_add(
             digest.rows.len() - 1
         );
     };
-    let _ = row; // not NULL: hashed from its datum, as PostgreSQL hashes a bytea
-                 // SAFETY: argument 2 is this call's bytea, not NULL (checked above);
-                 // hashvarlenaextended hashes its bytes (PostgreSQL's hash_any_extended, seed 0).
+    // Not NULL: hashed from its datum, as PostgreSQL hashes a bytea.
+    let _ = row;
+    // SAFETY: argument 2 is this call's bytea, not NULL (checked above);
+    // hashvarlenaextended hashes its bytes (PostgreSQL's hash_any_extended, seed 0).
     let hash = unsafe {
         let datum = pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 2);
         pgrx::fcinfo::direct_function_call_as_datum(
