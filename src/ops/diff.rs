@@ -65,8 +65,11 @@ fn repair_in_progress(subscription: &str) -> bool {
 }
 
 /// Rows per bucket aimed at: the narrower the buckets, the fewer equal rows the second
-/// pass reads around each difference, the more digests the first pass exchanges.
-const ROWS_PER_BUCKET: f64 = 64.0;
+/// pass reads around each difference, the more digests the first pass exchanges. 16: for
+/// 1,000,000 rows with 1,000 differences the second pass halves against 64 (0.18 -> 0.09 s)
+/// while the digests stay at 0.4 s; at 8 the digests grow more than the pass gains
+/// (BENCHMARKS.md, "Narrower buckets").
+const ROWS_PER_BUCKET: f64 = 16.0;
 const MIN_BUCKETS: u64 = 1 << 10;
 /// For the digests' aggregation (one group per bucket) on both servers, for this repair only:
 /// PostgreSQL's default 4MB spills to disk from about 30,000 buckets.
