@@ -257,6 +257,32 @@ pub fn subscribe_from_snapshot(
     ))
 }
 
+/// Wakes this server's logical replication launcher, so that a subscription just made gets
+/// its apply worker as soon as the launcher may start one. PostgreSQL 15's launcher starts
+/// apply workers at most once per `wal_retrieve_retry_interval` across the server, and when
+/// it is woken (by the CREATE SUBSCRIPTION's commit) sooner than that after its last start,
+/// it sleeps a whole interval more before it looks again; after a member's failover its last
+/// start is recent (the old subscription's worker failing against the dead server), and a
+/// repair by difference waited up to that interval for its worker. Woken again while the
+/// repair waits, it starts the worker once the interval since its last start has passed.
+/// PostgreSQL 16 throttles each subscription by itself and needs none of this.
+/// Runs in this server's own process (SPI): the launcher's pid is this server's.
+pub fn wake_apply_launcher() -> FedResult<()> {
+    if !cfg!(feature = "pg15") {
+        return Ok(());
+    }
+    let pid = crate::spi::one::<i32>(
+        "SELECT pid FROM pg_catalog.pg_stat_get_activity(NULL) WHERE backend_type = 'logical replication launcher' LIMIT 1",
+        &[],
+    )?;
+    if let Some(pid) = pid.filter(|p| *p > 0) {
+        // SAFETY: kill(2) sending SIGUSR1, as PostgreSQL's ApplyLauncherWakeup does: it sets
+        // the launcher's latch.
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
+    }
+    Ok(())
+}
+
 /// From PostgreSQL 16 a subscription can ask for changes made on the publisher itself only
 /// (`origin = none`). A node publishes only its own partitions, which only its own sessions
 /// write, so the rows it receives are never wanted back; but without the option every

@@ -1,7 +1,7 @@
 //! Operations: federation.status(), health(), verify() and resync() across real servers.
 
 use pg_test::checks::{digest, snapshot};
-use pg_test::scenario::{assert_converged, join, joined, nodes, wait_health_ok, HIPPOS};
+use pg_test::scenario::{assert_converged, join, joined, nodes, settle, wait_health_ok, HIPPOS};
 use pg_test::{assert_all_present, wait_until, Cluster, Node, NodeSpec, Writer};
 use std::time::Duration;
 
@@ -954,4 +954,72 @@ fn members_in_other_time_zones_and_date_styles_verify_and_repair_alike() {
         &[east, west],
         || Ok(stable(east, "events_east") == stable(west, "events_east")),
     );
+}
+
+/// Issue 13, finding 8: one transaction far larger than the publisher's
+/// logical_decoding_work_mem is streamed to every member while it runs (subscriptions are made
+/// with `streaming = on`), not spilled to disk per slot and decoded again at COMMIT; every row
+/// arrives, a writer on another node meanwhile loses nothing, and health() says OK.
+#[test]
+fn a_transaction_larger_than_decoding_memory_streams_to_every_member_without_spilling() {
+    let c = joined(&["east", "central", "west"]);
+    let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
+    let all = [east, central, west];
+    // 64 kB, the least PostgreSQL allows: 30,000 rows are megabytes of changes.
+    east.execute("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'");
+    east.restart();
+    for n in all {
+        wait_health_ok(n, &all);
+    }
+    east.execute("SELECT pg_stat_reset_replication_slot(NULL)");
+    let writer = Writer::start(west, "hippos");
+    east.execute(
+        "BEGIN; INSERT INTO hippos (value) SELECT g FROM generate_series(1, 30000) g; COMMIT",
+    );
+    let slots = "SELECT s.slot_name, s.stream_txns, s.stream_bytes, s.spill_txns, s.spill_bytes
+                 FROM pg_stat_replication_slots s JOIN pg_replication_slots r USING (slot_name)
+                 WHERE r.slot_type = 'logical' AND r.database = current_database()
+                 ORDER BY 1";
+    // The members' slots on east: one per member, each streamed the transaction.
+    wait_until(
+        "both members' slots on east to have streamed the transaction",
+        Duration::from_secs(60),
+        &all,
+        || {
+            let rows = east.query(slots);
+            let streamed = rows
+                .iter()
+                .filter(|r| r[2].as_deref().and_then(|b| b.parse::<i64>().ok()) > Some(0))
+                .count();
+            if rows.len() == 2 && streamed == 2 {
+                Ok(true)
+            } else {
+                Err(format!("slots on east: {rows:?}"))
+            }
+        },
+    );
+    for n in [central, west] {
+        wait_until(
+            &format!("{} to hold east's 30,000 rows", n.name),
+            Duration::from_secs(120),
+            &all,
+            || {
+                let got = n.scalar("SELECT count(*) FROM hippos_east").unwrap();
+                if got == "30000" {
+                    Ok(true)
+                } else {
+                    Err(format!("{got} rows of hippos_east on {}", n.name))
+                }
+            },
+        );
+    }
+    for r in east.query(slots) {
+        assert_eq!(
+            (r[3].as_deref(), r[4].as_deref()),
+            (Some("0"), Some("0")),
+            "slot {:?} on east spilled to disk instead of streaming: {r:?}",
+            r[0]
+        );
+    }
+    settle(&c, vec![writer]);
 }

@@ -620,11 +620,15 @@ pub fn repair(
         std::time::Duration::from_secs(10),
         "",
         || {
-            Ok(here.count(
+            let started = here.count(
                 "SELECT count(*) FROM pg_catalog.pg_stat_subscription w JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
                  WHERE s.subname = $1 AND w.relid IS NULL AND w.pid IS NOT NULL",
                 &[Some(sub)],
-            )? > 0)
+            )? > 0;
+            if !started {
+                replication::wake_apply_launcher()?;
+            }
+            Ok(started)
         },
     );
     // And until no status() here still judges from a snapshot taken before the subscription

@@ -16,9 +16,10 @@ use pgrx::{Internal, PgMemoryContexts};
 /// The most buckets a digest may have (ops::diff uses at most 2^20).
 const MAX_BUCKETS: i32 = 1 << 20;
 
+/// Each bucket's row count and XOR side by side: a row touches one cache line, not two (the
+/// buckets, 1 MB at 65,536, do not fit in a core's cache; each row lands in a random one).
 struct Digest {
-    rows: Vec<i64>,
-    xor: Vec<u64>,
+    buckets: Vec<(i64, u64)>,
 }
 
 /// The transition function: adds one row, `row` its bytes (a row's `record_send`, or its text
@@ -47,8 +48,7 @@ fn bucket_digest_add(
         if !state.initialized() {
             let made = PgMemoryContexts::For(context).switch_to(|_| {
                 Internal::new(Digest {
-                    rows: vec![0; buckets as usize],
-                    xor: vec![0; buckets as usize],
+                    buckets: vec![(0, 0); buckets as usize],
                 })
             });
             state = made;
@@ -58,13 +58,13 @@ fn bucket_digest_add(
     let (Some(bucket), Some(row)) = (bucket, row) else {
         return state;
     };
-    let Some(b) = usize::try_from(bucket)
+    let Some(slot) = usize::try_from(bucket)
         .ok()
-        .filter(|b| *b < digest.rows.len())
+        .and_then(|b| digest.buckets.get_mut(b))
     else {
         error!(
             "bucket_digest: bucket {bucket} is outside 0 to {}",
-            digest.rows.len() - 1
+            digest.buckets.len() - 1
         );
     };
     // Not NULL: hashed from its datum, as PostgreSQL hashes a bytea.
@@ -79,8 +79,8 @@ fn bucket_digest_add(
         )
         .map_or(0, |d| d.value() as u64)
     };
-    digest.rows[b] += 1;
-    digest.xor[b] ^= hash;
+    slot.0 += 1;
+    slot.1 ^= hash;
     state
 }
 
@@ -93,7 +93,7 @@ fn bucket_digest_final(state: Internal) -> String {
         return String::new();
     };
     let mut out = String::new();
-    for (b, (n, x)) in digest.rows.iter().zip(&digest.xor).enumerate() {
+    for (b, (n, x)) in digest.buckets.iter().enumerate() {
         if *n > 0 {
             if !out.is_empty() {
                 out.push(',');

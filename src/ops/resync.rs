@@ -141,7 +141,7 @@ pub fn resync_with(
         let report = super::diff::repair(&mut here, &mut there, node, &member.conninfo, &sub)?;
         catalog::as_extension_owner(|| catalog::clear_copy_checks(&me, node, None))?;
         let done = format!(
-            "pg_federation: repaired this node's copy of \"{node}\"'s partitions ({}) by difference in {:.1} s: {} rows compared in {} buckets, {} differing; {} rows copied, {} set aside (federation.set_aside); replication resumes from {} (steps: {})",
+            "pg_federation: repaired this node's copy of \"{node}\"'s partitions ({}) by difference in {:.2} s: {} rows compared in {} buckets, {} differing; {} rows copied, {} set aside (federation.set_aside); replication resumes from {} (steps: {})",
             copies.join(", "),
             started.elapsed().as_secs_f64(),
             report.rows_compared,
