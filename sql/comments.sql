@@ -74,6 +74,8 @@ COMMENT ON FUNCTION federation_internal.set_member_ready(text) IS
   'internal, node to node: marks a member ready once every copy both ways is done.';
 COMMENT ON FUNCTION federation_internal.remove_member(text, boolean) IS
   'internal, node to node: forgets a member that left or was dropped.';
+COMMENT ON FUNCTION federation_internal.member_moved(text, text) IS
+  'internal, node to node: a member reached at a new address from now on, once that address answers as the member.';
 COMMENT ON FUNCTION federation_internal.reserve_node_number(integer, integer) IS
   'internal, node to node: reserves a node number for a joining node.';
 COMMENT ON FUNCTION federation_internal.table_shape(text, text) IS

@@ -555,3 +555,132 @@ fn a_standby_promoted_elsewhere_while_the_node_lives_does_not_act_as_it() {
     }
     assert_eq!(clone.row_count("SELECT 1 FROM hippos WHERE value = -1"), 0);
 }
+
+/// A node's standby promoted behind a **new address** (a new Service or DNS name): the
+/// standby's `federation.node_conninfo` names it and the old address answers no more. The
+/// members follow the new address by themselves (each checks that it answers as the node
+/// first), repair their copies from it, and no acknowledged row is lost. A member refuses
+/// an address where the node is not, and a name that is no member, changing nothing.
+#[test]
+fn a_standby_promoted_at_a_new_address_is_followed_by_every_member() {
+    let c = joined(&["east", "west", "central"]);
+    let (east, west, central) = (c.node("east"), c.node("west"), c.node("central"));
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 50) g");
+    west.execute("INSERT INTO hippos (value) SELECT 100 + g FROM generate_series(1, 50) g");
+    assert_converged_among(&[east, west, central], "hippos");
+    wait_timeline_recorded(east);
+    let address = "SELECT conninfo FROM federation.node WHERE node_name = 'east'";
+    let before = central.scalar(address);
+    let e = central.expect_error(&format!(
+        "SELECT federation_internal.member_moved('east', '{}')",
+        west.conninfo()
+    ));
+    assert_eq!(e.code, "55000", "{e}");
+    assert!(e.message.contains("is node \"west\", not \"east\""), "{e}");
+    let e = central.expect_error(&format!(
+        "SELECT federation_internal.member_moved('nowhere', '{}')",
+        east.conninfo()
+    ));
+    assert_eq!(e.code, "42704", "{e}");
+    assert_eq!(central.scalar(address), before, "nothing changed");
+
+    // The standby runs at an address of its own, which its node_conninfo names.
+    let standby = Node::standby_of(east);
+    standby.wait_replayed(east);
+    let writer = Writer::start(west, "hippos");
+    writer.wait_for_more(30, &[west]);
+    east.kill9();
+    standby.promote();
+    let nodes = [&standby, west, central];
+    for m in [west, central] {
+        wait_until(
+            &format!("{} to reach east at its new address", m.name),
+            Duration::from_secs(90),
+            &nodes,
+            || {
+                let now = m.scalar(address).unwrap_or_default();
+                if now == standby.conninfo() {
+                    Ok(true)
+                } else {
+                    Err(format!("east at {now} on {}", m.name))
+                }
+            },
+        );
+    }
+    standby.execute("INSERT INTO hippos (value) SELECT 200 + g FROM generate_series(1, 20) g");
+    writer.wait_for_more(30, &nodes);
+    let acked = writer.finish();
+    assert_converged_among(&nodes, "hippos");
+    for n in nodes {
+        wait_health_ok(n, &nodes);
+        assert_verified(n);
+        assert_all_present(n, "hippos_west", &acked);
+        assert_eq!(
+            n.row_count("SELECT 1 FROM hippos_east WHERE value > 200"),
+            20,
+            "the new primary's rows on {}",
+            n.name
+        );
+    }
+    assert_eq!(
+        standby.scalar("SELECT conninfo FROM federation.local_node"),
+        Some(standby.conninfo()),
+        "the node records its new address once every member follows"
+    );
+    for m in [west, central] {
+        let sub = m
+            .scalar(&format!(
+                "SELECT subconninfo FROM pg_subscription WHERE subname = 'federation_east_{}'",
+                m.name
+            ))
+            .unwrap_or_default();
+        assert!(
+            sub.contains(&format!("port={}", standby.port)),
+            "{}'s subscription from east: {sub}",
+            m.name
+        );
+    }
+
+    // The old primary comes back at the old address by mistake: the members reach the node
+    // elsewhere, where another server acts as it, so it stops acting as the node, loudly,
+    // and takes nothing from the members' slots.
+    let old = c.node("east");
+    old.start_again();
+    wait_not_the_node(old, "east");
+    let e = old.expect_error("INSERT INTO hippos (value) VALUES (-1)");
+    assert_eq!(e.code, "55000", "{e}");
+    wait_until(
+        "the old primary's subscriptions to be disabled",
+        Duration::from_secs(30),
+        &[old],
+        || {
+            Ok(
+                old.row_count("SELECT 1 FROM pg_subscription WHERE subenabled") == 0
+                    && old.row_count("SELECT 1 FROM pg_stat_subscription WHERE pid IS NOT NULL")
+                        == 0,
+            )
+        },
+    );
+    let writer = Writer::start(west, "hippos");
+    writer.wait_for_more(30, &nodes);
+    let written = writer.finish();
+    assert_converged_among(&nodes, "hippos");
+    for n in nodes {
+        assert_all_present(n, "hippos_west", &written);
+        wait_health_ok(n, &nodes);
+        assert_eq!(
+            n.row_count("SELECT 1 FROM hippos WHERE value = -1"),
+            0,
+            "nothing of the old primary's on {}",
+            n.name
+        );
+    }
+    for m in [west, central] {
+        assert_eq!(
+            m.scalar(address),
+            Some(standby.conninfo()),
+            "{} stays with the new primary",
+            m.name
+        );
+    }
+}

@@ -162,6 +162,14 @@ pub fn upsert_member(
     )
 }
 
+/// Member `name` is reached at `conninfo` from now on (its address moved: membership::address).
+pub fn set_member_conninfo(name: &str, conninfo: &str) -> FedResult<()> {
+    spi::exec_args(
+        "UPDATE federation.node SET conninfo = $2 WHERE node_name = $1",
+        &[name.into(), conninfo.into()],
+    )
+}
+
 pub fn set_member_state(name: &str, state: MemberState) -> FedResult<()> {
     spi::exec_args(
         "UPDATE federation.node SET state = $2, attempts = 0, last_error = NULL, last_error_at = NULL WHERE node_name = $1",

@@ -5,4 +5,4 @@ mod conn;
 mod peer;
 
 pub use conn::{mask, parse, Remote, SAME_TEXT};
-pub use peer::{MemberInfo, PeerInfo, TableShape, VERSION, WHOAMI};
+pub use peer::{MemberInfo, PeerInfo, TableShape, SERVER_INSTANCE, VERSION, WHOAMI};

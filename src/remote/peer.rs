@@ -62,6 +62,12 @@ fn flag(b: bool) -> &'static str {
     }
 }
 
+/// Which server answers: system identifier and postmaster start time (a promoted standby has
+/// the same system identifier as its old primary, never the same start).
+pub const SERVER_INSTANCE: &str =
+    "SELECT system_identifier || ' started ' || pg_catalog.pg_postmaster_start_time()
+                        FROM pg_catalog.pg_control_system()";
+
 impl Remote {
     /// What the node behind this connection says about itself, once its installed extension
     /// version is known to match `my_version` (this node's) in major.minor. `what` names it in

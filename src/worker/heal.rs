@@ -20,6 +20,12 @@
 //!   as it is); its slots are dropped (the members then repair their copies of it) and its
 //!   copies of every member's partitions are rebuilt, as after a promotion.
 //!
+//! And a server that is not the node any more stops acting as it (catalog::superseded):
+//! another server answers at its recorded address (its standby promoted there), or its
+//! members reach the node at another address where another server acts as it (the node
+//! moved: membership::address). A node whose recorded address answers no more while its
+//! federation.node_conninfo names another has its members follow that address.
+//!
 //! Rows a copy held that the owner lacks (a lagging standby lost them) stay in
 //! federation.set_aside, named by health(); deciding whether the owner deleted them or lost
 //! them is the DBA's (docs/runbook.md, "Failover").
@@ -27,6 +33,7 @@
 use super::probe::SlotSeen;
 use crate::catalog;
 use crate::ops::resync::{self, Mode, Wait};
+use crate::remote::SERVER_INSTANCE as SELF_SQL;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -35,11 +42,9 @@ use std::time::{Duration, Instant};
 /// Probes in a row that must see a slot missing before its copy is rebuilt (a slot is
 /// missing for a moment while a join or a resync replaces it).
 const MISSING_PROBES: u32 = 2;
-/// Which server this is: system identifier and postmaster start time (a promoted standby has
-/// the same system identifier as its old primary, never the same start).
-const SELF_SQL: &str =
-    "SELECT system_identifier || ' started ' || pg_catalog.pg_postmaster_start_time()
-                        FROM pg_catalog.pg_control_system()";
+/// How a server whose node moved to another address (where another server acts as it) says
+/// why it is no longer the node.
+const MOVED_AWAY: &str = "its members reach node";
 
 /// After a failed rebuild of one member's copy, the next try waits this long.
 const RETRY_EVERY: Duration = Duration::from_secs(30);
@@ -65,12 +70,27 @@ pub struct Healer {
     /// Members whose copies here are still to be repaired after a promotion or after this
     /// server went back in time.
     to_repair: HashSet<String>,
+    /// Why members did not follow this node's new address (each logged once).
+    move_refusals: HashSet<String>,
+    /// The node moved to another address, where another server acts as it (what the last
+    /// probe found): this server is no longer the node.
+    moved_away: Option<String>,
 }
 
 impl Healer {
     /// After a probe: rebuilds this node's copy of every member whose slot for this node is
     /// gone; then, on a new timeline, every copy.
     pub fn after_probe(&mut self, seen: &[SlotSeen]) {
+        self.moved_away = self
+            .moved_elsewhere(seen)
+            .or(self.moved_away.take().filter(|_| {
+                // No member reachable says nothing: the last finding stands.
+                seen.iter().all(|s| s.knows_me_at.is_none())
+            }));
+        if self.moved_away.is_some() {
+            // Not the node any more: nothing is repaired from here (check_address stops it).
+            return;
+        }
         for s in seen {
             let entry = self.missing.entry(s.member.clone()).or_default();
             *entry = if s.slot_found == Some(false) {
@@ -209,7 +229,7 @@ impl Healer {
     /// primary there, and stops acting as the node (catalog::superseded: writes and
     /// federation operations refused, the worker idle, health() CRITICAL). Compared by system
     /// identifier and postmaster start time; an address this server cannot reach says nothing.
-    pub fn check_address(&self) {
+    pub fn check_address(&mut self) {
         let mine = BackgroundWorker::transaction(|| {
             if !catalog::extension_installed()? || !catalog::has_relation("federation.local_node")?
             {
@@ -246,19 +266,35 @@ impl Healer {
             }
             return;
         };
-        let Ok(mut r) = crate::remote::Remote::connect_within(
+        let there = crate::remote::Remote::connect_within(
             &conninfo,
             "this node's address",
             Duration::from_secs(3),
-        ) else {
-            return;
+        )
+        .ok()
+        .and_then(|mut r| r.scalar(SELF_SQL, &[]).ok().flatten());
+        if there.is_none() && was.is_none() && self.moved_away.is_none() {
+            // Nobody at the recorded address (a primary lost, its standby promoted behind a
+            // new one): the members may follow federation.node_conninfo. (While the recorded
+            // address reaches this server, it stays: join(node_conninfo => ...) may have
+            // given one other than the setting on purpose.)
+            self.follow_address(&conninfo);
+        }
+        let now = match &there {
+            Some(there) if *there != me => Some(format!(
+                "another server answers at its address (system {there}; this one is {me})"
+            )),
+            // Found by a probe; the worker probes no more once superseded, so the finding
+            // stays until the server is rebuilt (as a standby of the node's new primary).
+            _ => self
+                .moved_away
+                .clone()
+                .or_else(|| was.clone().filter(|w| w.starts_with(MOVED_AWAY))),
         };
-        let Ok(Some(there)) = r.scalar(SELF_SQL, &[]) else {
+        // An address this server cannot reach says nothing.
+        if there.is_none() && now.is_none() {
             return;
-        };
-        let now = (there != me).then(|| {
-            format!("another server answers at its address (system {there}; this one is {me})")
-        });
+        }
         if now == was {
             return;
         }
@@ -291,6 +327,65 @@ impl Healer {
         });
         if let Err(e) = saved {
             warning!("pg_federation worker: {e}");
+        }
+    }
+
+    /// Whether the members reach this node at another address than this server's recorded
+    /// one, where another server acts as this node: the node moved there
+    /// (membership::address) and this server is an old primary back at the old address. Why,
+    /// if so.
+    fn moved_elsewhere(&self, seen: &[SlotSeen]) -> Option<String> {
+        let addresses: HashSet<&String> =
+            seen.iter().filter_map(|s| s.knows_me_at.as_ref()).collect();
+        if addresses.is_empty() {
+            return None;
+        }
+        let mine = BackgroundWorker::transaction(|| {
+            Ok::<_, crate::errors::FedError>((
+                catalog::local_node()?,
+                crate::spi::one::<String>(SELF_SQL, &[])?,
+            ))
+        });
+        let Ok((Some((me, Some(recorded))), Some(self_id))) = mine else {
+            return None;
+        };
+        for address in addresses.into_iter().filter(|a| **a != recorded) {
+            let Ok(mut r) = crate::remote::Remote::connect_within(
+                address,
+                "this node's address on its members",
+                Duration::from_secs(3),
+            ) else {
+                continue;
+            };
+            let other = r.scalar(SELF_SQL, &[]).ok().flatten();
+            if let Some(other) = other.filter(|o| *o != self_id) {
+                if r.acting_as().ok().as_deref() == Some(me.as_str()) {
+                    return Some(format!(
+                        "{MOVED_AWAY} \"{me}\" at {}, where another server acts as it (system {other}; this one is {self_id})",
+                        crate::remote::mask(address)
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// Has the members follow federation.node_conninfo when it names another address than
+    /// `recorded` (membership::address); each refusal is logged once.
+    fn follow_address(&mut self, recorded: &str) {
+        match crate::membership::address::follow_setting(recorded) {
+            Ok(None) => {}
+            Ok(Some(new)) => {
+                self.move_refusals.clear();
+                log!("pg_federation: this node's address is now {new} (federation.node_conninfo); every member reaches it there");
+            }
+            Err(refusals) => {
+                for r in refusals {
+                    if self.move_refusals.insert(r.clone()) {
+                        warning!("pg_federation: federation.node_conninfo names a new address for this node, but {r}; trying again every few seconds");
+                    }
+                }
+            }
         }
     }
 

@@ -32,6 +32,8 @@ pub struct SlotSeen {
     /// How far the member has applied this node's WAL, when that is past where this node's
     /// WAL is now (the member's LSN, and this node's): this server went back in time.
     pub applied_past_me: Option<(String, String)>,
+    /// The address by which the member reaches this node (when it knows it as ready).
+    pub knows_me_at: Option<String>,
 }
 
 /// Probes every member and records the samples; never raises (a failed probe is itself the
@@ -50,6 +52,16 @@ pub fn probe_members() -> Vec<SlotSeen> {
         return vec![];
     };
     let mut samples: Vec<Sample> = members.iter().map(|m| sample(&me, m)).collect();
+    // The address by which each member reaches this node (worker::heal: moved elsewhere?).
+    let knows_me_at: Vec<Option<String>> = samples
+        .iter()
+        .map(|s| {
+            s.their_members
+                .iter()
+                .find(|(name, _)| *name == me)
+                .map(|(_, conninfo)| conninfo.clone())
+        })
+        .collect();
     // Same rhythm and connections, other concern: members this node should know but does
     // not, as the ready members see them.
     let seen: Vec<(String, String)> = members
@@ -67,11 +79,13 @@ pub fn probe_members() -> Vec<SlotSeen> {
         .iter()
         .zip(&recorded)
         .zip(past)
-        .filter(|((m, _), _)| m.state == MemberState::Ready)
-        .map(|((m, s), past)| SlotSeen {
+        .zip(knows_me_at)
+        .filter(|(((m, _), _), _)| m.state == MemberState::Ready)
+        .map(|(((m, s), past), knows_me_at)| SlotSeen {
             member: m.name.clone(),
             slot_found: if s.reachable { s.slot_found } else { None },
             applied_past_me: past,
+            knows_me_at,
         })
         .collect();
     let r = BackgroundWorker::transaction(move || catalog::record_probe(&recorded));
