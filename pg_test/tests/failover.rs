@@ -57,6 +57,24 @@ fn wait_not_the_node(n: &Node, name: &str) {
     );
 }
 
+/// Waits until every subscription of `old` (a server that is not the node any more) is
+/// disabled and none of its apply workers runs: it consumes nothing from the members' slots,
+/// which the node's new primary streams from.
+fn wait_subscriptions_disabled(old: &Node) {
+    wait_until(
+        &format!("{}'s subscriptions to be disabled", old.name),
+        Duration::from_secs(30),
+        &[old],
+        || {
+            Ok(
+                old.row_count("SELECT 1 FROM pg_subscription WHERE subenabled") == 0
+                    && old.row_count("SELECT 1 FROM pg_stat_subscription WHERE pid IS NOT NULL")
+                        == 0,
+            )
+        },
+    );
+}
+
 #[test]
 fn a_lagging_standby_promoted_in_place_heals_by_itself_and_no_acknowledged_row_is_lost() {
     let c = joined(&["central", "east", "west"]);
@@ -244,18 +262,7 @@ fn a_switchover_to_a_caught_up_standby_heals_by_itself_with_nothing_kept_aside()
     assert_eq!(old.row_count("SELECT 1 FROM hippos WHERE value = -1"), 0);
     // Its subscriptions, which stream from the same slots on the members as the new
     // primary's, are disabled: it consumes nothing the new primary must receive.
-    wait_until(
-        "the old primary's subscriptions to be disabled",
-        Duration::from_secs(30),
-        &[old],
-        || {
-            Ok(
-                old.row_count("SELECT 1 FROM pg_subscription WHERE subenabled") == 0
-                    && old.row_count("SELECT 1 FROM pg_stat_subscription WHERE pid IS NOT NULL")
-                        == 0,
-            )
-        },
-    );
+    wait_subscriptions_disabled(old);
     // The federation is not disturbed by it: what west writes now reaches the new primary.
     let (west, standby) = (c.node("west"), &standby);
     let writer = Writer::start(west, "hippos");
@@ -649,18 +656,7 @@ fn a_standby_promoted_at_a_new_address_is_followed_by_every_member() {
     wait_not_the_node(old, "east");
     let e = old.expect_error("INSERT INTO hippos (value) VALUES (-1)");
     assert_eq!(e.code, "55000", "{e}");
-    wait_until(
-        "the old primary's subscriptions to be disabled",
-        Duration::from_secs(30),
-        &[old],
-        || {
-            Ok(
-                old.row_count("SELECT 1 FROM pg_subscription WHERE subenabled") == 0
-                    && old.row_count("SELECT 1 FROM pg_stat_subscription WHERE pid IS NOT NULL")
-                        == 0,
-            )
-        },
-    );
+    wait_subscriptions_disabled(old);
     let writer = Writer::start(west, "hippos");
     writer.wait_for_more(30, &nodes);
     let written = writer.finish();
