@@ -2,9 +2,10 @@
 //! (`federation.node.conninfo` on each member, `federation.local_node.conninfo` on the node).
 //! When the recorded address no longer answers and the node's `federation.node_conninfo`
 //! names another (its standby promoted behind a new Service or DNS name), the node's worker
-//! tells every member ([`follow_setting`]; worker::heal's address check); each member checks the new address before it follows
-//! ([`member_moved`]): a server there that acts as the node and knows the member, and no other
-//! server still acting as the node at the old address. The node records the new address once
+//! tells every member ([`follow_setting`], from worker::heal's address check); each member
+//! checks the new address before it follows ([`member_moved`]): a server there that acts as
+//! the node and knows the member, and no other server still acting as the node at the old
+//! address. The node records the new address once
 //! every member follows; until then its worker tries again, and says why in the log.
 
 use crate::catalog;
