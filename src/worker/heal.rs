@@ -332,7 +332,7 @@ impl Healer {
 
     /// Whether the members reach this node at another address than this server's recorded
     /// one, where another server acts as this node: the node moved there
-    /// (membership::address) and this server is an old primary back at the old address. Why,
+    /// (worker::address) and this server is an old primary back at the old address. Why,
     /// if so.
     fn moved_elsewhere(&self, seen: &[SlotSeen]) -> Option<String> {
         let addresses: HashSet<&String> =
@@ -371,9 +371,9 @@ impl Healer {
     }
 
     /// Has the members follow federation.node_conninfo when it names another address than
-    /// `recorded` (membership::address); each refusal is logged once.
+    /// `recorded` (worker::address); each refusal is logged once.
     fn follow_address(&mut self, recorded: &str) {
-        match crate::membership::address::follow_setting(recorded) {
+        match super::address::follow_setting(recorded) {
             Ok(None) => {}
             Ok(Some(new)) => {
                 self.move_refusals.clear();

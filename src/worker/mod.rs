@@ -7,6 +7,7 @@
 //! and every few seconds probe (and, with the same connections, discovery of members that
 //! joined through another node).
 
+mod address;
 mod discovery;
 mod heal;
 mod launcher;
