@@ -283,6 +283,106 @@ pub fn wake_apply_launcher() -> FedResult<()> {
     Ok(())
 }
 
+/// PostgreSQL 15 only: starts the apply worker of subscription `sub` (on this server,
+/// behind `on`) from this process, as the launcher would, when the launcher has not started
+/// it by `since` + [`LAUNCHER_GRACE`]. The launcher starts workers at most once per
+/// `wal_retrieve_retry_interval` (5 s by default) across the server ([`wake_apply_launcher`]),
+/// and after a member's failover its last start is recent: the old subscription's worker,
+/// failing against the dead server, is restarted every interval until a repair drops it.
+/// Waking it only bounds the wait by the rest of that interval; this removes it. Returns
+/// whether it started one. A worker the launcher starts at the same moment finds the
+/// subscription's replication origin taken and exits; none is started while one runs
+/// (checked under PostgreSQL's own lock). PostgreSQL 16 throttles each subscription by itself,
+/// so a new subscription is started at once there and this does nothing.
+pub fn start_apply_worker(on: &mut Remote, sub: &str, since: Instant) -> FedResult<bool> {
+    if !cfg!(feature = "pg15") || since.elapsed() < LAUNCHER_GRACE {
+        wake_apply_launcher()?;
+        return Ok(false);
+    }
+    let Some(found) = on.scalar(
+        "SELECT s.oid::text || ' ' || s.subowner::oid::text || ' ' || s.subdbid::oid::text
+         FROM pg_catalog.pg_subscription s WHERE s.subname = $1 AND s.subenabled",
+        &[Some(sub)],
+    )?
+    else {
+        return Ok(false);
+    };
+    let ids: Vec<u32> = found.split(' ').filter_map(|v| v.parse().ok()).collect();
+    let [subid, owner, db] = ids[..] else {
+        return Ok(false);
+    };
+    #[cfg(feature = "pg15")]
+    return Ok(pg15::launch(subid.into(), owner.into(), db.into(), sub));
+    #[cfg(not(feature = "pg15"))]
+    {
+        let _ = (subid, owner, db);
+        Ok(false)
+    }
+}
+
+/// How long a new subscription's apply worker is left to the launcher before
+/// [`start_apply_worker`] starts it: an unthrottled launcher, woken by CREATE SUBSCRIPTION's
+/// commit, starts it within milliseconds.
+const LAUNCHER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
+#[cfg(feature = "pg15")]
+mod pg15 {
+    use pgrx::pg_sys;
+    use std::ffi::{c_char, c_void, CString};
+
+    // PostgreSQL 15's src/include/replication/worker_internal.h (not in pgrx's bindings);
+    // called through pg_guard_ffi_boundary, which turns their errors into PostgreSQL's.
+    unsafe extern "C-unwind" {
+        fn logicalrep_worker_launch(
+            dbid: pg_sys::Oid,
+            subid: pg_sys::Oid,
+            subname: *const c_char,
+            userid: pg_sys::Oid,
+            relid: pg_sys::Oid,
+        );
+        fn logicalrep_worker_find(
+            subid: pg_sys::Oid,
+            relid: pg_sys::Oid,
+            only_running: bool,
+        ) -> *mut c_void;
+    }
+
+    /// PostgreSQL 15's `LogicalRepWorkerLock` (storage/lwlocknames.h: MainLWLockArray[43]).
+    const LOGICAL_REP_WORKER_LOCK: usize = 43;
+
+    /// Starts subscription `subid`'s apply worker unless one is there; whether it did.
+    pub(super) fn launch(
+        subid: pg_sys::Oid,
+        owner: pg_sys::Oid,
+        db: pg_sys::Oid,
+        name: &str,
+    ) -> bool {
+        // SAFETY: read-only access to this backend's database id.
+        if db != unsafe { pg_sys::MyDatabaseId } {
+            return false;
+        }
+        let Ok(name) = CString::new(name) else {
+            return false;
+        };
+        // SAFETY: as the launcher does (launcher.c, ApplyLauncherMain): the worker array is
+        // read under LogicalRepWorkerLock, then logicalrep_worker_launch takes the lock
+        // itself, registers the worker and waits for it to attach; errors are raised as
+        // PostgreSQL errors through pg_guard.
+        unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                let lock = &raw mut (*pg_sys::MainLWLockArray.add(LOGICAL_REP_WORKER_LOCK)).lock;
+                pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_SHARED);
+                let running = !logicalrep_worker_find(subid, pg_sys::InvalidOid, false).is_null();
+                pg_sys::LWLockRelease(lock);
+                if !running {
+                    logicalrep_worker_launch(db, subid, name.as_ptr(), owner, pg_sys::InvalidOid);
+                }
+                !running
+            })
+        }
+    }
+}
+
 /// From PostgreSQL 16 a subscription can ask for changes made on the publisher itself only
 /// (`origin = none`). A node publishes only its own partitions, which only its own sessions
 /// write, so the rows it receives are never wanted back; but without the option every

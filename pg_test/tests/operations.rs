@@ -166,7 +166,11 @@ fn status_follows_a_stopped_node_and_verify_matches_after_it_returns() {
 fn a_lost_slot_is_critical_names_the_stale_partitions_and_resync_repairs_it() {
     let c = Cluster::start(&[
         NodeSpec::guc("east").with_conf("max_slot_wal_keep_size = '1MB'"),
-        NodeSpec::guc("west"),
+        // PostgreSQL 15's launcher starts apply workers at most once per interval across
+        // the server, and restarts the failing worker of the lost slot's subscription: with
+        // a minute, longer than the bound on resync() below, the resync must start its new
+        // subscription's worker itself.
+        NodeSpec::guc("west").with_conf("wal_retrieve_retry_interval = '60s'"),
     ]);
     let (east, west) = (c.node("east"), c.node("west"));
     for n in [east, west] {
@@ -219,7 +223,13 @@ fn a_lost_slot_is_critical_names_the_stale_partitions_and_resync_repairs_it() {
         Some("on this node: SELECT federation.resync('east');")
     );
     let west_own = digest(west, "hippos_west");
+    let started = std::time::Instant::now();
     west.execute("SELECT federation.resync('east')");
+    let took = started.elapsed().as_secs_f64();
+    assert!(
+        took < 45.0,
+        "resync() took {took:.1} s: it waited for the launcher's minute"
+    );
     assert_eq!(
         digest(west, "hippos_west"),
         west_own,

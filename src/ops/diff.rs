@@ -88,6 +88,9 @@ pub struct Report {
     pub from_lsn: String,
     /// Seconds spent in each step, in order.
     pub steps: Vec<(&'static str, f64)>,
+    /// Whether the repair started the new subscription's apply worker itself (PostgreSQL 15,
+    /// its launcher throttled: replication::start_apply_worker).
+    pub worker_started_here: bool,
 }
 
 impl Report {
@@ -103,6 +106,11 @@ impl Report {
             .map(|(n, s)| format!("{n} {s:.2} s"))
             .collect::<Vec<_>>()
             .join(", ")
+            + if self.worker_started_here {
+                "; the apply worker started by the repair, the launcher being throttled"
+            } else {
+                ""
+            }
     }
 }
 
@@ -611,10 +619,14 @@ pub fn repair(
     snap.exec("COMMIT")?;
     report.step("patch", &mut t);
     replication::subscribe_from_snapshot(here, sub, owner, owner_conninfo)?;
+    let subscribed = std::time::Instant::now();
     // "Repairing" until the apply worker runs: a status() that read the catalog before the
     // subscription was committed must not find the lock gone (it would say "no
     // subscription"), and the worker starting is what "replication resumes" means. Should it
-    // not start within the bound, status() tells why in its own words.
+    // not start within the bound, status() tells why in its own words. PostgreSQL 15's
+    // launcher may hold the worker back for up to wal_retrieve_retry_interval after a
+    // failover: then this process starts it (replication::start_apply_worker).
+    let mut started_here = false;
     let _ = crate::wait::poll_until(
         "the apply worker of the new subscription",
         std::time::Duration::from_secs(10),
@@ -625,8 +637,8 @@ pub fn repair(
                  WHERE s.subname = $1 AND w.relid IS NULL AND w.pid IS NOT NULL",
                 &[Some(sub)],
             )? > 0;
-            if !started {
-                replication::wake_apply_launcher()?;
+            if !started && !started_here {
+                started_here = replication::start_apply_worker(here, sub, subscribed)?;
             }
             Ok(started)
         },
@@ -640,6 +652,7 @@ pub fn repair(
             &[Some(sub)],
         )?;
     }
+    report.worker_started_here = started_here;
     report.step("subscription", &mut t);
     Ok(report)
 }
