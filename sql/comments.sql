@@ -76,6 +76,8 @@ COMMENT ON FUNCTION federation_internal.remove_member(text, boolean) IS
   'internal, node to node: forgets a member that left or was dropped.';
 COMMENT ON FUNCTION federation_internal.member_moved(text, text) IS
   'internal, node to node: a member reached at a new address from now on, once that address answers as the member.';
+COMMENT ON FUNCTION federation_internal.start_apply_worker(text) IS
+  'internal, node to node: starts the apply worker of a subscription just made here when PostgreSQL 15''s launcher holds it back.';
 COMMENT ON FUNCTION federation_internal.reserve_node_number(integer, integer) IS
   'internal, node to node: reserves a node number for a joining node.';
 COMMENT ON FUNCTION federation_internal.table_shape(text, text) IS

@@ -63,7 +63,8 @@ pgrx::extension_sql_file!(
         membership::rpc::enable_here, membership::rpc::unpublish_here, membership::rpc::disable_here,
         membership::rpc::reserve_node_number, membership::rpc::enable_check,
         ddl::quiesce::ddl_quiesce_here, ddl::quiesce::ddl_lagging,
-        membership::rpc::table_definition, membership::address::member_moved
+        membership::rpc::table_definition, membership::address::member_moved,
+        membership::rpc::start_apply_worker
     ]
 );
 pgrx::extension_sql_file!(

@@ -11,7 +11,7 @@ use crate::naming::publication_name;
 use crate::remote::Remote;
 use crate::spi::{quote_ident, quote_literal};
 use crate::wait::nap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub fn subscription_exists(r: &mut Remote, name: &str) -> FedResult<bool> {
     Ok(r.count(
@@ -299,31 +299,112 @@ pub fn start_apply_worker(on: &mut Remote, sub: &str, since: Instant) -> FedResu
         wake_apply_launcher()?;
         return Ok(false);
     }
-    let Some(found) = on.scalar(
+    let found = on.scalar(
         "SELECT s.oid::text || ' ' || s.subowner::oid::text || ' ' || s.subdbid::oid::text
          FROM pg_catalog.pg_subscription s WHERE s.subname = $1 AND s.subenabled",
         &[Some(sub)],
-    )?
-    else {
+    )?;
+    Ok(launch(found.as_deref(), sub))
+}
+
+/// Whether the apply worker of subscription `sub` runs on the server behind `on`.
+pub fn apply_worker_running(on: &mut Remote, sub: &str) -> FedResult<bool> {
+    Ok(on.count(
+        "SELECT count(*) FROM pg_catalog.pg_stat_subscription w JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
+         WHERE s.subname = $1 AND w.relid IS NULL AND w.pid IS NOT NULL",
+        &[Some(sub)],
+    )? > 0)
+}
+
+/// Waits (at most `timeout`, then returns all the same) until the apply worker of `sub`, a
+/// subscription just made on this server (behind `on`), runs; starts it from this process
+/// when the launcher holds it back ([`start_apply_worker`]). Whether it was started here.
+pub fn wait_apply_worker(on: &mut Remote, sub: &str, timeout: Duration) -> FedResult<bool> {
+    let since = Instant::now();
+    let mut started_here = false;
+    while !apply_worker_running(on, sub)? && since.elapsed() < timeout {
+        if !started_here {
+            started_here = start_apply_worker(on, sub, since)?;
+        }
+        nap(10);
+    }
+    Ok(started_here)
+}
+
+/// [`start_apply_worker`] for a subscription just made on the server behind `on` over a
+/// connection (a member, or this node through its own address): waits up to
+/// [`LAUNCHER_GRACE`] for its apply worker, then has that server start it
+/// (`federation_internal.start_apply_worker`, 0.11.0 on; an older member's launcher starts it
+/// in its own time). Whether that server started one.
+pub fn hasten_apply_worker(on: &mut Remote, sub: &str) -> FedResult<bool> {
+    if server_version_num(on)? >= PER_SUBSCRIPTION_THROTTLE_FROM {
         return Ok(false);
-    };
-    let ids: Vec<u32> = found.split(' ').filter_map(|v| v.parse().ok()).collect();
+    }
+    let since = Instant::now();
+    loop {
+        if apply_worker_running(on, sub)? {
+            return Ok(false);
+        }
+        if since.elapsed() >= LAUNCHER_GRACE {
+            break;
+        }
+        nap(10);
+    }
+    Ok(on
+        .scalar(
+            "SELECT CASE WHEN pg_catalog.to_regprocedure('federation_internal.start_apply_worker(text)') IS NULL
+                    THEN 'f' ELSE federation_internal.start_apply_worker($1)::text END",
+            &[Some(sub)],
+        )?
+        .as_deref()
+        == Some("t"))
+}
+
+/// `federation_internal.start_apply_worker(sub)` on this server: starts the apply worker of
+/// subscription `sub` unless one runs (PostgreSQL 15; nothing on 16+). Reads the catalog
+/// through SPI: call it in a transaction that sees the subscription.
+pub fn start_apply_worker_here(sub: &str) -> FedResult<bool> {
+    if !cfg!(feature = "pg15") {
+        return Ok(false);
+    }
+    let found = crate::spi::one::<String>(
+        "SELECT s.oid::text || ' ' || s.subowner::oid::text || ' ' || s.subdbid::oid::text
+         FROM pg_catalog.pg_subscription s WHERE s.subname = $1 AND s.subenabled",
+        &[sub.into()],
+    )?;
+    Ok(launch(found.as_deref(), sub))
+}
+
+/// From PostgreSQL 16 the launcher throttles each subscription's worker starts by itself.
+const PER_SUBSCRIPTION_THROTTLE_FROM: i32 = 160000;
+
+/// Starts the apply worker of the subscription `found` ("oid owner database", of
+/// pg_subscription) named `sub`; whether it did (PostgreSQL 15 only).
+fn launch(found: Option<&str>, sub: &str) -> bool {
+    let ids: Vec<u32> = found
+        .unwrap_or_default()
+        .split(' ')
+        .filter_map(|v| v.parse().ok())
+        .collect();
     let [subid, owner, db] = ids[..] else {
-        return Ok(false);
+        return false;
     };
     #[cfg(feature = "pg15")]
-    return Ok(pg15::launch(subid.into(), owner.into(), db.into(), sub));
+    return pg15::launch(subid.into(), owner.into(), db.into(), sub);
     #[cfg(not(feature = "pg15"))]
     {
-        let _ = (subid, owner, db);
-        Ok(false)
+        let _ = (subid, owner, db, sub);
+        false
     }
 }
 
 /// How long a new subscription's apply worker is left to the launcher before
 /// [`start_apply_worker`] starts it: an unthrottled launcher, woken by CREATE SUBSCRIPTION's
-/// commit, starts it within milliseconds.
-const LAUNCHER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+/// commit, starts it within milliseconds. (Should both start one, the later finds the
+/// worker's slot taken under PostgreSQL's lock and starts none, or, in the microseconds
+/// between the launcher's look and its start, its worker finds the replication origin taken
+/// and exits.)
+const LAUNCHER_GRACE: Duration = Duration::from_millis(20);
 
 #[cfg(feature = "pg15")]
 mod pg15 {

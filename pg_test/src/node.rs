@@ -212,6 +212,58 @@ impl Node {
         self.start_again();
     }
 
+    /// This old primary, stopped cleanly before its standby `primary` was promoted (a
+    /// switchover: `primary` has all of its WAL), started as `primary`'s streaming standby on
+    /// a port of its own without a rewind (standby.signal, primary_conninfo). Its replication
+    /// slots stay as they were.
+    pub fn follow_as_standby_of(&mut self, primary: &Node) {
+        if self.is_running() {
+            self.stop();
+        }
+        self.client.borrow_mut().take();
+        let extra = self.extra_conf();
+        let data = self.data_dir();
+        write_file_as_server_user(&data.join("standby.signal"), "");
+        let mut auto = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap_or_default();
+        auto.push_str(&format!(
+            "primary_conninfo = '{}'\n",
+            primary.client_conninfo().replace('\'', "''")
+        ));
+        self.start_on_a_free_port(&extra, Some(&auto));
+    }
+
+    /// This old primary, stopped or killed after its standby `primary` was promoted, rewound
+    /// onto `primary`'s history (`pg_rewind -R`, which runs crash recovery first when it was
+    /// killed) and started as `primary`'s streaming standby on a port of its own: how an
+    /// operator brings a failed primary back as a replica. pg_rewind needs `wal_log_hints`
+    /// (or data checksums) and full-page writes on both servers; it empties `pg_replslot`.
+    pub fn rewind_as_standby_of(&mut self, primary: &Node) {
+        if self.is_running() {
+            self.stop();
+        }
+        self.client.borrow_mut().take();
+        // pg_rewind copies the configuration files of `primary`: this node's own settings
+        // are written again below.
+        let extra = self.extra_conf();
+        let data = self.data_dir();
+        let rewind = self.bindir.join("pg_rewind");
+        let source = primary.client_conninfo();
+        run_as_server_user(
+            &[
+                rewind.to_str().unwrap(),
+                "--no-sync",
+                "--write-recovery-conf",
+                "--target-pgdata",
+                data.to_str().unwrap(),
+                "--source-server",
+                &source,
+            ],
+            "pg_rewind",
+        );
+        let auto = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap_or_default();
+        self.start_on_a_free_port(&extra, Some(&auto));
+    }
+
     /// Promotes this hot standby (`pg_ctl promote`, waiting until it accepts writes).
     pub fn promote(&self) {
         self.pg_ctl(&["promote"]);

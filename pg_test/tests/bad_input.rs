@@ -66,6 +66,8 @@ fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
         );
     }
     east.execute("CREATE TABLE only_on_east (id int PRIMARY KEY)");
+    // A subscription of the DBA's own, not the federation's (never connected, never started).
+    east.execute("CREATE SUBSCRIPTION not_ours CONNECTION 'dbname=postgres' PUBLICATION p WITH (connect = false)");
     join(west, east);
     east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 10) g");
     let bogus = not_postgres();
@@ -144,6 +146,10 @@ fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
         (west, "BEGIN; SELECT federation.resync('east')".into(), "25001", "transaction block"),
         (loner, "SELECT federation.resync('east')".into(), "55000", "not in a federation"),
         (west, "SET ROLE app; SELECT federation.resync('east')".into(), "42501", "permission denied"),
+        // start_apply_worker (node to node)
+        (east, "SELECT federation_internal.start_apply_worker('nosuch')".into(), "42704", "does not exist"),
+        (east, "SELECT federation_internal.start_apply_worker('not_ours')".into(), "22023", "not one of pg_federation's"),
+        (east, "SET ROLE app; SELECT federation_internal.start_apply_worker('federation_west_east')".into(), "42501", "permission denied"),
     ];
     assert!(cases.len() >= 40);
     let mut failures = vec![];
@@ -173,6 +179,12 @@ fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
             failures.push(format!("{} | {sql}: something changed", node.name));
         }
     }
+    // A federation subscription whose apply worker runs: nothing is started.
+    assert_eq!(
+        east.scalar("SELECT federation_internal.start_apply_worker('federation_west_east')::text")
+            .as_deref(),
+        Some("false")
+    );
     // Calling join() again on a member is a no-op that says so (migration tools re-run).
     let before: Vec<String> = [east, west, loner].iter().map(|n| state(n)).collect();
     let notices = west.notices(&format!("SELECT federation.join('{e}')"));

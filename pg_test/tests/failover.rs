@@ -299,6 +299,172 @@ fn a_switchover_to_a_caught_up_standby_heals_by_itself_with_nothing_kept_aside()
     }
 }
 
+/// A lagging standby promoted after its primary died, the old primary brought back as its
+/// standby with pg_rewind, and a switchover back to it: west's copy is repaired each time,
+/// every row the node's servers acknowledged is on west (the first primary's lost rows kept
+/// aside), and the rows the node writes right after the switch-back, at WAL positions below
+/// what west's slot on the first primary had confirmed, all reach west (pg_rewind empties
+/// pg_replslot: no slot of the old history survives to serve them from its old position).
+#[test]
+fn an_old_primary_rewound_after_a_failover_and_switched_back_to_loses_nothing() {
+    let mut c = joined_with(&["east", "west"], |n| {
+        let spec = NodeSpec::guc(n);
+        if n == "east" {
+            // pg_rewind's needs (the harness turns full-page writes off for speed); the
+            // standby takes the same settings.
+            spec.with_conf("wal_log_hints = on")
+                .with_conf("full_page_writes = on")
+        } else {
+            spec
+        }
+    });
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 20) g");
+    west.execute("INSERT INTO hippos (value) SELECT 100 + g FROM generate_series(1, 20) g");
+    assert_converged_among(&[east, west], "hippos");
+    wait_timeline_recorded(east);
+    let mut standby = Node::standby_of(east);
+    standby.wait_replayed(east);
+    standby.stop();
+    // The standby falls behind: east acknowledges 31 rows it never gets, and east's WAL runs
+    // three segments ahead before the last of them, which west applies: west's slot on east
+    // confirms a position the standby's history will not reach for a long while.
+    east.execute("INSERT INTO hippos (value) SELECT 5000 + g FROM generate_series(1, 30) g");
+    for _ in 0..3 {
+        east.execute("SELECT pg_switch_wal()");
+    }
+    east.execute("INSERT INTO hippos (value) VALUES (5031)");
+    let ahead = east.scalar("SELECT pg_current_wal_lsn()::text").unwrap();
+    wait_until(
+        "west's slot on east to confirm the last row",
+        Duration::from_secs(60),
+        &[east, west],
+        || {
+            Ok(east
+                .scalar(&format!(
+                    "SELECT confirmed_flush_lsn >= '{ahead}' FROM pg_replication_slots WHERE slot_name = 'federation_east_west'"
+                ))
+                .as_deref()
+                == Some("t"))
+        },
+    );
+
+    // Failover: east dies, the standby is promoted at its address; west repairs its copy and
+    // keeps the 31 rows aside.
+    let port = east.port;
+    east.kill9();
+    standby.move_to_port(port);
+    standby.promote();
+    standby.execute("INSERT INTO hippos (value) SELECT 6000 + g FROM generate_series(1, 10) g");
+    assert_converged_among(&[&standby, west], "hippos");
+    let lost: Vec<String> = (5001..=5031).map(|v| v.to_string()).collect();
+    wait_kept(west, "east", &lost, &[&standby, west]);
+
+    // The old primary comes back as the new primary's standby, rewound, and catches up; then
+    // a switchover back to it: the new primary stops cleanly, the old one is promoted at the
+    // node's address and writes at once (below where west's old slot there had confirmed).
+    let old = c.nodes.iter_mut().find(|n| n.name == "east").unwrap();
+    old.rewind_as_standby_of(&standby);
+    old.wait_replayed(&standby);
+    standby.stop();
+    old.move_to_port(port);
+    old.promote();
+    let old = c.node("east");
+    let below = old.scalar(&format!("SELECT pg_current_wal_lsn() < '{ahead}'"));
+    assert_eq!(
+        below.as_deref(),
+        Some("t"),
+        "the switched-back node writes below the position west's old slot confirmed"
+    );
+    old.execute("INSERT INTO hippos (value) SELECT 7000 + g FROM generate_series(1, 10) g");
+    let west = c.node("west");
+    let nodes = [old, west];
+    assert_converged_among(&nodes, "hippos");
+    assert_eq!(
+        west.row_count("SELECT 1 FROM hippos WHERE value BETWEEN 7001 AND 7010"),
+        10,
+        "every row the switched-back node wrote reached west"
+    );
+    assert_eq!(
+        west.row_count("SELECT 1 FROM hippos WHERE value BETWEEN 6001 AND 6010"),
+        10,
+        "every row the standby wrote as primary is still on west"
+    );
+    // The rows only the first primary had stay kept aside on west, not lost.
+    assert_eq!(kept(west, "east"), lost);
+    assert_verified(old);
+    assert_verified(west);
+}
+
+/// An old primary stopped cleanly in a switchover and brought back as its successor's
+/// standby without a rewind (it needs none: the successor has all of its WAL) keeps its
+/// logical slots from before, at positions of a history that went on elsewhere, holding WAL
+/// and a catalog horizon nobody keeps for them. Switched back to, its worker drops them at the
+/// promotion (heal.rs `drop_stale_slots`); west repairs its copy from slots made anew, and every
+/// row of the three terms reaches it.
+#[test]
+fn an_old_primary_switched_back_to_drops_its_slots_from_before() {
+    let mut c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 20) g");
+    west.execute("INSERT INTO hippos (value) SELECT 100 + g FROM generate_series(1, 20) g");
+    assert_converged_among(&[east, west], "hippos");
+    wait_timeline_recorded(east);
+    let mut standby = Node::standby_of(east);
+    standby.wait_replayed(east);
+    let slot = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'federation_east_west'";
+    // Switchover to the standby; west repairs its copy from it.
+    let port = east.port;
+    east.stop();
+    standby.move_to_port(port);
+    standby.promote();
+    standby.execute("INSERT INTO hippos (value) SELECT 6000 + g FROM generate_series(1, 10) g");
+    assert_converged_among(&[&standby, west], "hippos");
+    wait_health_ok(west, &[&standby, west]);
+    // The old primary follows the new one, its slots from before kept.
+    let old = c.nodes.iter_mut().find(|n| n.name == "east").unwrap();
+    old.follow_as_standby_of(&standby);
+    old.wait_replayed(&standby);
+    assert_eq!(
+        old.row_count(slot),
+        1,
+        "the standby kept its slot from before"
+    );
+    // Switchover back.
+    standby.stop();
+    old.move_to_port(port);
+    old.promote();
+    let old = c.node("east");
+    old.execute("INSERT INTO hippos (value) SELECT 7000 + g FROM generate_series(1, 10) g");
+    let west = c.node("west");
+    let nodes = [old, west];
+    assert_converged_among(&nodes, "hippos");
+    for (range, who) in [
+        (6000, "the standby as primary"),
+        (7000, "the switched-back node"),
+    ] {
+        assert_eq!(
+            west.row_count(&format!(
+                "SELECT 1 FROM hippos WHERE value BETWEEN {} AND {}",
+                range + 1,
+                range + 10
+            )),
+            10,
+            "every row {who} wrote is on west"
+        );
+    }
+    for n in nodes {
+        wait_health_ok(n, &nodes);
+        assert_verified(n);
+    }
+    let log = old.log_tail(100_000);
+    assert!(
+        log.contains("dropped replication slot \"federation_east_west\", left from before this server's promotion"),
+        "east's worker dropped its slot from before the switchback:\n{log}"
+    );
+    assert_eq!(old.row_count(slot), 1, "west streams from a slot made anew");
+}
+
 /// PostgreSQL 17+: a node's slots follow its failover. With federation.failover_slots = on,
 /// every slot pg_federation makes there is a failover slot; the node's standby keeps copies of them (sync_replication_slots) and the
 /// node sends no change to a member before the standby has it (synchronized_standby_slots).

@@ -261,3 +261,42 @@ fn table_definition(tbl: &str) -> String {
     let (before, after) = table::definition::statements(oid).or_raise();
     serde_json::json!({ "before": before, "after": after }).to_string()
 }
+
+/// Starts the apply worker of this server's subscription `subscription` unless one runs:
+/// called by the node that just made the subscription here over a connection, when
+/// PostgreSQL 15's launcher has not started it within 20 ms (it starts workers at most once
+/// per wal_retrieve_retry_interval across the server: replication::hasten_apply_worker).
+/// True when it started one; always false on PostgreSQL 16+, which needs none of this.
+#[pg_extern(volatile, schema = "federation_internal")]
+#[search_path(pg_catalog, pg_temp)]
+fn start_apply_worker(subscription: &str) -> bool {
+    require_superuser("federation_internal.start_apply_worker()").or_raise();
+    start_apply_worker_impl(subscription).or_raise()
+}
+
+fn start_apply_worker_impl(subscription: &str) -> FedResult<bool> {
+    let ours = spi::one::<bool>(
+        "SELECT s.subname::text LIKE 'federation\\_%' FROM pg_catalog.pg_subscription s
+         WHERE s.subname = $1 AND s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())",
+        &[subscription.into()],
+    )?;
+    match ours {
+        None => Err(FedError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!(
+                "subscription {} does not exist in this database",
+                spi::quote_ident(subscription)
+            ),
+        )
+        .hint("pg_catalog.pg_subscription lists this database's subscriptions.")),
+        Some(false) => Err(FedError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "subscription {} is not one of pg_federation's",
+                spi::quote_ident(subscription)
+            ),
+        )
+        .hint("Only the federation's own subscriptions (named federation_<publisher>_<subscriber>) are started this way; PostgreSQL's launcher starts the others.")),
+        Some(true) => crate::replication::start_apply_worker_here(subscription),
+    }
+}

@@ -619,30 +619,14 @@ pub fn repair(
     snap.exec("COMMIT")?;
     report.step("patch", &mut t);
     replication::subscribe_from_snapshot(here, sub, owner, owner_conninfo)?;
-    let subscribed = std::time::Instant::now();
     // "Repairing" until the apply worker runs: a status() that read the catalog before the
     // subscription was committed must not find the lock gone (it would say "no
     // subscription"), and the worker starting is what "replication resumes" means. Should it
     // not start within the bound, status() tells why in its own words. PostgreSQL 15's
     // launcher may hold the worker back for up to wal_retrieve_retry_interval after a
     // failover: then this process starts it (replication::start_apply_worker).
-    let mut started_here = false;
-    let _ = crate::wait::poll_until(
-        "the apply worker of the new subscription",
-        std::time::Duration::from_secs(10),
-        "",
-        || {
-            let started = here.count(
-                "SELECT count(*) FROM pg_catalog.pg_stat_subscription w JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
-                 WHERE s.subname = $1 AND w.relid IS NULL AND w.pid IS NOT NULL",
-                &[Some(sub)],
-            )? > 0;
-            if !started && !started_here {
-                started_here = replication::start_apply_worker(here, sub, subscribed)?;
-            }
-            Ok(started)
-        },
-    );
+    let started_here =
+        replication::wait_apply_worker(here, sub, std::time::Duration::from_secs(10))?;
     // And until no status() here still judges from a snapshot taken before the subscription
     // was made (it reads the lock live).
     crate::wait::older_statements_ended(here)?;

@@ -520,10 +520,12 @@ fn acts_as_member(member: &str) -> Result<(), String> {
 
 /// After a promotion: the logical slots of pg_federation on this server that did not come
 /// through it as synced failover slots (PostgreSQL 17+) are from an earlier life of this
-/// server. An old primary rewound into a standby (pg_rewind leaves pg_replslot alone) and
-/// promoted again has them, at positions of a history that was rewound: a member streaming
-/// from one would start at its old confirmed position, possibly past changes this server made
-/// as the new history's standby, and skip them silently. Dropped, the members find their slot
+/// server. An old primary made a standby of its successor without a rewind (a clean
+/// switchover needs none) and promoted again has them, at positions of a history that went
+/// on elsewhere, holding back WAL and a catalog horizon that nobody kept for them (a copy of a
+/// data directory taken from the old primary has them too; pg_rewind from PostgreSQL 14 on
+/// empties pg_replslot). A member streaming from one whose confirmed position lies past
+/// where this server's WAL is would start there and skip, silently, the changes below it. Dropped, the members find their slot
 /// gone and repair their copies by difference (which also mends anything a member streamed
 /// from such a slot in the moment before).
 fn drop_stale_slots(from: &str) {

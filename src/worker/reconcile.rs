@@ -197,9 +197,16 @@ fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
         }
     }
     if !inbound.is_empty() {
-        if let Err(e) = replication::create_subscriptions(&mut here, &inbound) {
-            for s in &inbound {
-                failures.push((s.publisher.clone(), e.to_string()));
+        match replication::create_subscriptions(&mut here, &inbound) {
+            Ok(()) => {
+                for s in &inbound {
+                    hasten(&mut here, &s.name);
+                }
+            }
+            Err(e) => {
+                for s in &inbound {
+                    failures.push((s.publisher.clone(), e.to_string()));
+                }
             }
         }
     }
@@ -299,12 +306,13 @@ fn complete(
             replication::create_subscriptions(
                 there,
                 &[NewSubscription {
-                    name: outbound,
+                    name: outbound.clone(),
                     publisher: me.to_string(),
                     publisher_conninfo: my_conninfo.to_string(),
                     copies,
                 }],
             )?;
+            hasten(there, &outbound);
             Ok(false)
         }
         Some(0) => {
@@ -312,5 +320,14 @@ fn complete(
             Ok(true)
         }
         Some(_) => Ok(false),
+    }
+}
+
+/// A subscription just made on the server behind `on`: its apply worker started there at
+/// once, not when PostgreSQL 15's launcher next may (replication::hasten_apply_worker). A
+/// failure only costs that wait: logged, not raised.
+fn hasten(on: &mut Remote, sub: &str) {
+    if let Err(e) = replication::hasten_apply_worker(on, sub) {
+        log!("pg_federation worker: starting the apply worker of {sub}: {e}");
     }
 }
