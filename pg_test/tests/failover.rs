@@ -299,6 +299,18 @@ fn a_switchover_to_a_caught_up_standby_heals_by_itself_with_nothing_kept_aside()
     }
 }
 
+/// 20 rows written on each of `east` and `west`, everywhere; east's timeline recorded; a hot
+/// standby of east, caught up.
+fn seeded_with_a_standby(east: &Node, west: &Node) -> Node {
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 20) g");
+    west.execute("INSERT INTO hippos (value) SELECT 100 + g FROM generate_series(1, 20) g");
+    assert_converged_among(&[east, west], "hippos");
+    wait_timeline_recorded(east);
+    let standby = Node::standby_of(east);
+    standby.wait_replayed(east);
+    standby
+}
+
 /// A lagging standby promoted after its primary died, the old primary brought back as its
 /// standby with pg_rewind, and a switchover back to it: west's copy is repaired each time,
 /// every row the node's servers acknowledged is on west (the first primary's lost rows kept
@@ -319,12 +331,7 @@ fn an_old_primary_rewound_after_a_failover_and_switched_back_to_loses_nothing() 
         }
     });
     let (east, west) = (c.node("east"), c.node("west"));
-    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 20) g");
-    west.execute("INSERT INTO hippos (value) SELECT 100 + g FROM generate_series(1, 20) g");
-    assert_converged_among(&[east, west], "hippos");
-    wait_timeline_recorded(east);
-    let mut standby = Node::standby_of(east);
-    standby.wait_replayed(east);
+    let mut standby = seeded_with_a_standby(east, west);
     standby.stop();
     // The standby falls behind: east acknowledges 31 rows it never gets, and east's WAL runs
     // three segments ahead before the last of them, which west applies: west's slot on east
@@ -406,12 +413,7 @@ fn an_old_primary_rewound_after_a_failover_and_switched_back_to_loses_nothing() 
 fn an_old_primary_switched_back_to_drops_its_slots_from_before() {
     let mut c = joined(&["east", "west"]);
     let (east, west) = (c.node("east"), c.node("west"));
-    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 20) g");
-    west.execute("INSERT INTO hippos (value) SELECT 100 + g FROM generate_series(1, 20) g");
-    assert_converged_among(&[east, west], "hippos");
-    wait_timeline_recorded(east);
-    let mut standby = Node::standby_of(east);
-    standby.wait_replayed(east);
+    let mut standby = seeded_with_a_standby(east, west);
     let slot = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'federation_east_west'";
     // Switchover to the standby; west repairs its copy from it.
     let port = east.port;
