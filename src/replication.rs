@@ -299,11 +299,7 @@ pub fn start_apply_worker(on: &mut Remote, sub: &str, since: Instant) -> FedResu
         wake_apply_launcher()?;
         return Ok(false);
     }
-    let found = on.scalar(
-        "SELECT s.oid::text || ' ' || s.subowner::oid::text || ' ' || s.subdbid::oid::text
-         FROM pg_catalog.pg_subscription s WHERE s.subname = $1 AND s.subenabled",
-        &[Some(sub)],
-    )?;
+    let found = on.scalar(SUBSCRIPTION_IDS, &[Some(sub)])?;
     Ok(launch(found.as_deref(), sub))
 }
 
@@ -367,13 +363,14 @@ pub fn start_apply_worker_here(sub: &str) -> FedResult<bool> {
     if !cfg!(feature = "pg15") {
         return Ok(false);
     }
-    let found = crate::spi::one::<String>(
-        "SELECT s.oid::text || ' ' || s.subowner::oid::text || ' ' || s.subdbid::oid::text
-         FROM pg_catalog.pg_subscription s WHERE s.subname = $1 AND s.subenabled",
-        &[sub.into()],
-    )?;
+    let found = crate::spi::one::<String>(SUBSCRIPTION_IDS, &[sub.into()])?;
     Ok(launch(found.as_deref(), sub))
 }
+
+/// An enabled subscription `$1`'s "oid owner database", as [`launch`] takes them.
+const SUBSCRIPTION_IDS: &str =
+    "SELECT s.oid::text || ' ' || s.subowner::oid::text || ' ' || s.subdbid::oid::text
+     FROM pg_catalog.pg_subscription s WHERE s.subname = $1 AND s.subenabled";
 
 /// From PostgreSQL 16 the launcher throttles each subscription's worker starts by itself.
 const PER_SUBSCRIPTION_THROTTLE_FROM: i32 = 160000;
