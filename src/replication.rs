@@ -257,52 +257,6 @@ pub fn subscribe_from_snapshot(
     ))
 }
 
-/// Wakes this server's logical replication launcher, so that a subscription just made gets
-/// its apply worker as soon as the launcher may start one. PostgreSQL 15's launcher starts
-/// apply workers at most once per `wal_retrieve_retry_interval` across the server, and when
-/// it is woken (by the CREATE SUBSCRIPTION's commit) sooner than that after its last start,
-/// it sleeps a whole interval more before it looks again; after a member's failover its last
-/// start is recent (the old subscription's worker failing against the dead server), and a
-/// repair by difference waited up to that interval for its worker. Woken again while the
-/// repair waits, it starts the worker once the interval since its last start has passed.
-/// PostgreSQL 16 throttles each subscription by itself and needs none of this.
-/// Runs in this server's own process (SPI): the launcher's pid is this server's.
-pub fn wake_apply_launcher() -> FedResult<()> {
-    if !cfg!(feature = "pg15") {
-        return Ok(());
-    }
-    let pid = crate::spi::one::<i32>(
-        "SELECT pid FROM pg_catalog.pg_stat_get_activity(NULL) WHERE backend_type = 'logical replication launcher' LIMIT 1",
-        &[],
-    )?;
-    if let Some(pid) = pid.filter(|p| *p > 0) {
-        // SAFETY: kill(2) sending SIGUSR1, as PostgreSQL's ApplyLauncherWakeup does: it sets
-        // the launcher's latch.
-        unsafe { libc::kill(pid, libc::SIGUSR1) };
-    }
-    Ok(())
-}
-
-/// PostgreSQL 15 only: starts the apply worker of subscription `sub` (on this server,
-/// behind `on`) from this process, as the launcher would, when the launcher has not started
-/// it by `since` + [`LAUNCHER_GRACE`]. The launcher starts workers at most once per
-/// `wal_retrieve_retry_interval` (5 s by default) across the server ([`wake_apply_launcher`]),
-/// and after a member's failover its last start is recent: the old subscription's worker,
-/// failing against the dead server, is restarted every interval until a repair drops it.
-/// Waking it only bounds the wait by the rest of that interval; this removes it. Returns
-/// whether it started one. A worker the launcher starts at the same moment finds the
-/// subscription's replication origin taken and exits; none is started while one runs
-/// (checked under PostgreSQL's own lock). PostgreSQL 16 throttles each subscription by itself,
-/// so a new subscription is started at once there and this does nothing.
-pub fn start_apply_worker(on: &mut Remote, sub: &str, since: Instant) -> FedResult<bool> {
-    if !cfg!(feature = "pg15") || since.elapsed() < LAUNCHER_GRACE {
-        wake_apply_launcher()?;
-        return Ok(false);
-    }
-    let found = on.scalar(SUBSCRIPTION_IDS, &[Some(sub)])?;
-    Ok(launch(found.as_deref(), sub))
-}
-
 /// Whether the apply worker of subscription `sub` runs on the server behind `on`.
 pub fn apply_worker_running(on: &mut Remote, sub: &str) -> FedResult<bool> {
     Ok(on.count(
@@ -312,95 +266,75 @@ pub fn apply_worker_running(on: &mut Remote, sub: &str) -> FedResult<bool> {
     )? > 0)
 }
 
-/// Waits (at most `timeout`, then returns all the same) until the apply worker of `sub`, a
-/// subscription just made on this server (behind `on`), runs; starts it from this process
-/// when the launcher holds it back ([`start_apply_worker`]). Whether it was started here.
-pub fn wait_apply_worker(on: &mut Remote, sub: &str, timeout: Duration) -> FedResult<bool> {
-    let since = Instant::now();
-    let mut started_here = false;
-    while !apply_worker_running(on, sub)? && since.elapsed() < timeout {
-        if !started_here {
-            started_here = start_apply_worker(on, sub, since)?;
-        }
-        nap(10);
-    }
-    Ok(started_here)
-}
-
-/// [`start_apply_worker`] for a subscription just made on the server behind `on` over a
-/// connection (a member, or this node through its own address): waits up to
-/// [`LAUNCHER_GRACE`] for its apply worker, then has that server start it
+/// After subscription `sub` was made on the server behind `on` (a member, over a
+/// connection, or this node through its own address): PostgreSQL 15's launcher starts apply
+/// workers at most once per `wal_retrieve_retry_interval` (5 s by default) across the
+/// server, and after a failover it has just restarted the old subscription's worker, failing
+/// against the dead server, so the new worker would wait up to that interval. When it has not
+/// started within [`LAUNCHER_GRACE`], that server is asked to start it
 /// (`federation_internal.start_apply_worker`, 0.11.0 on; an older member's launcher starts it
-/// in its own time). Whether that server started one.
-pub fn hasten_apply_worker(on: &mut Remote, sub: &str) -> FedResult<bool> {
-    if server_version_num(on)? >= PER_SUBSCRIPTION_THROTTLE_FROM {
-        return Ok(false);
-    }
+/// in its own time). Then waits up to `wait` for the worker to run. Whether the server started
+/// it on request. PostgreSQL 16 throttles each subscription by itself: nothing is asked there.
+pub fn hasten_apply_worker(on: &mut Remote, sub: &str, wait: Duration) -> FedResult<bool> {
     let since = Instant::now();
-    loop {
-        if apply_worker_running(on, sub)? {
-            return Ok(false);
-        }
-        if since.elapsed() >= LAUNCHER_GRACE {
+    let mut asked = server_version_num(on)? >= PER_SUBSCRIPTION_THROTTLE_FROM;
+    let mut started = false;
+    while !apply_worker_running(on, sub)? {
+        if !asked && since.elapsed() >= LAUNCHER_GRACE {
+            asked = true;
+            started = on
+                .scalar(
+                    "SELECT CASE WHEN pg_catalog.to_regprocedure('federation_internal.start_apply_worker(text)') IS NULL
+                            THEN 'false' ELSE federation_internal.start_apply_worker($1)::text END",
+                    &[Some(sub)],
+                )?
+                .as_deref()
+                == Some("true");
+        } else if asked && since.elapsed() >= wait {
             break;
         }
         nap(10);
     }
-    Ok(on
-        .scalar(
-            "SELECT CASE WHEN pg_catalog.to_regprocedure('federation_internal.start_apply_worker(text)') IS NULL
-                    THEN 'f' ELSE federation_internal.start_apply_worker($1)::text END",
-            &[Some(sub)],
-        )?
-        .as_deref()
-        == Some("t"))
+    Ok(started)
 }
 
 /// `federation_internal.start_apply_worker(sub)` on this server: starts the apply worker of
-/// subscription `sub` unless one runs (PostgreSQL 15; nothing on 16+). Reads the catalog
-/// through SPI: call it in a transaction that sees the subscription.
+/// the enabled subscription `sub` unless one runs (PostgreSQL 15; nothing on 16+); whether it
+/// did.
 pub fn start_apply_worker_here(sub: &str) -> FedResult<bool> {
-    if !cfg!(feature = "pg15") {
+    let ids = crate::spi::rows(
+        "SELECT s.oid, s.subowner, s.subdbid FROM pg_catalog.pg_subscription s
+         WHERE s.subname = $1 AND s.subenabled",
+        &[sub.into()],
+        |r| {
+            Ok((
+                r.get::<pgrx::pg_sys::Oid>(1)?,
+                r.get::<pgrx::pg_sys::Oid>(2)?,
+                r.get::<pgrx::pg_sys::Oid>(3)?,
+            ))
+        },
+    )?;
+    let Some((Some(subid), Some(owner), Some(db))) = ids.into_iter().next() else {
         return Ok(false);
+    };
+    #[cfg(feature = "pg15")]
+    return Ok(pg15::launch(subid, owner, db, sub));
+    #[cfg(not(feature = "pg15"))]
+    {
+        let _ = (subid, owner, db);
+        Ok(false)
     }
-    let found = crate::spi::one::<String>(SUBSCRIPTION_IDS, &[sub.into()])?;
-    Ok(launch(found.as_deref(), sub))
 }
-
-/// An enabled subscription `$1`'s "oid owner database", as [`launch`] takes them.
-const SUBSCRIPTION_IDS: &str =
-    "SELECT s.oid::text || ' ' || s.subowner::oid::text || ' ' || s.subdbid::oid::text
-     FROM pg_catalog.pg_subscription s WHERE s.subname = $1 AND s.subenabled";
 
 /// From PostgreSQL 16 the launcher throttles each subscription's worker starts by itself.
 const PER_SUBSCRIPTION_THROTTLE_FROM: i32 = 160000;
 
-/// Starts the apply worker of the subscription `found` ("oid owner database", of
-/// pg_subscription) named `sub`; whether it did (PostgreSQL 15 only).
-fn launch(found: Option<&str>, sub: &str) -> bool {
-    let ids: Vec<u32> = found
-        .unwrap_or_default()
-        .split(' ')
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let [subid, owner, db] = ids[..] else {
-        return false;
-    };
-    #[cfg(feature = "pg15")]
-    return pg15::launch(subid.into(), owner.into(), db.into(), sub);
-    #[cfg(not(feature = "pg15"))]
-    {
-        let _ = (subid, owner, db, sub);
-        false
-    }
-}
-
 /// How long a new subscription's apply worker is left to the launcher before
-/// [`start_apply_worker`] starts it: an unthrottled launcher, woken by CREATE SUBSCRIPTION's
-/// commit, starts it within milliseconds. (Should both start one, the later finds the
-/// worker's slot taken under PostgreSQL's lock and starts none, or, in the microseconds
-/// between the launcher's look and its start, its worker finds the replication origin taken
-/// and exits.)
+/// [`hasten_apply_worker`] has it started: an unthrottled launcher, woken by CREATE
+/// SUBSCRIPTION's commit, starts it within milliseconds. (Should both start one, the later
+/// finds the worker's slot taken under PostgreSQL's lock and starts none, or, in the
+/// microseconds between the launcher's look and its start, its worker finds the replication
+/// origin taken and exits.)
 const LAUNCHER_GRACE: Duration = Duration::from_millis(20);
 
 #[cfg(feature = "pg15")]

@@ -88,8 +88,8 @@ pub struct Report {
     pub from_lsn: String,
     /// Seconds spent in each step, in order.
     pub steps: Vec<(&'static str, f64)>,
-    /// Whether the repair started the new subscription's apply worker itself (PostgreSQL 15,
-    /// its launcher throttled: replication::start_apply_worker).
+    /// Whether the repair had the new subscription's apply worker started (PostgreSQL 15, its
+    /// launcher throttled: replication::hasten_apply_worker).
     pub worker_started_here: bool,
 }
 
@@ -624,9 +624,9 @@ pub fn repair(
     // subscription"), and the worker starting is what "replication resumes" means. Should it
     // not start within the bound, status() tells why in its own words. PostgreSQL 15's
     // launcher may hold the worker back for up to wal_retrieve_retry_interval after a
-    // failover: then this process starts it (replication::start_apply_worker).
+    // failover: then the repair has it started (replication::hasten_apply_worker).
     let started_here =
-        replication::wait_apply_worker(here, sub, std::time::Duration::from_secs(10))?;
+        replication::hasten_apply_worker(here, sub, std::time::Duration::from_secs(10))?;
     // And until no status() here still judges from a snapshot taken before the subscription
     // was made (it reads the lock live).
     crate::wait::older_statements_ended(here)?;

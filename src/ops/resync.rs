@@ -157,9 +157,6 @@ pub fn resync_with(
         notice!("{done}");
         return Ok(());
     }
-    // When the subscription was made anew: PostgreSQL 15's launcher may hold its apply
-    // worker back (replication::start_apply_worker); started here then, once.
-    let mut subscribed = None;
     if tbl.is_some() && slot_usable && sub_exists {
         resync_tables(&mut here, &sub, &copies, timeout)?;
     } else {
@@ -167,7 +164,8 @@ pub fn resync_with(
             notice!("pg_federation: this node's replication slot on \"{node}\" is gone or invalidated: every table's copy of \"{node}\"'s partitions is rebuilt");
         }
         rebuild_subscription(&mut here, &mut there, &sub, node, &member.conninfo, timeout)?;
-        subscribed = Some(Instant::now());
+        // PostgreSQL 15's launcher may hold the new subscription's worker back.
+        replication::hasten_apply_worker(&mut here, &sub, Duration::ZERO)?;
     }
     if wait == Wait::No {
         return Ok(());
@@ -176,14 +174,7 @@ pub fn resync_with(
         &format!("the copies of \"{node}\"'s partitions"),
         timeout.saturating_sub(started.elapsed()),
         STILL_RUNNING,
-        || {
-            if let Some(since) = subscribed {
-                if replication::start_apply_worker(&mut here, &sub, since)? {
-                    subscribed = None;
-                }
-            }
-            Ok(replication::copies_pending(&mut here, &mut there, &sub)? == Some(0))
-        },
+        || Ok(replication::copies_pending(&mut here, &mut there, &sub)? == Some(0)),
     )?;
     // What verify() recorded about these copies is repaired.
     catalog::as_extension_owner(|| catalog::clear_copy_checks(&me, node, tbl))?;

@@ -525,9 +525,9 @@ fn acts_as_member(member: &str) -> Result<(), String> {
 /// on elsewhere, holding back WAL and a catalog horizon that nobody kept for them (a copy of a
 /// data directory taken from the old primary has them too; pg_rewind from PostgreSQL 14 on
 /// empties pg_replslot). A member streaming from one whose confirmed position lies past
-/// where this server's WAL is would start there and skip, silently, the changes below it. Dropped, the members find their slot
-/// gone and repair their copies by difference (which also mends anything a member streamed
-/// from such a slot in the moment before).
+/// where this server's WAL is would start there and skip, silently, the changes below it.
+/// Dropped, the members find their slot gone and repair their copies by difference (which
+/// also mends anything a member streamed from such a slot in the moment before).
 fn drop_stale_slots(from: &str) {
     let dropped = BackgroundWorker::transaction(|| {
         let synced = crate::spi::one::<bool>(

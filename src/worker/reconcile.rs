@@ -327,7 +327,7 @@ fn complete(
 /// once, not when PostgreSQL 15's launcher next may (replication::hasten_apply_worker). A
 /// failure only costs that wait: logged, not raised.
 fn hasten(on: &mut Remote, sub: &str) {
-    if let Err(e) = replication::hasten_apply_worker(on, sub) {
+    if let Err(e) = replication::hasten_apply_worker(on, sub, Duration::ZERO) {
         log!("pg_federation worker: starting the apply worker of {sub}: {e}");
     }
 }
