@@ -266,6 +266,18 @@ pub fn apply_worker_running(on: &mut Remote, sub: &str) -> FedResult<bool> {
     )? > 0)
 }
 
+/// Whether the subscription on slot `slot` streams from the publisher behind `publisher`: the
+/// slot's walsender runs and has had the apply worker's first reply. A subscription without an
+/// initial copy has its tables ready before its worker even started; a member is marked ready
+/// only once its subscriptions stream both ways, as after a copy (which the worker finishes).
+pub fn streaming(publisher: &mut Remote, slot: &str) -> FedResult<bool> {
+    Ok(publisher.count(
+        "SELECT count(*) FROM pg_catalog.pg_replication_slots s JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid
+         WHERE s.slot_name = $1 AND r.replay_lsn IS NOT NULL",
+        &[Some(slot)],
+    )? > 0)
+}
+
 /// After subscription `sub` was made on the server behind `on` (a member, over a
 /// connection, or this node through its own address): PostgreSQL 15's launcher starts apply
 /// workers at most once per `wal_retrieve_retry_interval` (5 s by default) across the
@@ -282,14 +294,20 @@ pub fn hasten_apply_worker(on: &mut Remote, sub: &str, wait: Duration) -> FedRes
     while !apply_worker_running(on, sub)? {
         if !asked && since.elapsed() >= LAUNCHER_GRACE {
             asked = true;
-            started = on
-                .scalar(
-                    "SELECT CASE WHEN pg_catalog.to_regprocedure('federation_internal.start_apply_worker(text)') IS NULL
-                            THEN 'false' ELSE federation_internal.start_apply_worker($1)::text END",
-                    &[Some(sub)],
-                )?
-                .as_deref()
-                == Some("true");
+            // Asked apart: a call in the same statement would fail to parse where the
+            // function does not exist.
+            let there = on.scalar(
+                "SELECT (pg_catalog.to_regprocedure('federation_internal.start_apply_worker(text)') IS NOT NULL)::text",
+                &[],
+            )?;
+            started = there.as_deref() == Some("true")
+                && on
+                    .scalar(
+                        "SELECT federation_internal.start_apply_worker($1)::text",
+                        &[Some(sub)],
+                    )?
+                    .as_deref()
+                    == Some("true");
         } else if asked && since.elapsed() >= wait {
             break;
         }
@@ -420,12 +438,46 @@ pub fn server_version_num(on: &mut Remote) -> FedResult<i32> {
 /// A subscription to create: its name (also its slot's, made beforehand on the publisher),
 /// the publisher's node name and address, and the subscriber's copies of the publisher's
 /// partitions, emptied first (rows kept from an earlier membership would collide with the
-/// initial copy).
+/// initial copy). `copy_data`: false only where the publisher was seen to publish no rows
+/// after the slot was made ([`publishes_no_rows`]).
 pub struct NewSubscription {
     pub name: String,
     pub publisher: String,
     pub publisher_conninfo: String,
     pub copies: Vec<String>,
+    pub copy_data: bool,
+}
+
+/// Whether `publisher`'s publication on the server behind `on` holds no row at all, asked
+/// right after the slot of a new subscription to it was made there. A logical slot is made
+/// only once every transaction running before it has ended, and it sends every change
+/// committed after its starting point; every row committed before that point is visible
+/// to a statement that starts after the slot was made (or was deleted since, and that deletion
+/// is in the slot's stream). So when the tables are empty now, an initial copy would copy
+/// nothing, and the subscription may skip it: its tables are ready as it is made, instead
+/// of after a table sync each (a worker started, an empty COPY, the hand-over to the apply
+/// worker; most of a join's time between empty servers). Any doubt answers false, and the
+/// copy is made: an error, a table this role may not read, or row security that would hide
+/// rows (`row_security = off` makes such a query fail rather than filter).
+pub fn publishes_no_rows(on: &mut Remote, publisher: &str) -> bool {
+    let empty = |on: &mut Remote| -> FedResult<bool> {
+        let tables = on.column(
+            "SELECT pg_catalog.format('%I.%I', schemaname, tablename) FROM pg_catalog.pg_publication_tables WHERE pubname = $1",
+            &[Some(&publication_name(publisher))],
+        )?;
+        on.exec("SET row_security = off")?;
+        for t in &tables {
+            let any = on.scalar(&format!("SELECT EXISTS (SELECT FROM ONLY {t})::text"), &[])?;
+            if any.as_deref() != Some("false") {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    let answer = empty(on).unwrap_or(false);
+    // The connection goes on serving the join; an error above may have left the setting.
+    let _ = on.exec("RESET row_security");
+    answer
 }
 
 /// Empties the copies and creates the subscriptions, in one transaction on the node behind
@@ -443,7 +495,7 @@ pub fn create_subscriptions(on: &mut Remote, subs: &[NewSubscription]) -> FedRes
             &s.publisher,
             &s.publisher_conninfo,
             origin_none,
-            true,
+            s.copy_data,
         ));
     }
     sql.push_str("RESET session_replication_role;");

@@ -3,7 +3,8 @@
 //!   scripts/bench.sh join
 //!   cargo run --release -p pg_test --example bench_join [rows_for_join] [seconds_per_lag_run] [lag_rounds]
 //!   (seconds_per_lag_run = 0 runs only the joining part; BENCH_TRACE=1 prints each join's
-//!   timeline: subscription table states on east and south, member states, server log lines)
+//!   timeline: subscription table states on east and south, member states, server log lines;
+//!   BENCH_LAG_STREAMING=1 adds a fifth lag path, native with streaming = on subscriptions)
 //!
 //! 1. Lag from commit on east to visibility on west, p50/p99, at 1,000 rows/s and at the
 //!    maximum rate (plus two hand-made baselines, see BENCHMARKS.md),
@@ -141,8 +142,13 @@ fn main() {
     // ---- 1. lag ----
     // The native baseline: an identical plain table, published by east, subscribed by west.
     east.execute(&format!(
-        "CREATE TABLE native ({COLS}); CREATE PUBLICATION native_pub FOR TABLE native"
+        "CREATE TABLE native ({COLS}); CREATE PUBLICATION native_pub FOR TABLE native;
+         CREATE TABLE native_s ({COLS}); CREATE PUBLICATION native_s_pub FOR TABLE native_s"
     ));
+    // BENCH_LAG_STREAMING=1 adds a diagnostic fifth path: the native one again, its
+    // subscriptions with streaming = on as pg_federation's are. Off by default: two more
+    // walsenders on east decode every row of every path and raise every path's lag.
+    let streaming_path = std::env::var_os("BENCH_LAG_STREAMING").is_some();
     // Like the federated table, the native one goes to two subscribers (central and west),
     // so both paths put the same load on this 2-core machine; lag is measured on west.
     // A second baseline, the hand-made recipe without pg_federation: the same partitioned
@@ -182,6 +188,14 @@ fn main() {
             n.name,
             east.conninfo()
         ));
+        n.execute(&format!("CREATE TABLE native_s ({COLS})"));
+        if streaming_path {
+            n.execute(&format!(
+                "CREATE SUBSCRIPTION native_s_sub_{} CONNECTION '{}' PUBLICATION native_s_pub WITH (streaming = on)",
+                n.name,
+                east.conninfo()
+            ));
+        }
         n.execute(&recipe);
         n.execute(&format!(
             "CREATE SUBSCRIPTION recipe_sub_{} CONNECTION '{}' PUBLICATION recipe_pub",
@@ -200,6 +214,8 @@ fn main() {
          ALTER TABLE hippos_east ENABLE ALWAYS TRIGGER log_lag;
          CREATE TRIGGER log_lag AFTER INSERT ON native FOR EACH ROW EXECUTE FUNCTION log_lag('native');
          ALTER TABLE native ENABLE ALWAYS TRIGGER log_lag;
+         CREATE TRIGGER log_lag AFTER INSERT ON native_s FOR EACH ROW EXECUTE FUNCTION log_lag('native streaming');
+         ALTER TABLE native_s ENABLE ALWAYS TRIGGER log_lag;
          CREATE TRIGGER log_lag AFTER INSERT ON recipe_east FOR EACH ROW EXECUTE FUNCTION log_lag('recipe');
          ALTER TABLE recipe_east ENABLE ALWAYS TRIGGER log_lag;
          CREATE TRIGGER log_lag AFTER INSERT ON guarded_east FOR EACH ROW EXECUTE FUNCTION log_lag('recipe+guards');
@@ -234,16 +250,19 @@ fn main() {
             break;
         }
         west.execute("TRUNCATE lag_log");
-        let mut written = [0u64; 4];
-        let paths = [
+        let mut paths = vec![
             ("native", "native"),
             ("federated", "hippos"),
             ("recipe", "recipe"),
             ("recipe+guards", "guarded"),
         ];
+        if streaming_path {
+            paths.push(("native streaming", "native_s"));
+        }
+        let mut written = vec![0u64; paths.len()];
         for round in 0..rounds {
-            for k in 0..4 {
-                let i = (k + round) % 4;
+            for k in 0..paths.len() {
+                let i = (k + round) % paths.len();
                 let (kind, table) = paths[i];
                 written[i] += write_for(east, table, secs, rate);
                 await_applied(west, kind, written[i]);
@@ -299,6 +318,10 @@ fn main() {
     for n in [central, west] {
         // One statement at a time: DROP SUBSCRIPTION refuses a transaction block.
         n.execute(&format!("DROP SUBSCRIPTION native_sub_{}", n.name));
+        n.execute(&format!(
+            "DROP SUBSCRIPTION IF EXISTS native_s_sub_{}",
+            n.name
+        ));
         n.execute(&format!("DROP SUBSCRIPTION recipe_sub_{}", n.name));
         n.execute(&format!("DROP SUBSCRIPTION guarded_sub_{}", n.name));
     }

@@ -461,6 +461,79 @@ fn writers_during_a_join_lose_nothing() {
     }
 }
 
+/// A node whose members hold no rows makes no initial copy (each subscription is ready as it
+/// is made: replication::publishes_no_rows, asked after the slot was made), and rows written
+/// on every node from the moment join() commits, while the worker makes the slots and looks
+/// at the tables, all arrive: whichever way each emptiness check goes, none is lost.
+#[test]
+fn a_join_of_empty_nodes_copies_nothing_and_loses_no_row_written_meanwhile() {
+    let c = nodes(&["east", "central", "west"]);
+    let (east, central, west) = (c.node("east"), c.node("central"), c.node("west"));
+    let copied =
+        "SELECT count(*) FROM pg_subscription_rel WHERE srsublsn IS NOT NULL OR srsubstate <> 'r'";
+    join(central, east);
+    for n in [east, central] {
+        // A table sync ends with its table's row carrying the sync's LSN; copy_data = false
+        // leaves it NULL.
+        assert_eq!(
+            n.scalar(copied).as_deref(),
+            Some("0"),
+            "on {}: a table sync ran for empty tables",
+            n.name
+        );
+        assert_eq!(
+            n.scalar("SELECT count(*) FROM pg_subscription_rel")
+                .as_deref(),
+            Some("1"),
+            "on {}",
+            n.name
+        );
+    }
+
+    // west joins; writers on all three start as join() commits.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients: Vec<_> = [east, central, west]
+        .iter()
+        .map(|n| n.connect().unwrap())
+        .collect();
+    west.execute(&format!("SELECT federation.join('{}')", east.conninfo()));
+    let writers: Vec<_> = clients
+        .drain(..)
+        .map(|mut client| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut acked = 0u64;
+                loop {
+                    client
+                        .batch_execute("INSERT INTO hippos (value) VALUES (1)")
+                        .unwrap();
+                    acked += 1;
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return acked;
+                    }
+                }
+            })
+        })
+        .collect();
+    pg_test::scenario::wait_ready(west, "90 s", &c.all());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert_converged(&c, "hippos");
+    for n in c.all() {
+        for (owner, acked) in ["east", "central", "west"].iter().zip(&acked) {
+            assert_eq!(
+                n.scalar(&format!("SELECT count(*) FROM hippos_{owner}"))
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap(),
+                *acked,
+                "on {}: rows of {owner}",
+                n.name
+            );
+        }
+    }
+}
+
 #[test]
 fn a_restart_while_a_join_completes_does_not_stop_it() {
     let c = nodes(&["east", "west"]);

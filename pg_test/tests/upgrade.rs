@@ -209,6 +209,22 @@ fn a_federation_upgraded_from_the_previous_release_changes_schemas_on_every_memb
     for n in &c.nodes[1..] {
         join(n, &c.nodes[0]);
     }
+    // This library on the previous release's SQL objects: a function added since is looked
+    // up before it is called, never called where it is missing (a join, a repair and a resync
+    // on 15 ask for federation_internal.start_apply_worker).
+    for n in &c.nodes {
+        let log = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+        let missing: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("function federation_internal.") && l.contains("does not exist"))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{}: a missing function was called:\n{}",
+            n.name,
+            missing.join("\n")
+        );
+    }
     let major = c.nodes[0].major();
     let writers: Vec<Writer> = c.nodes.iter().map(|n| Writer::start(n, "hippos")).collect();
     let all = c.all();

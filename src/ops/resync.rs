@@ -252,6 +252,7 @@ fn rebuild_subscription(
             publisher: node.to_string(),
             publisher_conninfo: conninfo.to_string(),
             copies,
+            copy_data: true,
         }],
     )
 }

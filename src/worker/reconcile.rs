@@ -180,13 +180,14 @@ fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
         }
         match prepare(&mut here, me, my_conninfo, m) {
             Ok((there, need_in)) => {
-                if need_in {
+                if let Some(copy_data) = need_in {
                     match here.copies_of(&m.name) {
                         Ok(copies) => inbound.push(NewSubscription {
                             name: subscription_name(&m.name, me),
                             publisher: m.name.clone(),
                             publisher_conninfo: m.conninfo.clone(),
                             copies,
+                            copy_data,
                         }),
                         Err(e) => failures.push((m.name.clone(), e.to_string())),
                     }
@@ -268,24 +269,27 @@ fn record_failures(joining: &[Member], failures: &[(String, String)]) {
 /// subscription to it (slots first: a CREATE SUBSCRIPTION that made its own slot would hold a
 /// transaction on one node while slot creation on the other waits for running transactions,
 /// and the two directions could wait on each other). Returns the connection to the member
-/// and whether this node still needs its subscription to it.
+/// and, when this node still needs its subscription to it, whether that subscription must
+/// copy (false: the member published no row once the slot was made,
+/// replication::publishes_no_rows).
 fn prepare(
     here: &mut Remote,
     me: &str,
     my_conninfo: &str,
     m: &Member,
-) -> FedResult<(Remote, bool)> {
+) -> FedResult<(Remote, Option<bool>)> {
     let mut there = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?;
     let inbound = subscription_name(&m.name, me); // on this node, from m
-    let need_in = !replication::subscription_exists(here, &inbound)?;
-    if need_in {
-        // Once per pair, not every pass: add_member() locks the member's federated tables
-        // (SHARE UPDATE EXCLUSIVE) to give them partitions for this node. The subscription
-        // is created only after it succeeded, so its existence says it was done.
-        there.add_member(me, my_conninfo, &m.conninfo)?;
-        replication::fresh_slot(&mut there, &inbound)?;
+    if replication::subscription_exists(here, &inbound)? {
+        return Ok((there, None));
     }
-    Ok((there, need_in))
+    // Once per pair, not every pass: add_member() locks the member's federated tables
+    // (SHARE UPDATE EXCLUSIVE) to give them partitions for this node. The subscription
+    // is created only after it succeeded, so its existence says it was done.
+    there.add_member(me, my_conninfo, &m.conninfo)?;
+    replication::fresh_slot(&mut there, &inbound)?;
+    let copy_data = !replication::publishes_no_rows(&mut there, &m.name);
+    Ok((there, Some(copy_data)))
 }
 
 /// Phase three for member `m`, once every copy into this node is done: makes the slot here
@@ -302,6 +306,7 @@ fn complete(
     match replication::copies_pending(there, here, &outbound)? {
         None => {
             replication::fresh_slot(here, &outbound)?;
+            let copy_data = !replication::publishes_no_rows(here, me);
             let copies = there.copies_of(me)?;
             replication::create_subscriptions(
                 there,
@@ -310,12 +315,17 @@ fn complete(
                     publisher: me.to_string(),
                     publisher_conninfo: my_conninfo.to_string(),
                     copies,
+                    copy_data,
                 }],
             )?;
             hasten(there, &outbound);
             Ok(false)
         }
-        Some(0) => {
+        // Copied (or nothing to copy), and streaming both ways.
+        Some(0)
+            if replication::streaming(here, &outbound)?
+                && replication::streaming(there, &subscription_name(&m.name, me))? =>
+        {
             there.set_member_ready(me)?;
             Ok(true)
         }
