@@ -259,6 +259,52 @@ fn a_change_commits_on_every_member_or_on_none_and_savepoints_are_honoured() {
     assert_converged(&c, "hippos");
 }
 
+/// A schema change in a migration transaction that looked at pg_stat_activity before a
+/// member's apply worker reconnected: the change's wait for the members reads the walsenders
+/// live (quiesce::lagging), not through pg_stat_replication, which keeps the transaction's
+/// first look at the server's backends and would never find the new walsender (the change was
+/// refused with 55P03 after federation.ddl_timeout, every member caught up).
+#[test]
+fn a_change_in_a_transaction_older_than_a_members_reconnection_goes_through() {
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    let slot = east
+        .scalar("SELECT federation_internal.subscription_name('east', 'west')")
+        .unwrap();
+    let walsender = || {
+        east.scalar(&format!(
+            "SELECT active_pid::text FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        ))
+    };
+    let old = walsender().expect("west streams from east");
+    let mut migration = east.connect().unwrap();
+    migration
+        .batch_execute(
+            "SET federation.ddl_timeout = '10s'; BEGIN; SELECT count(*) FROM pg_stat_activity",
+        )
+        .unwrap();
+    east.execute(&format!("SELECT pg_terminate_backend({old})"));
+    wait_until(
+        "west's apply worker to stream from east again",
+        Duration::from_secs(60),
+        &[east, west],
+        || Ok(matches!(walsender(), Some(p) if p != old)),
+    );
+    migration
+        .batch_execute("ALTER TABLE hippos ADD COLUMN after_reconnect int; COMMIT")
+        .expect("the change waits for west's new walsender and goes through");
+    for n in c.all() {
+        assert!(
+            columns(n, "hippos").contains("after_reconnect"),
+            "on {}",
+            n.name
+        );
+    }
+    east.execute("INSERT INTO hippos (value, after_reconnect) VALUES (1, 2)");
+    west.execute("INSERT INTO hippos (value, after_reconnect) VALUES (3, 4)");
+    assert_converged(&c, "hippos");
+}
+
 #[test]
 fn changes_that_cannot_be_made_safe_are_refused_and_change_nothing_anywhere() {
     let c = joined(&["east", "west"]);

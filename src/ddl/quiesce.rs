@@ -67,7 +67,12 @@ fn parse_lsn(s: &str) -> Option<u64> {
 }
 
 /// The members whose subscription to this node has not applied this node's WAL up to `lsn`
-/// (or is not streaming at all).
+/// (or is not streaming at all). Runs inside the schema change's transaction, polled: the
+/// walsenders are read with `pg_stat_get_wal_senders()`, live, not through
+/// `pg_stat_replication`, whose join with `pg_stat_get_activity()` sees the server's backends
+/// as they were at the transaction's first look at them (a walsender started since, after a
+/// member's apply worker reconnected, would never be found, and the change refused after
+/// `federation.ddl_timeout` with every member caught up).
 pub fn lagging(lsn: &str) -> FedResult<Vec<String>> {
     let me = identity::current_name()?;
     let members = catalog::as_extension_owner(catalog::members)?;
@@ -75,8 +80,8 @@ pub fn lagging(lsn: &str) -> FedResult<Vec<String>> {
     for m in members {
         let slot = naming::subscription_name(&me, &m.name);
         let ok = spi::one::<bool>(
-            "SELECT r.replay_lsn >= $2::pg_lsn FROM pg_catalog.pg_replication_slots s
-             JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid
+            "SELECT w.replay_lsn >= $2::pg_lsn FROM pg_catalog.pg_replication_slots s
+             JOIN pg_catalog.pg_stat_get_wal_senders() w ON w.pid = s.active_pid
              WHERE s.slot_name = $1",
             &[slot.as_str().into(), lsn.into()],
         )?;
