@@ -63,6 +63,17 @@ pub fn copies_pending(
     Ok(state.map(|(pending, _)| pending))
 }
 
+/// Whether a table of subscription `name` (on `subscriber`) is still in its initial copy
+/// ('i', 'd'). From 'f' (PostgreSQL 15 on) or 's' the copy is committed: what is left is its
+/// catching up, and the apply worker marking it ready.
+pub fn still_copying(subscriber: &mut Remote, name: &str) -> FedResult<bool> {
+    Ok(subscriber.count(
+        "SELECT count(*) FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_subscription_rel sr ON sr.srsubid = s.oid
+         WHERE s.subname = $1 AND sr.srsubstate IN ('i', 'd')",
+        &[Some(name)],
+    )? > 0)
+}
+
 /// Runs `sql`, whose only parameter is a slot name, for its effect.
 fn on_slot(on: &mut Remote, sql: &str, slot: &str) -> FedResult<()> {
     on.query(sql, &[Some(slot)]).map(|_| ())

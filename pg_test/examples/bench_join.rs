@@ -15,7 +15,9 @@
 //!    every applied row (both servers share this machine's clock); both paths carry it.
 //! 2. Three empty servers (extension created) to a ready three-node federation.
 //! 3. A fourth node joining a three-node federation holding N rows (default 1,000,000),
-//!    seconds to ready, next to a plain COPY of the same rows between two servers.
+//!    seconds to ready, next to a plain COPY of the same rows between two servers: three
+//!    rounds, each with a new server; then the last one leaves and rejoins (its old rows
+//!    kept aside and compared), reported apart.
 
 use pg_test::{Node, NodeSpec};
 use std::time::{Duration, Instant};
@@ -344,16 +346,36 @@ fn main() {
         },
     );
     let total = east.scalar("SELECT count(*) FROM hippos").unwrap();
-    let south = Node::start(&NodeSpec::guc("south").with_conf("max_wal_size = '4GB'"));
-    south.execute(&format!(
-        "CREATE TABLE hippos ({COLS}); SELECT federation.enable('hippos')"
-    ));
-    // Three times each: a plain COPY of the same rows from east to a table on south, and
-    // south joining (then leaving; a rejoin copies everything again). Medians reported.
+    // Not timed: the rows just written would otherwise be vacuumed and analyzed by
+    // autovacuum on every server during the first round.
+    for n in &nodes {
+        n.execute("VACUUM (ANALYZE) hippos");
+    }
+    let new_south = || {
+        let s = Node::start(&NodeSpec::guc("south").with_conf("max_wal_size = '4GB'"));
+        s.execute(&format!(
+            "CREATE TABLE hippos ({COLS}); SELECT federation.enable('hippos')"
+        ));
+        s
+    };
+    // Rounds 0-2: a new server, south, joins (the one before left and was stopped); each
+    // round also a plain COPY of the same rows from east into a table on that server.
+    // Medians reported. Round 3: the last south leaves and joins again, holding the rows
+    // it had: join() keeps them aside to compare with the fresh copies (a rejoin, reported
+    // apart).
     let mut copies = vec![];
     let mut joins = vec![];
     let mut checks = vec![];
-    for i in 0..3 {
+    let mut rejoin = None;
+    let mut south = new_south();
+    for i in 0..4 {
+        if i == 3 {
+            south.execute("SELECT federation.leave()");
+        } else if i > 0 {
+            south.execute("SELECT federation.leave()");
+            drop(south);
+            south = new_south();
+        }
         south.execute(&format!("CREATE TABLE copied ({COLS})"));
         let t = Instant::now();
         pg_test::copy_rows(
@@ -389,9 +411,15 @@ fn main() {
             })
         });
         south.execute(&format!("SELECT federation.join('{}')", west.conninfo()));
-        checks.push(t.elapsed().as_secs_f64());
+        let check = t.elapsed().as_secs_f64();
         south.execute("SELECT federation.wait_ready('30 min')");
-        joins.push(t.elapsed().as_secs_f64());
+        if i == 3 {
+            copies.pop();
+            rejoin = Some(t.elapsed().as_secs_f64());
+        } else {
+            checks.push(check);
+            joins.push(t.elapsed().as_secs_f64());
+        }
         if let Some(t) = tracer {
             t.join().unwrap();
             eprintln!(
@@ -421,9 +449,6 @@ fn main() {
             total,
             "south must hold every row"
         );
-        if i < 2 {
-            south.execute("SELECT federation.leave()");
-        }
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -450,5 +475,8 @@ fn main() {
     println!("| south joins the federation holding those {total} rows, to ready (median; runs: {join_all}) | {joined:.2} |");
     println!("| of which join() itself (every check, before COMMIT) | {check:.2} |");
     println!("| join / COPY | {:.2} |", joined / copy);
+    let rejoin = rejoin.expect("the rejoin round ran");
+    println!("| the last south leaves and joins again, keeping the rows it held aside to compare (one run) | {rejoin:.2} |");
+    println!("| rejoin / COPY | {:.2} |", rejoin / copy);
     drop(south);
 }

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 /// retrying: a peer that restarts mid-join recovers by itself).
 const FAILED_AFTER: i32 = 12;
 
+/// How long wait_ready() looks every 20 ms before every 100 ms.
+const QUICK_LOOKS_FOR: Duration = Duration::from_secs(10);
+
 #[pg_extern(volatile, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn wait_ready_ms(timeout_ms: Option<i64>) {
@@ -43,7 +46,8 @@ pub fn wait_ready(timeout: Duration) -> FedResult<()> {
         .detail("Creating the replication slots of a join waits for every transaction on this node that has written, this one included.")
         .hint("COMMIT first, then call federation.wait_ready() on its own."));
     }
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     loop {
         let s = catalog::members_progress_fresh()?;
         let tables_pending = catalog::pending_tables_fresh()?;
@@ -81,6 +85,12 @@ pub fn wait_ready(timeout: Duration) -> FedResult<()> {
             .detail(format!("Not ready: {}.", pending.join(", ")))
             .hint("Initial copies of large tables take time: call federation.wait_ready() again with a longer timeout, and see federation.nodes."));
         }
-        nap(100);
+        // Every 20 ms for the first seconds (a join's last step is a catalog row the
+        // worker writes; the look is a read of two small tables), then every 100 ms.
+        nap(if started.elapsed() < QUICK_LOOKS_FOR {
+            20
+        } else {
+            100
+        });
     }
 }

@@ -84,6 +84,25 @@ pub fn wake() {
     }
 }
 
+/// Waits up to `pause` on the worker's latch in the middle of a pass; false once a shutdown
+/// was asked for. Unlike `BackgroundWorker::wait_latch`, whose check consumes the SIGTERM
+/// flag, it leaves that flag to the main loop's wait, which then ends the worker (a pass
+/// that consumed it kept the server from shutting down).
+pub(crate) fn pause_in_pass(pause: Duration) -> bool {
+    // SAFETY: waiting on our own latch, with a timeout; ShutdownRequestPending is set by
+    // the SIGTERM handler pgrx installs, read volatile.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            pause.as_millis() as std::os::raw::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+        (&raw const pg_sys::ShutdownRequestPending).read_volatile() == 0
+    }
+}
+
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_federation_worker_main(_arg: pg_sys::Datum) {

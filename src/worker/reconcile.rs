@@ -5,8 +5,8 @@
 //! joined leave the pair to it), idempotently: registers this node with that member
 //! (federation_internal.add_member there: catalog row and partitions for this node), creates this
 //! node's subscription to the member's publication, then (once every copy into this node is
-//! done) the member's subscription to this node's publication, and once every table of both
-//! subscriptions has finished its initial copy, marks the member ready on both sides. A
+//! committed) the member's subscription to this node's publication, and once every table of
+//! both subscriptions is ready and both stream, marks the member ready on both sides. A
 //! failed step is recorded in federation.node (last_error, attempts) and retried on a later
 //! pass; a restart of either server only delays it.
 //!
@@ -25,7 +25,11 @@ use crate::remote::Remote;
 use crate::replication::{self, NewSubscription};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long one pass keeps watching a join's copies and hand-overs, at intervals of 5 to
+/// 20 ms, before it ends (the worker's next pass comes 100 ms later).
+const WATCH_FOR: Duration = Duration::from_secs(1);
 
 struct Work {
     me: String,
@@ -151,12 +155,12 @@ fn retry_due(m: &Member) -> bool {
 /// Wires this node with every joining member, both ways, in three phases: per member,
 /// register this node there and make the slot of this node's subscription to it; then all of
 /// this node's new subscriptions in one transaction; then, once every copy *into* this node
-/// is done, per member the slot here and the member's subscription to this node, and once
-/// that copy is done too, mark the member ready on both sides.
+/// is committed, per member the slot here and the member's subscription to this node, and
+/// once every copy both ways is ready, mark the member ready on both sides.
 ///
 /// Inbound copies first: a slot decodes all of its server's WAL, including the rows an
 /// initial copy writes into other nodes' partitions (only to skip them, after spilling a
-/// large copy to disk). Slots on this node made only after its inbound copies have finished
+/// large copy to disk). Slots on this node made only after its inbound copies have committed
 /// never read them; on a two-core machine that was a third of a large join's time. A
 /// failure is recorded against the member it concerns, and retried on a later pass.
 fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
@@ -212,38 +216,82 @@ fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
         }
     }
     wired.retain(|(m, _)| !failures.iter().any(|(n, _)| n == &m.name));
-    let mut inbound_done = true;
+    // A copy finishing, and what follows it (the apply workers marking the tables ready,
+    // the members' subscriptions to this node, their first replies), is watched here every
+    // 5 to 20 ms for up to WATCH_FOR, over the connections already open, rather than one
+    // step per pass (passes come every 100 ms, each connecting anew to every member).
+    let watch_until = Instant::now() + WATCH_FOR;
+    let mut pause = Duration::from_millis(5);
+    while !advance(&mut here, &mut wired, me, my_conninfo, &mut failures)
+        && Instant::now() < watch_until
+        && super::pause_in_pass(pause)
+    {
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+    record_failures(joining, &failures);
+}
+
+/// One look at every pair in `wired`: once every copy into this node is known to be
+/// committed, wires each pair's other direction ([`complete`]), and once those copies are
+/// ready too, marks it ready. Pairs that are ready or failed
+/// leave `wired`; true when none is left.
+fn advance(
+    here: &mut Remote,
+    wired: &mut Vec<(&Member, Remote)>,
+    me: &str,
+    my_conninfo: &str,
+    failures: &mut Vec<(String, String)>,
+) -> bool {
+    // Every table copied into this node (committed: the copies' WAL is behind any slot
+    // made here now), and every one of them ready.
+    let (mut inbound_copied, mut inbound_ready) = (true, true);
     for (m, there) in wired.iter_mut() {
-        match replication::copies_pending(&mut here, there, &subscription_name(&m.name, me)) {
-            Ok(Some(0)) => {}
-            Ok(_) => inbound_done = false,
+        let sub = subscription_name(&m.name, me);
+        let state = replication::copies_pending(here, there, &sub).and_then(|pending| {
+            Ok(match pending {
+                Some(0) => (true, true),
+                Some(_) => (!replication::still_copying(here, &sub)?, false),
+                None => (false, false),
+            })
+        });
+        match state {
+            Ok((copied, ready)) => {
+                inbound_copied &= copied;
+                inbound_ready &= ready;
+            }
             Err(e) => {
-                inbound_done = false;
+                // Its copy may still run: no slot here until a later pass knows.
+                inbound_copied = false;
                 failures.push((m.name.clone(), e.to_string()));
             }
         }
     }
-    if inbound_done {
-        for (m, mut there) in wired {
-            match complete(&mut here, &mut there, me, my_conninfo, m) {
-                Ok(true) => {
-                    let name = m.name.clone();
-                    match BackgroundWorker::transaction(move || {
-                        catalog::set_member_state(&name, MemberState::Ready)
-                    }) {
-                        Ok(()) => log!(
-                            "pg_federation: node \"{}\" and this node \"{me}\" replicate both ways",
-                            m.name
-                        ),
-                        Err(e) => warning!("pg_federation worker: {e}"),
-                    }
+    wired.retain(|(m, _)| !failures.iter().any(|(n, _)| n == &m.name));
+    if !inbound_copied {
+        return false;
+    }
+    let mut ready: Vec<String> = vec![];
+    for (m, there) in wired.iter_mut() {
+        match complete(here, there, me, my_conninfo, m, inbound_ready) {
+            Ok(true) => {
+                ready.push(m.name.clone());
+                let name = m.name.clone();
+                match BackgroundWorker::transaction(move || {
+                    catalog::set_member_state(&name, MemberState::Ready)
+                }) {
+                    Ok(()) => log!(
+                        "pg_federation: node \"{}\" and this node \"{me}\" replicate both ways",
+                        m.name
+                    ),
+                    Err(e) => warning!("pg_federation worker: {e}"),
                 }
-                Ok(false) => {}
-                Err(e) => failures.push((m.name.clone(), e.to_string())),
             }
+            Ok(false) => {}
+            Err(e) => failures.push((m.name.clone(), e.to_string())),
         }
     }
-    record_failures(joining, &failures);
+    wired.retain(|(m, _)| !ready.contains(&m.name) && !failures.iter().any(|(n, _)| n == &m.name));
+    wired.is_empty()
 }
 
 fn record_failures(joining: &[Member], failures: &[(String, String)]) {
@@ -292,15 +340,17 @@ fn prepare(
     Ok((there, Some(copy_data)))
 }
 
-/// Phase three for member `m`, once every copy into this node is done: makes the slot here
-/// and the member's subscription to this node; true once that subscription has finished its
-/// copy too and the member has marked this node ready.
+/// Phase three for member `m`, once every copy into this node is committed: makes the slot
+/// here and the member's subscription to this node; true once every copy into this node is
+/// ready (`inbound_ready`), that subscription has finished its copy too, both directions
+/// stream and the member has marked this node ready.
 fn complete(
     here: &mut Remote,
     there: &mut Remote,
     me: &str,
     my_conninfo: &str,
     m: &Member,
+    inbound_ready: bool,
 ) -> FedResult<bool> {
     let outbound = subscription_name(me, &m.name); // on m, from this node
     match replication::copies_pending(there, here, &outbound)? {
@@ -323,13 +373,14 @@ fn complete(
         }
         // Copied (or nothing to copy), and streaming both ways.
         Some(0)
-            if replication::streaming(here, &outbound)?
+            if inbound_ready
+                && replication::streaming(here, &outbound)?
                 && replication::streaming(there, &subscription_name(&m.name, me))? =>
         {
             there.set_member_ready(me)?;
             Ok(true)
         }
-        Some(_) => Ok(false),
+        _ => Ok(false),
     }
 }
 
