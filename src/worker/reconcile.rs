@@ -233,8 +233,8 @@ fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
 
 /// One look at every pair in `wired`: once every copy into this node is known to be
 /// committed, wires each pair's other direction ([`complete`]), and once those copies are
-/// ready too, marks it ready. Pairs that are ready or failed
-/// leave `wired`; true when none is left.
+/// ready too, marks it ready. Pairs that are ready or failed leave `wired`; true when none
+/// is left.
 fn advance(
     here: &mut Remote,
     wired: &mut Vec<(&Member, Remote)>,
