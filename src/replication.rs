@@ -22,14 +22,26 @@ pub fn subscription_exists(r: &mut Remote, name: &str) -> FedResult<bool> {
 
 /// Tables of a subscription not yet ready; None when the subscription does not exist.
 pub fn pending_tables(r: &mut Remote, name: &str) -> FedResult<Option<i64>> {
-    Ok(sync_state(r, name)?.map(|(pending, _)| pending))
+    Ok(sync_state(r, name)?.map(|s| s.pending))
 }
 
-/// (tables not yet ready, of which copied and waiting for the apply worker), or None when
-/// the subscription does not exist.
-pub fn sync_state(r: &mut Remote, name: &str) -> FedResult<Option<(i64, i64)>> {
+/// Where the tables of a subscription stand.
+pub struct SyncState {
+    /// Not yet ready ('r').
+    pub pending: i64,
+    /// Of those, copied and waiting for the apply worker ('s', SYNCDONE).
+    pub syncdone: i64,
+    /// Of those, still in their initial copy ('i', 'd'). From 'f' (PostgreSQL 15 on) or 's'
+    /// the copy is committed: what is left is its catching up and the apply worker marking
+    /// it ready.
+    pub copying: i64,
+}
+
+/// The state of subscription `name`'s tables, or None when it does not exist.
+pub fn sync_state(r: &mut Remote, name: &str) -> FedResult<Option<SyncState>> {
     let row = r.query(
-        "SELECT count(*) FILTER (WHERE sr.srsubstate <> 'r'), count(*) FILTER (WHERE sr.srsubstate = 's'), bool_or(s.subenabled)
+        "SELECT count(*) FILTER (WHERE sr.srsubstate <> 'r'), count(*) FILTER (WHERE sr.srsubstate = 's'),
+                count(*) FILTER (WHERE sr.srsubstate IN ('i', 'd')), bool_or(s.subenabled)
          FROM pg_catalog.pg_subscription s LEFT JOIN pg_catalog.pg_subscription_rel sr ON sr.srsubid = s.oid
          WHERE s.subname = $1",
         &[Some(name)],
@@ -37,41 +49,42 @@ pub fn sync_state(r: &mut Remote, name: &str) -> FedResult<Option<(i64, i64)>> {
     let Some(row) = row.first() else {
         return Ok(None);
     };
-    if row[2].is_none() {
+    if row[3].is_none() {
         return Ok(None);
     }
     let n = |i: usize| row[i].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(Some((n(0), n(1))))
+    Ok(Some(SyncState {
+        pending: n(0),
+        syncdone: n(1),
+        copying: n(2),
+    }))
 }
 
-/// Tables of subscription `name` (on `subscriber`) not yet ready, None when it does not
+/// The state of subscription `name`'s tables (on `subscriber`), None when it does not
 /// exist. A table whose copy is done ('s', SYNCDONE) becomes ready only when the apply worker
 /// has received WAL past the copy's end; on an idle publisher that can take a while (the
 /// walsender sends nothing until there is WAL or a keepalive is due), so a copy that is done
 /// gets a WAL nudge on the publisher ([`nudge`]).
+pub fn copy_state(
+    subscriber: &mut Remote,
+    publisher: &mut Remote,
+    name: &str,
+) -> FedResult<Option<SyncState>> {
+    let state = sync_state(subscriber, name)?;
+    if state.as_ref().is_some_and(|s| s.syncdone > 0) {
+        nudge(publisher)?;
+    }
+    Ok(state)
+}
+
+/// Tables of subscription `name` (on `subscriber`) not yet ready, None when it does not
+/// exist; nudges the publisher as [`copy_state`] does.
 pub fn copies_pending(
     subscriber: &mut Remote,
     publisher: &mut Remote,
     name: &str,
 ) -> FedResult<Option<i64>> {
-    let state = sync_state(subscriber, name)?;
-    if let Some((_, done_copying)) = state {
-        if done_copying > 0 {
-            nudge(publisher)?;
-        }
-    }
-    Ok(state.map(|(pending, _)| pending))
-}
-
-/// Whether a table of subscription `name` (on `subscriber`) is still in its initial copy
-/// ('i', 'd'). From 'f' (PostgreSQL 15 on) or 's' the copy is committed: what is left is its
-/// catching up, and the apply worker marking it ready.
-pub fn still_copying(subscriber: &mut Remote, name: &str) -> FedResult<bool> {
-    Ok(subscriber.count(
-        "SELECT count(*) FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_subscription_rel sr ON sr.srsubid = s.oid
-         WHERE s.subname = $1 AND sr.srsubstate IN ('i', 'd')",
-        &[Some(name)],
-    )? > 0)
+    Ok(copy_state(subscriber, publisher, name)?.map(|s| s.pending))
 }
 
 /// Runs `sql`, whose only parameter is a slot name, for its effect.

@@ -247,12 +247,9 @@ fn advance(
     let (mut inbound_copied, mut inbound_ready) = (true, true);
     for (m, there) in wired.iter_mut() {
         let sub = subscription_name(&m.name, me);
-        let state = replication::copies_pending(here, there, &sub).and_then(|pending| {
-            Ok(match pending {
-                Some(0) => (true, true),
-                Some(_) => (!replication::still_copying(here, &sub)?, false),
-                None => (false, false),
-            })
+        let state = replication::copy_state(here, there, &sub).map(|s| match s {
+            Some(s) => (s.copying == 0, s.pending == 0),
+            None => (false, false),
         });
         match state {
             Ok((copied, ready)) => {
