@@ -290,14 +290,21 @@ pub fn apply_worker_running(on: &mut Remote, sub: &str) -> FedResult<bool> {
     )? > 0)
 }
 
+/// The walsender serving slot `$1` as `w` (its `pg_stat_get_wal_senders()` row: state,
+/// sent/replay positions), the slot as `s`. Read live: `pg_stat_replication` joins
+/// `pg_stat_get_activity()`, which keeps the server's backends as a transaction first saw them,
+/// so a walsender started since (a member's apply worker reconnected) would not be there.
+pub const SLOT_WALSENDER: &str = "FROM pg_catalog.pg_replication_slots s
+     JOIN pg_catalog.pg_stat_get_wal_senders() w ON w.pid = s.active_pid
+     WHERE s.slot_name = $1";
+
 /// Whether the subscription on slot `slot` streams from the publisher behind `publisher`: the
 /// slot's walsender runs and has had the apply worker's first reply. A subscription without an
 /// initial copy has its tables ready before its worker even started; a member is marked ready
 /// only once its subscriptions stream both ways, as after a copy (which the worker finishes).
 pub fn streaming(publisher: &mut Remote, slot: &str) -> FedResult<bool> {
     Ok(publisher.count(
-        "SELECT count(*) FROM pg_catalog.pg_replication_slots s JOIN pg_catalog.pg_stat_replication r ON r.pid = s.active_pid
-         WHERE s.slot_name = $1 AND r.replay_lsn IS NOT NULL",
+        &format!("SELECT count(*) {SLOT_WALSENDER} AND w.replay_lsn IS NOT NULL"),
         &[Some(slot)],
     )? > 0)
 }

@@ -6,18 +6,25 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::time::{Duration, Instant};
 
-/// Waits `ms` milliseconds on this backend's latch; a cancel or terminate request interrupts it.
-pub fn nap(ms: i64) {
+/// Waits `ms` milliseconds on this backend's latch (or until it is set), then resets it.
+/// Interrupts are not checked here: [`nap`] checks them; a background worker's pass reads
+/// its own shutdown flag instead (`worker::pause_in_pass`).
+pub fn latch_wait(ms: i64) {
     // SAFETY: waiting on our own latch, with a timeout.
     unsafe {
         pg_sys::WaitLatch(
             pg_sys::MyLatch,
             (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            ms,
+            ms as std::os::raw::c_long,
             pg_sys::PG_WAIT_EXTENSION,
         );
         pg_sys::ResetLatch(pg_sys::MyLatch);
     }
+}
+
+/// Waits `ms` milliseconds on this backend's latch; a cancel or terminate request interrupts it.
+pub fn nap(ms: i64) {
+    latch_wait(ms);
     pgrx::check_for_interrupts!();
 }
 

@@ -16,6 +16,7 @@ use crate::errors::{FedError, FedResult, OrRaise};
 use crate::identity;
 use crate::naming;
 use crate::preconditions::require_superuser;
+use crate::replication::SLOT_WALSENDER;
 use crate::spi::{self, quote_ident};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -68,11 +69,9 @@ fn parse_lsn(s: &str) -> Option<u64> {
 
 /// The members whose subscription to this node has not applied this node's WAL up to `lsn`
 /// (or is not streaming at all). Runs inside the schema change's transaction, polled: the
-/// walsenders are read with `pg_stat_get_wal_senders()`, live, not through
-/// `pg_stat_replication`, whose join with `pg_stat_get_activity()` sees the server's backends
-/// as they were at the transaction's first look at them (a walsender started since, after a
-/// member's apply worker reconnected, would never be found, and the change refused after
-/// `federation.ddl_timeout` with every member caught up).
+/// walsenders are read live ([`SLOT_WALSENDER`]), or one started after the transaction's first
+/// look at the server's backends (a member's apply worker reconnected) would never be found,
+/// and the change refused after `federation.ddl_timeout` with every member caught up.
 pub fn lagging(lsn: &str) -> FedResult<Vec<String>> {
     let me = identity::current_name()?;
     let members = catalog::as_extension_owner(catalog::members)?;
@@ -80,9 +79,7 @@ pub fn lagging(lsn: &str) -> FedResult<Vec<String>> {
     for m in members {
         let slot = naming::subscription_name(&me, &m.name);
         let ok = spi::one::<bool>(
-            "SELECT w.replay_lsn >= $2::pg_lsn FROM pg_catalog.pg_replication_slots s
-             JOIN pg_catalog.pg_stat_get_wal_senders() w ON w.pid = s.active_pid
-             WHERE s.slot_name = $1",
+            &format!("SELECT w.replay_lsn >= $2::pg_lsn {SLOT_WALSENDER}"),
             &[slot.as_str().into(), lsn.into()],
         )?;
         if ok != Some(true) {

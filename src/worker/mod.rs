@@ -89,18 +89,9 @@ pub fn wake() {
 /// flag, it leaves that flag to the main loop's wait, which then ends the worker (a pass
 /// that consumed it kept the server from shutting down).
 pub(crate) fn pause_in_pass(pause: Duration) -> bool {
-    // SAFETY: waiting on our own latch, with a timeout; ShutdownRequestPending is set by
-    // the SIGTERM handler pgrx installs, read volatile.
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            pause.as_millis() as std::os::raw::c_long,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-        (&raw const pg_sys::ShutdownRequestPending).read_volatile() == 0
-    }
+    crate::wait::latch_wait(pause.as_millis() as i64);
+    // SAFETY: ShutdownRequestPending is set by the SIGTERM handler pgrx installs; read volatile.
+    unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() == 0 }
 }
 
 #[pg_guard]
