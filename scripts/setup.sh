@@ -169,6 +169,12 @@ previous_release() {
         # Shares this clone's build directory: only pg_federation itself is compiled again.
         (cd "$src" && CARGO_TARGET_DIR="$repo/target" cargo pgrx package --debug \
             --pg-config "$PG_CONFIG" "${PG_FEATURES[@]}" --out-dir "$src/package")
+        # The release's library and schema generator were written where this clone's own
+        # debug build keeps its (a cdylib's and a binary's file names carry no hash), and
+        # cargo would still find this clone's build fresh: the next install_extension would
+        # install the release's library and schema as the current version. Forgetting this
+        # clone's fingerprints of pg_federation makes that build write its own again.
+        rm -rf "$repo"/target/debug/.fingerprint/pg_federation-*
         as_root rm -rf "$home"
         as_root mkdir -p "$home/tree"
         # PostgreSQL finds its library and share directories relative to its binaries: a copy

@@ -431,6 +431,11 @@ SET jit = off
 AS $$
 #variable_conflict use_column
 BEGIN
+    -- Read now, not as this transaction first looked: PostgreSQL keeps the server's backends
+    -- (pg_stat_replication's walsenders, pg_stat_progress_copy) and the statistics as a
+    -- transaction first read them, so a status() in a transaction older than a member's
+    -- reconnection would see no walsender for it (state 'connected', lag 0, health OK).
+    PERFORM pg_stat_clear_snapshot();
     IF NOT pg_is_in_recovery() THEN
         RETURN QUERY SELECT * FROM federation_internal.primary_status();
         RETURN;

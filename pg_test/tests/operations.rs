@@ -620,6 +620,63 @@ fn status_shows_the_progress_of_an_initial_copy() {
     assert_eq!(r[0], vec![Some("streaming".into()), Some("0".into()), None]);
 }
 
+#[test]
+fn status_in_a_transaction_older_than_a_members_reconnection_sees_its_walsender() {
+    // A monitoring session that keeps a transaction open (or a DBA in psql after BEGIN):
+    // PostgreSQL keeps the server's backends as the transaction first read them, so a
+    // walsender started since (west's apply worker reconnected) would be missing: state
+    // 'connected' and lag 0 instead of what the walsender says. status() reads them now.
+    let c = joined(&["east", "west"]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    let slot = east
+        .scalar("SELECT federation_internal.subscription_name('east', 'west')")
+        .unwrap();
+    let walsender = |state: &str| {
+        east.scalar(&format!(
+            "SELECT r.pid::text FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+             WHERE s.slot_name = '{slot}' AND r.state = '{state}'"
+        ))
+    };
+    let out =
+        "SELECT state, health FROM federation.status WHERE peer = 'west' AND direction = 'out'";
+    let row = |client: &mut postgres::Client| {
+        let r = client.query_one(out, &[]).unwrap();
+        (r.get::<_, String>(0), r.get::<_, String>(1))
+    };
+    let mut old = None;
+    wait_until(
+        "east's walsender for west to stream",
+        Duration::from_secs(60),
+        &[east, west],
+        || {
+            old = walsender("streaming");
+            Ok(old.is_some())
+        },
+    );
+    let old = old.unwrap();
+    let mut monitor = east.connect().unwrap();
+    monitor.batch_execute("BEGIN").unwrap();
+    assert_eq!(row(&mut monitor), ("streaming".into(), "OK".into()));
+    east.execute(&format!("SELECT pg_terminate_backend({old})"));
+    wait_until(
+        "west's apply worker to stream from east again",
+        Duration::from_secs(60),
+        &[east, west],
+        || Ok(matches!(walsender("streaming"), Some(p) if p != old)),
+    );
+    assert_eq!(
+        row(&mut monitor),
+        ("streaming".into(), "OK".into()),
+        "status() in a transaction older than the new walsender"
+    );
+    let health: String = monitor
+        .query_one("SELECT health FROM federation.health()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(health, "OK");
+    monitor.batch_execute("COMMIT").unwrap();
+}
+
 /// health() on every node, sampled every 100 ms while `during` runs and for one probe cycle
 /// after: every sample not CRITICAL (the federation is healthy throughout).
 fn never_critical_while(c: &pg_test::Cluster, what: &str, during: impl FnOnce()) {
