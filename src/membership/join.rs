@@ -103,12 +103,15 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
         mine = local_info()?;
     }
     let mut infos = vec![(peer_conninfo.to_string(), pinfo.clone())];
+    // One connection per node, kept for the node number's reservation ([`reserve_node_number`]).
+    let mut others = vec![];
     for m in &pinfo.members {
         let what = format!("member \"{}\" of the peer's federation", m.node_name);
         let mut r = Remote::connect(&m.conninfo, &what).map_err(|e| {
             e.hint(format!("Every member must be reachable from this node during join; bring \"{}\" back, or remove it with federation.drop_node('{}') on the peer.", m.node_name, m.node_name))
         })?;
         infos.push((m.conninfo.clone(), r.peer_info(&what, &my_version)?));
+        others.push(r);
     }
     let size = infos.len() as i64 + 1;
 
@@ -160,11 +163,16 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
         ))
         .hint("Fix federation.node_conninfo so that it names this server."));
     }
-    drop(peer);
     // Before 0.3.0's SQL is installed here (and so, versions being equal, everywhere): no
     // node numbers, as in 0.2.0.
     let my_number = if catalog::sql_0_3_installed()? {
-        Some(reserve_node_number(&me, &pinfo.node_name, &infos)?)
+        let mut conns: Vec<Remote> = std::iter::once(peer).chain(others).collect();
+        Some(reserve_node_number(
+            &me,
+            &pinfo.node_name,
+            &infos,
+            &mut conns,
+        )?)
     } else {
         None
     };
@@ -202,8 +210,14 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
 /// transaction commits, so that of two joins at the same time exactly one gets a number
 /// (the first member in that order decides) and a number is never given out twice. A peer
 /// forming a federation with this node gets the number below this node's. A reservation
-/// outlives a ROLLBACK: that number is then never used, which is harmless.
-fn reserve_node_number(me: &str, peer: &str, infos: &[(String, PeerInfo)]) -> FedResult<i32> {
+/// outlives a ROLLBACK: that number is then never used, which is harmless. `conns[i]` is the
+/// connection to the node of `infos[i]`.
+fn reserve_node_number(
+    me: &str,
+    peer: &str,
+    infos: &[(String, PeerInfo)],
+    conns: &mut [Remote],
+) -> FedResult<i32> {
     let floor = infos
         .iter()
         .map(|(_, i)| i.numbers_issued.max(i.node_number.unwrap_or(0)))
@@ -223,12 +237,12 @@ fn reserve_node_number(me: &str, peer: &str, infos: &[(String, PeerInfo)]) -> Fe
         .detail("Every join takes a new node number, and numbers are never reused (sequence values carry them).")
         .hint("Form a new federation (docs/keys.md, \"Limits\")."));
     }
-    let mut order: Vec<&(String, PeerInfo)> = infos.iter().collect();
-    order.sort_by(|a, b| a.1.node_name.cmp(&b.1.node_name));
-    for (ci, i) in order {
-        let what = format!("node \"{}\"", i.node_name);
+    let mut order: Vec<usize> = (0..infos.len()).collect();
+    order.sort_by(|&a, &b| infos[a].1.node_name.cmp(&infos[b].1.node_name));
+    for k in order {
+        let i = &infos[k].1;
         let yours = founder.filter(|_| i.node_name == peer);
-        if !Remote::connect(ci, &what)?.reserve_node_number(mine, yours)? {
+        if !conns[k].reserve_node_number(mine, yours)? {
             return Err(FedError::new(
                 PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
                 format!("node number {mine} for \"{me}\" was taken by another node joining at the same time (seen on \"{}\")", i.node_name),
