@@ -290,6 +290,20 @@ pub fn apply_worker_running(on: &mut Remote, sub: &str) -> FedResult<bool> {
     )? > 0)
 }
 
+/// How many table syncs of pg_federation's subscriptions copy into the server behind `on`
+/// right now: a worker runs for a table still in its initial copy ('i', 'd'). Its
+/// transaction stays open until the copy commits, and a logical slot made on that server
+/// meanwhile waits for it (and would then decode the copy's rows).
+pub fn copies_running(on: &mut Remote) -> FedResult<i64> {
+    on.count(
+        "SELECT count(*) FROM pg_catalog.pg_stat_subscription w
+         JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
+         JOIN pg_catalog.pg_subscription_rel r ON r.srsubid = w.subid AND r.srrelid = w.relid
+         WHERE w.pid IS NOT NULL AND r.srsubstate IN ('i', 'd') AND s.subname LIKE 'federation\\_%'",
+        &[],
+    )
+}
+
 /// The walsender serving slot `$1` as `w` (its `pg_stat_get_wal_senders()` row: state,
 /// sent/replay positions), the slot as `s`. Read live: `pg_stat_replication` joins
 /// `pg_stat_get_activity()`, which keeps the server's backends as a transaction first saw them,

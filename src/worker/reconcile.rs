@@ -264,7 +264,10 @@ fn advance(
         }
     }
     wired.retain(|(m, _)| !failures.iter().any(|(n, _)| n == &m.name));
-    if !inbound_copied {
+    // Also the copies from members not wired in this pass (one that failed a step and waits
+    // for its retry while its copy, restarted, runs): a slot made here now would wait for
+    // that copy's transaction, holding the whole pass.
+    if !inbound_copied || !matches!(replication::copies_running(here), Ok(0)) {
         return false;
     }
     let mut ready: Vec<String> = vec![];
