@@ -11,6 +11,7 @@ use crate::naming::publication_name;
 use crate::remote::Remote;
 use crate::spi::{quote_ident, quote_literal};
 use crate::wait::nap;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub fn subscription_exists(r: &mut Remote, name: &str) -> FedResult<bool> {
@@ -35,29 +36,56 @@ pub struct SyncState {
     /// the copy is committed: what is left is its catching up and the apply worker marking
     /// it ready.
     pub copying: i64,
+    /// Of those still in their initial copy, the ones a table-sync worker copies right now:
+    /// its transaction stays open until the copy commits, and a logical slot made on the
+    /// subscriber meanwhile waits for it (and would then decode the copy's rows). A table
+    /// whose publisher is down waits in 'i' or 'd' with no worker.
+    pub copying_now: i64,
+}
+
+/// The tables of subscription `$1`, or of every pg_federation subscription when `$1` is
+/// NULL, one row per subscription: its name, then the fields of [`SyncState`].
+const SYNC_STATES: &str = "SELECT s.subname::text,
+        count(sr.srrelid) FILTER (WHERE sr.srsubstate <> 'r'),
+        count(sr.srrelid) FILTER (WHERE sr.srsubstate = 's'),
+        count(sr.srrelid) FILTER (WHERE sr.srsubstate IN ('i', 'd')),
+        count(w.pid) FILTER (WHERE sr.srsubstate IN ('i', 'd'))
+     FROM pg_catalog.pg_subscription s
+     LEFT JOIN pg_catalog.pg_subscription_rel sr ON sr.srsubid = s.oid
+     LEFT JOIN pg_catalog.pg_stat_subscription w
+            ON w.subid = s.oid AND w.relid = sr.srrelid AND w.pid IS NOT NULL
+     WHERE s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+       AND (s.subname = $1 OR ($1 IS NULL AND s.subname LIKE 'federation\\_%'))
+     GROUP BY s.subname";
+
+fn sync_states_of(r: &mut Remote, name: Option<&str>) -> FedResult<HashMap<String, SyncState>> {
+    let rows = r.query(SYNC_STATES, &[name])?;
+    let n = |row: &[Option<String>], i: usize| {
+        row[i].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let state = SyncState {
+                pending: n(row, 1),
+                syncdone: n(row, 2),
+                copying: n(row, 3),
+                copying_now: n(row, 4),
+            };
+            Some((row[0].clone()?, state))
+        })
+        .collect())
 }
 
 /// The state of subscription `name`'s tables, or None when it does not exist.
 pub fn sync_state(r: &mut Remote, name: &str) -> FedResult<Option<SyncState>> {
-    let row = r.query(
-        "SELECT count(*) FILTER (WHERE sr.srsubstate <> 'r'), count(*) FILTER (WHERE sr.srsubstate = 's'),
-                count(*) FILTER (WHERE sr.srsubstate IN ('i', 'd')), bool_or(s.subenabled)
-         FROM pg_catalog.pg_subscription s LEFT JOIN pg_catalog.pg_subscription_rel sr ON sr.srsubid = s.oid
-         WHERE s.subname = $1",
-        &[Some(name)],
-    )?;
-    let Some(row) = row.first() else {
-        return Ok(None);
-    };
-    if row[3].is_none() {
-        return Ok(None);
-    }
-    let n = |i: usize| row[i].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(Some(SyncState {
-        pending: n(0),
-        syncdone: n(1),
-        copying: n(2),
-    }))
+    Ok(sync_states_of(r, Some(name))?.remove(name))
+}
+
+/// The state of the tables of every pg_federation subscription on the server behind `r`
+/// (every subscription into it), by subscription name: one query.
+pub fn sync_states(r: &mut Remote) -> FedResult<HashMap<String, SyncState>> {
+    sync_states_of(r, None)
 }
 
 /// The state of subscription `name`'s tables (on `subscriber`), None when it does not
@@ -288,20 +316,6 @@ pub fn apply_worker_running(on: &mut Remote, sub: &str) -> FedResult<bool> {
          WHERE s.subname = $1 AND w.relid IS NULL AND w.pid IS NOT NULL",
         &[Some(sub)],
     )? > 0)
-}
-
-/// How many table syncs of pg_federation's subscriptions copy into the server behind `on`
-/// right now: a worker runs for a table still in its initial copy ('i', 'd'). Its
-/// transaction stays open until the copy commits, and a logical slot made on that server
-/// meanwhile waits for it (and would then decode the copy's rows).
-pub fn copies_running(on: &mut Remote) -> FedResult<i64> {
-    on.count(
-        "SELECT count(*) FROM pg_catalog.pg_stat_subscription w
-         JOIN pg_catalog.pg_subscription s ON s.oid = w.subid
-         JOIN pg_catalog.pg_subscription_rel r ON r.srsubid = w.subid AND r.srrelid = w.relid
-         WHERE w.pid IS NOT NULL AND r.srsubstate IN ('i', 'd') AND s.subname LIKE 'federation\\_%'",
-        &[],
-    )
 }
 
 /// The walsender serving slot `$1` as `w` (its `pg_stat_get_wal_senders()` row: state,

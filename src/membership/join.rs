@@ -102,21 +102,29 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     if create_missing_tables(&mut peer, &pinfo, &mine)? {
         mine = local_info()?;
     }
-    let mut infos = vec![(peer_conninfo.to_string(), pinfo.clone())];
-    // One connection per node, kept for the node number's reservation ([`reserve_node_number`]).
-    let mut others = vec![];
+    // The peer first, then every member, each with the connection its checks use (kept for
+    // the node number's reservation, [`reserve_node_number`]).
+    let mut nodes = vec![Node {
+        conninfo: peer_conninfo.to_string(),
+        info: pinfo.clone(),
+        conn: peer,
+    }];
     for m in &pinfo.members {
         let what = format!("member \"{}\" of the peer's federation", m.node_name);
-        let mut r = Remote::connect(&m.conninfo, &what).map_err(|e| {
+        let mut conn = Remote::connect(&m.conninfo, &what).map_err(|e| {
             e.hint(format!("Every member must be reachable from this node during join; bring \"{}\" back, or remove it with federation.drop_node('{}') on the peer.", m.node_name, m.node_name))
         })?;
-        infos.push((m.conninfo.clone(), r.peer_info(&what, &my_version)?));
-        others.push(r);
+        let info = conn.peer_info(&what, &my_version)?;
+        nodes.push(Node {
+            conninfo: m.conninfo.clone(),
+            info,
+            conn,
+        });
     }
-    let size = infos.len() as i64 + 1;
+    let size = nodes.len() as i64 + 1;
 
     // Names: distinct, also once '-' becomes '_' (slot names).
-    for (_, i) in &infos {
+    for Node { info: i, .. } in &nodes {
         if canonical(&i.node_name) == canonical(&me) {
             return Err(FedError::new(
                 PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
@@ -127,7 +135,12 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     }
     // Settings and privileges on every node, for one more member.
     check_capacity(&me, &mine, size, true)?;
-    for (ci, i) in &infos {
+    for Node {
+        conninfo: ci,
+        info: i,
+        ..
+    } in &nodes
+    {
         if i.wal_level != "logical" {
             return Err(FedError::prerequisite(format!(
                 "wal_level is {} on node \"{}\", not logical",
@@ -147,11 +160,11 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
         check_capacity(&i.node_name, i, size, false)?;
     }
     // The same federated tables with the same columns everywhere.
-    for (_, i) in &infos {
+    for Node { info: i, .. } in &nodes {
         compare_tables(&me, &mine.tables, &i.node_name, &i.tables)?;
     }
     // The peer can reach this node at the address it will be given.
-    let seen = peer.check_reachable(&my_conninfo).map_err(|e| {
+    let seen = nodes[0].conn.check_reachable(&my_conninfo).map_err(|e| {
         let msg = e.message.clone();
         e.hint("Set federation.node_conninfo to an address the peer can reach (on Kubernetes, this pod's Service name).").detail(format!("The peer tried this node's address and failed: {msg}"))
     })?;
@@ -166,13 +179,7 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     // Before 0.3.0's SQL is installed here (and so, versions being equal, everywhere): no
     // node numbers, as in 0.2.0.
     let my_number = if catalog::sql_0_3_installed()? {
-        let mut conns: Vec<Remote> = std::iter::once(peer).chain(others).collect();
-        Some(reserve_node_number(
-            &me,
-            &pinfo.node_name,
-            &infos,
-            &mut conns,
-        )?)
+        Some(reserve_node_number(&me, &pinfo.node_name, &mut nodes)?)
     } else {
         None
     };
@@ -184,7 +191,12 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
         catalog::set_node_number(k)?;
     }
     publication::ensure_exists(&me)?;
-    for (ci, i) in &infos {
+    for Node {
+        conninfo: ci,
+        info: i,
+        ..
+    } in &nodes
+    {
         catalog::upsert_member(
             &i.node_name,
             &conninfo_of(i, ci),
@@ -196,7 +208,7 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
     // This node's sequences now draw from its own range (docs/keys.md).
     sequences::number_all()?;
     worker::wake();
-    let names: Vec<&str> = infos.iter().map(|(_, i)| i.node_name.as_str()).collect();
+    let names: Vec<&str> = nodes.iter().map(|n| n.info.node_name.as_str()).collect();
     notice(format!(
         "joining {} ({}): the background worker makes the subscriptions and copies after COMMIT; SELECT federation.wait_ready(); waits until every pair is ready",
         if names.len() == 1 { "1 member".to_string() } else { format!("{} members", names.len()) },
@@ -210,23 +222,18 @@ pub fn join(peer_conninfo: &str, node_conninfo: Option<&str>) -> FedResult<()> {
 /// transaction commits, so that of two joins at the same time exactly one gets a number
 /// (the first member in that order decides) and a number is never given out twice. A peer
 /// forming a federation with this node gets the number below this node's. A reservation
-/// outlives a ROLLBACK: that number is then never used, which is harmless. `conns[i]` is the
-/// connection to the node of `infos[i]`.
-fn reserve_node_number(
-    me: &str,
-    peer: &str,
-    infos: &[(String, PeerInfo)],
-    conns: &mut [Remote],
-) -> FedResult<i32> {
-    let floor = infos
+/// outlives a ROLLBACK: that number is then never used, which is harmless.
+fn reserve_node_number(me: &str, peer: &str, nodes: &mut [Node]) -> FedResult<i32> {
+    let floor = nodes
         .iter()
-        .map(|(_, i)| i.numbers_issued.max(i.node_number.unwrap_or(0)))
+        .map(|n| n.info.numbers_issued.max(n.info.node_number.unwrap_or(0)))
         .chain([catalog::numbers_issued()?])
         .max()
         .unwrap_or(0);
-    let founder = infos
+    let founder = nodes
         .iter()
-        .find(|(_, i)| i.node_name == peer && i.node_number.is_none() && i.members.is_empty())
+        .map(|n| &n.info)
+        .find(|i| i.node_name == peer && i.node_number.is_none() && i.members.is_empty())
         .map(|_| floor + 1);
     let mine = floor + 1 + i32::from(founder.is_some());
     if mine > catalog::MAX_NODE_NUMBER {
@@ -237,12 +244,11 @@ fn reserve_node_number(
         .detail("Every join takes a new node number, and numbers are never reused (sequence values carry them).")
         .hint("Form a new federation (docs/keys.md, \"Limits\")."));
     }
-    let mut order: Vec<usize> = (0..infos.len()).collect();
-    order.sort_by(|&a, &b| infos[a].1.node_name.cmp(&infos[b].1.node_name));
-    for k in order {
-        let i = &infos[k].1;
+    let mut order: Vec<&mut Node> = nodes.iter_mut().collect();
+    order.sort_by(|a, b| a.info.node_name.cmp(&b.info.node_name));
+    for Node { info: i, conn, .. } in order {
         let yours = founder.filter(|_| i.node_name == peer);
-        if !conns[k].reserve_node_number(mine, yours)? {
+        if !conn.reserve_node_number(mine, yours)? {
             return Err(FedError::new(
                 PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
                 format!("node number {mine} for \"{me}\" was taken by another node joining at the same time (seen on \"{}\")", i.node_name),
@@ -252,6 +258,14 @@ fn reserve_node_number(
         }
     }
     Ok(mine)
+}
+
+/// A node of the federation being joined, as join() reached it: the address it was reached
+/// at, what it said of itself, and the connection its checks used.
+struct Node {
+    conninfo: String,
+    info: PeerInfo,
+    conn: Remote,
 }
 
 /// The address the federation uses for a node: what it advertises, else how we reached it.

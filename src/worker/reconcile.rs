@@ -242,23 +242,30 @@ fn advance(
     my_conninfo: &str,
     failures: &mut Vec<(String, String)>,
 ) -> bool {
+    // Every subscription into this node, in one query.
+    let states = match replication::sync_states(here) {
+        Ok(states) => states,
+        Err(e) => {
+            // This node's own connection failed: every pair waits for a later pass.
+            let why = format!("reading this node's subscriptions: {e}");
+            failures.extend(wired.iter().map(|(m, _)| (m.name.clone(), why.clone())));
+            wired.clear();
+            return true;
+        }
+    };
     // Every table copied into this node (committed: the copies' WAL is behind any slot
     // made here now), and every one of them ready.
     let (mut inbound_copied, mut inbound_ready) = (true, true);
     for (m, there) in wired.iter_mut() {
-        let sub = subscription_name(&m.name, me);
-        let state = replication::copy_state(here, there, &sub).map(|s| match s {
-            Some(s) => (s.copying == 0, s.pending == 0),
-            None => (false, false),
-        });
-        match state {
-            Ok((copied, ready)) => {
-                inbound_copied &= copied;
-                inbound_ready &= ready;
-            }
-            Err(e) => {
-                // Its copy may still run: no slot here until a later pass knows.
-                inbound_copied = false;
+        let Some(s) = states.get(&subscription_name(&m.name, me)) else {
+            (inbound_copied, inbound_ready) = (false, false);
+            continue;
+        };
+        inbound_copied &= s.copying == 0;
+        inbound_ready &= s.pending == 0;
+        // A copy done waits for WAL from its publisher to be marked ready.
+        if s.syncdone > 0 {
+            if let Err(e) = replication::nudge(there) {
                 failures.push((m.name.clone(), e.to_string()));
             }
         }
@@ -267,7 +274,7 @@ fn advance(
     // Also the copies from members not wired in this pass (one that failed a step and waits
     // for its retry while its copy, restarted, runs): a slot made here now would wait for
     // that copy's transaction, holding the whole pass.
-    if !inbound_copied || !matches!(replication::copies_running(here), Ok(0)) {
+    if !inbound_copied || states.values().any(|s| s.copying_now > 0) {
         return false;
     }
     let mut ready: Vec<String> = vec![];
