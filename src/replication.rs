@@ -88,19 +88,29 @@ pub fn sync_states(r: &mut Remote) -> FedResult<HashMap<String, SyncState>> {
     sync_states_of(r, None)
 }
 
+impl SyncState {
+    /// A table whose copy is done ('s', SYNCDONE) becomes ready only when the apply worker
+    /// has received WAL past the copy's end; on an idle publisher that can take a while (the
+    /// walsender sends nothing until there is WAL or a keepalive is due), so while a copy is
+    /// done its publisher gets a WAL nudge ([`nudge`]).
+    pub fn nudge_if_done(&self, publisher: &mut Remote) -> FedResult<()> {
+        if self.syncdone > 0 {
+            nudge(publisher)?;
+        }
+        Ok(())
+    }
+}
+
 /// The state of subscription `name`'s tables (on `subscriber`), None when it does not
-/// exist. A table whose copy is done ('s', SYNCDONE) becomes ready only when the apply worker
-/// has received WAL past the copy's end; on an idle publisher that can take a while (the
-/// walsender sends nothing until there is WAL or a keepalive is due), so a copy that is done
-/// gets a WAL nudge on the publisher ([`nudge`]).
+/// exist; a copy that is done gets its publisher nudged ([`SyncState::nudge_if_done`]).
 pub fn copy_state(
     subscriber: &mut Remote,
     publisher: &mut Remote,
     name: &str,
 ) -> FedResult<Option<SyncState>> {
     let state = sync_state(subscriber, name)?;
-    if state.as_ref().is_some_and(|s| s.syncdone > 0) {
-        nudge(publisher)?;
+    if let Some(s) = &state {
+        s.nudge_if_done(publisher)?;
     }
     Ok(state)
 }

@@ -263,11 +263,8 @@ fn advance(
         };
         inbound_copied &= s.copying == 0;
         inbound_ready &= s.pending == 0;
-        // A copy done waits for WAL from its publisher to be marked ready.
-        if s.syncdone > 0 {
-            if let Err(e) = replication::nudge(there) {
-                failures.push((m.name.clone(), e.to_string()));
-            }
+        if let Err(e) = s.nudge_if_done(there) {
+            failures.push((m.name.clone(), e.to_string()));
         }
     }
     wired.retain(|(m, _)| !failures.iter().any(|(n, _)| n == &m.name));
