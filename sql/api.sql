@@ -84,5 +84,6 @@ REVOKE EXECUTE ON FUNCTION
     federation_internal.reserve_node_number(integer, integer), federation_internal.enable_check(text, text),
     federation_internal.ddl_quiesce_here(text), federation_internal.ddl_lagging(text),
     federation_internal.table_definition(text), federation_internal.member_moved(text, text),
-    federation_internal.start_apply_worker(text)
+    federation_internal.start_apply_worker(text),
+    federation_internal.load_begin(text), federation_internal.load_end(text)
 FROM PUBLIC;

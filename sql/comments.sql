@@ -43,6 +43,8 @@ COMMENT ON FUNCTION federation_internal.set_aside_state() IS
   'internal: for status(): groups of rows in federation.set_aside that the owner''s copy does not hold.';
 COMMENT ON FUNCTION federation_internal.repair_in_progress(text) IS
   'internal: for status(): whether a repair by difference of the copies this subscription carries is under way.';
+COMMENT ON FUNCTION federation_internal.load_in_progress(text) IS
+  'internal: for status(): whether the worker loads the copies this subscription will carry (a join).';
 COMMENT ON FUNCTION federation_internal.passfile_problem() IS
   'internal: for status(): what is wrong with federation.passfile, if it is set and refused.';
 COMMENT ON FUNCTION federation_internal.identity_problem() IS
@@ -70,6 +72,10 @@ COMMENT ON FUNCTION federation_internal.check_reachable(text) IS
   'internal, node to node: whether this node reaches the given address (join checks both ways).';
 COMMENT ON FUNCTION federation_internal.add_member(text, text, text) IS
   'internal, node to node: records a joining member here and makes its partitions.';
+COMMENT ON FUNCTION federation_internal.load_begin(text) IS
+  'internal, for the worker''s load of a joining node''s copy: detaches it, drops its indexes, adds a CHECK of its bound.';
+COMMENT ON FUNCTION federation_internal.load_end(text) IS
+  'internal, for the worker''s load of a joining node''s copy: attaches it again (its indexes are built) and drops the CHECK.';
 COMMENT ON FUNCTION federation_internal.set_member_ready(text) IS
   'internal, node to node: marks a member ready once every copy both ways is done.';
 COMMENT ON FUNCTION federation_internal.remove_member(text, boolean) IS

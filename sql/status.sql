@@ -64,13 +64,25 @@ inbound AS (
     SELECT n.node_name AS peer, n.state AS member_state, n.last_error AS join_error,
            s.oid AS subid, s.subenabled,
            (SELECT w.pid FROM pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL) AS apply_pid,
-           (SELECT count(*) FROM pg_subscription_rel r WHERE r.srsubid = s.oid AND r.srsubstate <> 'r') AS syncing,
-           (SELECT sum(c.tuples_processed) FROM pg_stat_subscription w JOIN pg_stat_progress_copy c ON c.pid = w.pid
-             WHERE w.subid = s.oid AND w.relid IS NOT NULL)::bigint AS copied,
+           -- The worker loads this node's copies of the member's partitions and makes the
+           -- subscription in one transaction (src/worker/load.rs), holding an advisory lock:
+           -- until it commits, every copy is still to be made, and the COPY running now into
+           -- one of them says how far it has got.
+           l.loading,
+           CASE WHEN l.loading THEN (SELECT count(*) FROM federation.partition p WHERE p.node_name = n.node_name)
+                ELSE (SELECT count(*) FROM pg_subscription_rel r WHERE r.srsubid = s.oid AND r.srsubstate <> 'r') END AS syncing,
+           CASE WHEN l.loading
+                THEN (SELECT sum(c.tuples_processed) FROM pg_stat_progress_copy c JOIN federation.partition p ON p.partition = c.relid
+                       WHERE p.node_name = n.node_name AND c.command = 'COPY FROM')
+                ELSE (SELECT sum(c.tuples_processed) FROM pg_stat_subscription w JOIN pg_stat_progress_copy c ON c.pid = w.pid
+                       WHERE w.subid = s.oid AND w.relid IS NOT NULL) END::bigint AS copied,
            -- Rows the copies still running or waiting to run have to bring, from the member's
            -- statistics (n_live_tup of its partitions, sampled by the probe).
-           (SELECT sum((pr.row_estimates ->> r.srrelid::regclass::text)::bigint) FROM pg_subscription_rel r
-             WHERE r.srsubid = s.oid AND r.srsubstate IN ('i', 'd'))::bigint AS to_copy,
+           CASE WHEN l.loading
+                THEN (SELECT sum((pr.row_estimates ->> p.partition::text)::bigint) FROM federation.partition p
+                       WHERE p.node_name = n.node_name)
+                ELSE (SELECT sum((pr.row_estimates ->> r.srrelid::regclass::text)::bigint) FROM pg_subscription_rel r
+                       WHERE r.srsubid = s.oid AND r.srsubstate IN ('i', 'd')) END::bigint AS to_copy,
            pr.reachable, pr.probe_error, pr.unreachable_since,
            -- This node's slot on the member, as the probe saw it: unknown until a probe that
            -- looked after the member became ready (one that looked while it was joining saw no
@@ -95,6 +107,9 @@ inbound AS (
     LEFT JOIN LATERAL (SELECT p.*, p.probed_at < n.ready_at AS stale FROM federation.peer_probe p
                        WHERE p.node_name = n.node_name) pr ON true
     LEFT JOIN owned o ON o.node_name = n.node_name
+    CROSS JOIN LATERAL (SELECT n.state = 'joining' AND s.oid IS NULL
+                               AND federation_internal.load_in_progress(federation_internal.subscription_name(n.node_name, me.node_name))
+                               AS loading) l
 ),
 inbound_judged AS (
     SELECT i.*,
@@ -118,6 +133,8 @@ inbound_judged AS (
         END AS health,
         CASE
             WHEN i.member_state = 'joining' AND i.join_error IS NOT NULL THEN 'joining; last step failed: ' || i.join_error
+            WHEN i.member_state = 'joining' AND i.loading THEN
+                'joining: loading this node''s copies of ' || i.peer || '''s partitions in one transaction (their tables wait here until it commits)'
             WHEN i.member_state = 'joining' THEN 'joining: wiring and initial copies in progress'
             WHEN i.member_state = 'failed' THEN 'member is failed'
             WHEN i.member_state = 'leaving' THEN 'this node is leaving the federation (if federation.leave() stopped half-way, run it again)'
@@ -513,7 +530,7 @@ COMMENT ON FUNCTION federation.health() IS
 REVOKE EXECUTE ON FUNCTION federation.status(), federation_internal.primary_status(), federation.health(),
     federation_internal.set_aside_state(), federation_internal.passfile_problem(),
     federation_internal.identity_problem(), federation_internal.subscription_name(text, text),
-    federation_internal.repair_in_progress(text) FROM PUBLIC;
+    federation_internal.repair_in_progress(text), federation_internal.load_in_progress(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION federation.status(), federation.health() TO pg_monitor;
 REVOKE ALL ON federation.status FROM PUBLIC;
 GRANT SELECT ON federation.status TO pg_monitor;

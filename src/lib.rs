@@ -64,7 +64,8 @@ pgrx::extension_sql_file!(
         membership::rpc::reserve_node_number, membership::rpc::enable_check,
         ddl::quiesce::ddl_quiesce_here, ddl::quiesce::ddl_lagging,
         membership::rpc::table_definition, membership::address::member_moved,
-        membership::rpc::start_apply_worker
+        membership::rpc::start_apply_worker,
+        worker::load::load_begin, worker::load::load_end
     ]
 );
 pgrx::extension_sql_file!(
@@ -89,6 +90,7 @@ pgrx::extension_sql_file!(
         ops::verify::verify_tables,
         ops::resync::resync_node,
         ops::diff::repair_in_progress,
+        worker::load::load_in_progress,
         table::set_aside::set_aside_state,
         passfile::passfile_problem
     ]

@@ -81,3 +81,28 @@ pub fn older_statements_ended(me_conn: &mut crate::remote::Remote) -> FedResult<
     }
     Ok(())
 }
+
+/// The advisory lock (class, key) the worker holds on its connection to its own node while a
+/// pass wires joins (worker::reconcile: the loads, the slots, the subscriptions both ways).
+const WIRING_LOCK: (i32, i32) = (1_718_379_894, 0);
+
+/// For the worker: holds [`WIRING_LOCK`] for as long as the connection `here` (to this node)
+/// stays open, or until a [`wiring_ended`] there.
+pub fn hold_wiring(here: &mut crate::remote::Remote) -> FedResult<()> {
+    here.exec(&format!(
+        "SELECT pg_catalog.pg_advisory_lock({}, {})",
+        WIRING_LOCK.0, WIRING_LOCK.1
+    ))
+}
+
+/// Waits, over `me_conn` (to this node), until no pass of the worker wires a join: leave()
+/// calls it once 'leaving' is committed, so that what a pass begun before made (a subscription
+/// the load created, a member's subscription to this node) exists when leave() drops it, and
+/// no later pass wires anything.
+pub fn wiring_ended(me_conn: &mut crate::remote::Remote) -> FedResult<()> {
+    me_conn.exec(&format!(
+        "SELECT pg_catalog.pg_advisory_lock({k}, {v}); SELECT pg_catalog.pg_advisory_unlock({k}, {v})",
+        k = WIRING_LOCK.0,
+        v = WIRING_LOCK.1
+    ))
+}

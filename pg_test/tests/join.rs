@@ -2,7 +2,8 @@
 
 use pg_test::checks::snapshot;
 use pg_test::scenario::{
-    assert_converged, assert_converged_among, join, joined, nodes, wait_health_ok, HIPPOS,
+    assert_converged, assert_converged_among, join, joined, nodes, wait_health_ok, wait_ready,
+    HIPPOS,
 };
 use pg_test::{wait_until, Cluster, NodeSpec};
 use std::time::Duration;
@@ -1087,4 +1088,182 @@ fn leave_with_drop_rows_takes_its_partitions_off_every_member_and_the_others_rep
         );
         wait_health_ok(n, &[east, central]);
     }
+}
+
+/// A member that holds rows: the joining node loads its copies itself (src/worker/load.rs:
+/// copy detached, its indexes dropped, the rows relayed from the member's snapshot, attached
+/// again) and subscribes without a table sync. Each copy comes back a partition of its table
+/// with every index of the table built and valid, the index a DBA made on that copy alone
+/// kept, and no CHECK of the load left; the rows written on the member during and after the
+/// load arrive from the slot.
+#[test]
+fn a_joining_node_loads_its_copies_and_rebuilds_their_indexes() {
+    let c = Cluster::start(&[NodeSpec::guc("east"), NodeSpec::guc("west")]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in [east, west] {
+        n.execute(HIPPOS);
+        n.execute("CREATE INDEX hippos_value ON hippos (value)");
+    }
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 50000) g");
+    west.execute(&format!("SELECT federation.join('{}')", east.conninfo()));
+    // A DBA's own index on west's copy of east's partition, made with join() committed.
+    west.execute("BEGIN; SET LOCAL federation.unsafe_ddl = on; CREATE INDEX hippos_east_created ON hippos_east (created_at); COMMIT");
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 100) g");
+    wait_ready(west, "90 s", &[east, west]);
+    east.execute("INSERT INTO hippos (value) VALUES (-1)");
+    assert_converged(&c, "hippos");
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM hippos_east").as_deref(),
+        Some("50101")
+    );
+    // No table sync ran into west: it ends with its table's row carrying the sync's LSN.
+    assert_eq!(
+        west.scalar(
+            "SELECT count(*) FROM pg_subscription_rel WHERE srsublsn IS NOT NULL OR srsubstate <> 'r'"
+        )
+        .as_deref(),
+        Some("0"),
+        "a table sync copied into west"
+    );
+    let indexes = "SELECT string_agg(pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid AND i.indisready THEN '' ELSE ' (invalid)' END
+                               || CASE WHEN EXISTS (SELECT FROM pg_inherits h WHERE h.inhrelid = i.indexrelid) THEN ' attached' ELSE '' END,
+                               E'\n' ORDER BY 1)
+                   FROM pg_index i WHERE i.indrelid = 'hippos_east'::regclass";
+    let on_west = west.scalar(indexes).unwrap_or_default();
+    assert_eq!(
+        on_west.lines().filter(|l| l.ends_with(" attached")).count(),
+        2,
+        "west's copy has the table's two indexes, attached:\n{on_west}"
+    );
+    assert!(
+        !on_west.contains("(invalid)") && on_west.contains("hippos_east_created"),
+        "west's copy keeps its own index and every index is valid:\n{on_west}"
+    );
+    assert_eq!(
+        west.scalar(
+            "SELECT c.relispartition::text || ' ' || (SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid AND k.conname = 'pg_federation_load')
+             FROM pg_class c WHERE c.oid = 'hippos_east'::regclass"
+        )
+        .as_deref(),
+        Some("true 0")
+    );
+    // Rows written on west to its own partition and on east keep flowing both ways.
+    west.execute("INSERT INTO hippos (value) VALUES (-2)");
+    assert_converged(&c, "hippos");
+}
+
+/// A table whose replica identity is an index of its own choosing cannot be rebuilt alike by a
+/// load (the index built on attach would not be it): that member's copies come by table sync,
+/// as before the load existed, and the join completes.
+#[test]
+fn copies_the_load_cannot_rebuild_alike_come_by_table_sync() {
+    let c = Cluster::start(&[NodeSpec::guc("east"), NodeSpec::guc("west")]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in [east, west] {
+        n.execute(HIPPOS);
+        n.execute(
+            "CREATE TABLE tags (id int NOT NULL, label text NOT NULL);
+             CREATE UNIQUE INDEX tags_id ON tags (id);
+             ALTER TABLE tags REPLICA IDENTITY USING INDEX tags_id;
+             SELECT federation.enable('tags');",
+        );
+    }
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 1000) g");
+    east.execute("INSERT INTO tags SELECT g, 'tag ' || g FROM generate_series(1, 1000) g");
+    join(west, east);
+    assert_eq!(
+        west.scalar(
+            "SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
+             WHERE s.subname = federation_internal.subscription_name('east', 'west') AND r.srsublsn IS NOT NULL"
+        )
+        .as_deref(),
+        Some("2"),
+        "east's two tables came to west by table sync"
+    );
+    east.execute("UPDATE tags SET label = 'changed' WHERE id = 7");
+    assert_converged(&c, "hippos");
+    assert_converged(&c, "tags");
+}
+
+/// leave() on a joining node while its worker loads the copies of a member's partitions: the
+/// load holds the member's catalog row and the worker its wiring lock, so leave() waits for
+/// the pass, then drops what it made (the subscription the load created, the member's
+/// subscription to this node, their slots): nothing of the federation is left on either node,
+/// and the rows loaded stay, as leave() keeps rows.
+#[test]
+fn leave_during_a_load_waits_for_it_and_leaves_nothing_behind() {
+    let c = Cluster::start(&[NodeSpec::guc("east"), NodeSpec::guc("west")]);
+    let (east, west) = (c.node("east"), c.node("west"));
+    for n in [east, west] {
+        n.execute(HIPPOS);
+    }
+    east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 5000) g");
+    // Hold the load back: a trigger on west's copy of east's partition, made in join()'s
+    // transaction and fired also in replica mode, waits for an advisory lock held here.
+    west.execute(
+        "CREATE FUNCTION held() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$",
+    );
+    let mut holder = west.connect().unwrap();
+    holder
+        .batch_execute("SELECT pg_advisory_lock(4242)")
+        .unwrap();
+    west.execute(&format!(
+        "BEGIN; SELECT federation.join('{}'); SET LOCAL federation.unsafe_ddl = on;
+         CREATE TRIGGER held BEFORE INSERT ON hippos_east FOR EACH ROW EXECUTE FUNCTION held();
+         ALTER TABLE hippos_east ENABLE ALWAYS TRIGGER held; COMMIT",
+        east.conninfo()
+    ));
+    wait_until(
+        "west's worker to be loading east's rows",
+        Duration::from_secs(60),
+        &[east, west],
+        || {
+            Ok(west
+                .scalar("SELECT count(*) FROM pg_stat_progress_copy WHERE command = 'COPY FROM'")
+                .as_deref()
+                == Some("1"))
+        },
+    );
+    let mut leaver = west.connect().unwrap();
+    let leaving = std::thread::spawn(move || leaver.batch_execute("SELECT federation.leave()"));
+    wait_until(
+        "leave() to wait for the load",
+        Duration::from_secs(60),
+        &[west],
+        || {
+            Ok(west
+                .scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE federation.node SET state%'",
+                )
+                .as_deref()
+                == Some("1"))
+        },
+    );
+    holder
+        .batch_execute("SELECT pg_advisory_unlock(4242)")
+        .unwrap();
+    leaving
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("leave() failed: {e}"));
+    for n in [east, west] {
+        assert_eq!(
+            n.scalar(
+                "SELECT (SELECT count(*) FROM federation.node)
+                        || ' ' || (SELECT count(*) FROM pg_subscription)
+                        || ' ' || (SELECT count(*) FROM pg_replication_slots)"
+            )
+            .as_deref(),
+            Some("0 0 0"),
+            "on {}: members, subscriptions, slots left",
+            n.name
+        );
+    }
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM hippos_east").as_deref(),
+        Some("5000"),
+        "the rows loaded stay on west"
+    );
 }

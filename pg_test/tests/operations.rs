@@ -581,29 +581,57 @@ fn verify_and_resync_refuse_bad_input_and_change_nothing() {
 
 #[test]
 fn status_shows_the_progress_of_an_initial_copy() {
-    // Hold the copy back: with no table-sync workers allowed on west, its copy waits.
-    let c = Cluster::start(&[
-        NodeSpec::guc("east"),
-        NodeSpec::guc("west").with_conf("max_sync_workers_per_subscription = 0"),
-    ]);
+    // Hold the load back: a trigger on west's copy of east's partition, made in join()'s
+    // transaction and fired also in replica mode, waits for an advisory lock this test holds.
+    let c = Cluster::start(&[NodeSpec::guc("east"), NodeSpec::guc("west")]);
     let (east, west) = (c.node("east"), c.node("west"));
     for n in [east, west] {
         n.execute(HIPPOS);
     }
     east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 20000) g");
-    west.execute(&format!("SELECT federation.join('{}')", east.conninfo()));
+    // The load's progress counts against the member's statistics, which the worker samples
+    // as the load starts.
     wait_until(
-        "west's status to show the copy still to do",
+        "east's statistics to count its rows",
+        Duration::from_secs(60),
+        &[east],
+        || {
+            Ok(east
+                .scalar("SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = 'hippos_east'::regclass")
+                .as_deref()
+                == Some("20000"))
+        },
+    );
+    west.execute(
+        "CREATE FUNCTION held() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$",
+    );
+    let mut holder = west.connect().unwrap();
+    holder
+        .batch_execute("SELECT pg_advisory_lock(4242)")
+        .unwrap();
+    west.execute(&format!(
+        "BEGIN; SELECT federation.join('{}'); SET LOCAL federation.unsafe_ddl = on;
+         CREATE TRIGGER held BEFORE INSERT ON hippos_east FOR EACH ROW EXECUTE FUNCTION held();
+         ALTER TABLE hippos_east ENABLE ALWAYS TRIGGER held; COMMIT",
+        east.conninfo()
+    ));
+    let progress = "SELECT state, health, tables_syncing, rows_copied, rows_to_copy, reason LIKE 'joining: loading%'
+                    FROM federation.status WHERE peer = 'east' AND direction = 'in'";
+    wait_until(
+        "west's status to show the load under way with every row still to copy",
         Duration::from_secs(90),
         &[west],
         || {
-            let r = west.query("SELECT state, health, tables_syncing, rows_to_copy FROM federation.status WHERE peer = 'east' AND direction = 'in'");
+            let r = west.query(progress);
             if r[0]
                 == vec![
                     Some("joining".into()),
                     Some("OK".into()),
                     Some("1".into()),
+                    Some("0".into()),
                     Some("20000".into()),
+                    Some("t".into()),
                 ]
             {
                 Ok(true)
@@ -612,9 +640,19 @@ fn status_shows_the_progress_of_an_initial_copy() {
             }
         },
     );
-    west.execute("ALTER SYSTEM SET max_sync_workers_per_subscription = 2");
-    west.reload();
+    // Nothing of the load is visible before it commits.
+    assert_eq!(
+        west.scalar("SELECT count(*) FROM pg_subscription WHERE subname LIKE 'federation%'")
+            .as_deref(),
+        Some("0")
+    );
+    holder
+        .batch_execute("SELECT pg_advisory_unlock(4242)")
+        .unwrap();
     west.execute("SELECT federation.wait_ready('90 s')");
+    west.execute(
+        "BEGIN; SET LOCAL federation.unsafe_ddl = on; DROP TRIGGER held ON hippos_east; COMMIT",
+    );
     assert_converged(&c, "hippos");
     let r = west.query("SELECT state, tables_syncing, rows_to_copy FROM federation.status WHERE peer = 'east' AND direction = 'in'");
     assert_eq!(r[0], vec![Some("streaming".into()), Some("0".into()), None]);

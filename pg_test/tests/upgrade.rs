@@ -7,12 +7,12 @@ use pg_test::scenario::{assert_converged, join, settle, wait_health_ok, HIPPOS};
 use pg_test::{install_release_script, Cluster, Node, NodeSpec, Writer};
 
 /// Every earlier release: an install of each must upgrade to exactly the current one.
-const RELEASES: [&str; 11] = [
+const RELEASES: [&str; 12] = [
     "0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0",
-    "0.11.0",
+    "0.11.0", "0.12.0",
 ];
 /// The release before this one: a running federation upgrades from it.
-const PREVIOUS: &str = "0.11.0";
+const PREVIOUS: &str = "0.12.0";
 /// An older release a running federation also upgrades from (node numbers and keys arrive).
 const OLDER: &str = "0.2.0";
 

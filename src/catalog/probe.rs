@@ -67,7 +67,9 @@ fn record_probe_sql(apart: bool) -> String {
     let (columns, values, set, grew) = if apart {
         (
             ", peer_started_at",
-            ", $12::timestamptz",
+            // As seconds since 1970: the member's text of a timestamp follows its DateStyle,
+            // which this server may read otherwise, or not at all.
+            ", pg_catalog.to_timestamp($12::float8)",
             format!(
                 ", peer_started_at = coalesce(EXCLUDED.peer_started_at, p.peer_started_at),
                  disconnect_errors = CASE WHEN {reset} THEN 0

@@ -410,6 +410,96 @@ impl Remote {
         self.query(sql, &[]).map(|_| ())
     }
 
+    /// Sends `sql`, a COPY, and waits until the server is in its copy mode (`expect`); an
+    /// error the statement raised instead is returned.
+    fn start_copy(&mut self, sql: &str, expect: pq::ExecStatusType) -> FedResult<()> {
+        self.send(sql, &[])?;
+        let deadline = Instant::now() + STATEMENT_TIMEOUT;
+        // SAFETY: a live PGconn with a query in flight.
+        unsafe {
+            while pq::PQisBusy(self.conn) != 0 {
+                if !wait_socket(pq::PQsocket(self.conn), false, deadline) {
+                    return Err(self.lost("timed out waiting for COPY to start".into()));
+                }
+                if pq::PQconsumeInput(self.conn) == 0 {
+                    return Err(self.lost(conn_error(self.conn)));
+                }
+            }
+            let res = pq::PQgetResult(self.conn);
+            if res.is_null() {
+                return Err(self.lost("no answer to COPY".into()));
+            }
+            let status = pq::PQresultStatus(res);
+            if status == expect {
+                pq::PQclear(res);
+                return Ok(());
+            }
+            let e = self.remote_error(res);
+            pq::PQclear(res);
+            // The rest of the answer, so that the connection could serve again.
+            let _ = self.receive();
+            Err(e)
+        }
+    }
+
+    /// Relays `copy_out` (a `COPY ... TO STDOUT` run on this connection's server) into
+    /// `copy_in` (a `COPY ... FROM STDIN` run on `dest`'s), row by row as they come, without
+    /// holding them here. Rows are awaited on the socket and the process latch: interrupts
+    /// (a shutdown of this worker, pg_terminate_backend) end it, and so does `stall` without a
+    /// row. Returns the rows relayed. On an error both connections are left mid-COPY: drop
+    /// them (the load's transaction on `dest` rolls back with its connection).
+    pub fn relay_copy(
+        &mut self,
+        copy_out: &str,
+        dest: &mut Remote,
+        copy_in: &str,
+        stall: Duration,
+    ) -> FedResult<u64> {
+        dest.start_copy(copy_in, pq::ExecStatusType::PGRES_COPY_IN)?;
+        self.start_copy(copy_out, pq::ExecStatusType::PGRES_COPY_OUT)?;
+        let mut rows: u64 = 0;
+        let mut deadline = Instant::now() + stall;
+        // SAFETY: both PGconns are live and in their copy modes; every buffer libpq hands out
+        // is freed with PQfreemem once passed on.
+        unsafe {
+            loop {
+                let mut buf: *mut std::os::raw::c_char = std::ptr::null_mut();
+                let n = pq::PQgetCopyData(self.conn, &mut buf, 1);
+                if n > 0 {
+                    let sent = pq::PQputCopyData(dest.conn, buf, n);
+                    pq::PQfreemem(buf as *mut std::ffi::c_void);
+                    if sent != 1 {
+                        return Err(dest.lost(conn_error(dest.conn)));
+                    }
+                    rows += 1;
+                    deadline = Instant::now() + stall;
+                } else if n == 0 {
+                    if !wait_socket(pq::PQsocket(self.conn), false, deadline) {
+                        return Err(self.lost(format!(
+                            "no row for {} s in the middle of a COPY",
+                            stall.as_secs()
+                        )));
+                    }
+                    if pq::PQconsumeInput(self.conn) == 0 {
+                        return Err(self.lost(conn_error(self.conn)));
+                    }
+                } else if n == -1 {
+                    break;
+                } else {
+                    return Err(self.lost(conn_error(self.conn)));
+                }
+            }
+        }
+        // The source's COPY ended: its result says whether it ended well.
+        self.receive()?;
+        // SAFETY: dest is live and in COPY IN mode.
+        if unsafe { pq::PQputCopyEnd(dest.conn, std::ptr::null()) } != 1 {
+            return Err(dest.lost(conn_error(dest.conn)));
+        }
+        dest.receive()?;
+        Ok(rows)
+    }
+
     /// From now on this session writes and reads values' text as every other server's
     /// session under [`SAME_TEXT`] does, whatever this server's own settings.
     pub fn same_text(&mut self) -> FedResult<()> {

@@ -11,6 +11,7 @@ mod address;
 mod discovery;
 mod heal;
 mod launcher;
+pub(crate) mod load;
 mod prepared;
 mod probe;
 mod reconcile;

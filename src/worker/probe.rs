@@ -96,6 +96,16 @@ pub fn probe_members() -> Vec<SlotSeen> {
     slots
 }
 
+/// Probes member `m` alone and records what it saw: the worker does before it loads its
+/// copies of `m`'s partitions (worker::load), so that status() has the member's row
+/// estimates for the load's progress at once. Never raises.
+pub fn probe_one(me: &str, m: &Member) {
+    let recorded = sample(me, m).recorded;
+    if let Err(e) = BackgroundWorker::transaction(move || catalog::record_probe(&[recorded])) {
+        warning!("pg_federation worker: recording the probe: {e}");
+    }
+}
+
 fn sample(me: &str, m: &Member) -> Sample {
     let mut s = ProbeSample {
         name: m.name.clone(),
@@ -122,7 +132,8 @@ fn sample(me: &str, m: &Member) -> Sample {
         )?;
         let rows = r.query(
             "SELECT pg_catalog.pg_current_wal_lsn()::text, s.slot_name IS NOT NULL, s.wal_status, s.confirmed_flush_lsn::text,
-                    (pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::text, pg_catalog.pg_postmaster_start_time()::text
+                    (pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::text,
+                    EXTRACT(epoch FROM pg_catalog.pg_postmaster_start_time())::text
              FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1",
             &[Some(&subscription_name(&m.name, me))],
         )?;

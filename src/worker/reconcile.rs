@@ -17,6 +17,7 @@
 //! worker is open while it waits, and no CREATE SUBSCRIPTION waits for a slot, so the two
 //! directions never wait on each other.
 
+use super::load;
 use crate::catalog::{self, Member, MemberState, MeshState};
 use crate::errors::FedResult;
 use crate::identity;
@@ -165,7 +166,9 @@ fn retry_due(m: &Member) -> bool {
 /// failure is recorded against the member it concerns, and retried on a later pass.
 fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
     let mut failures: Vec<(String, String)> = vec![];
-    let mut here = match Remote::connect(my_conninfo, "this node (federation.node_conninfo)") {
+    let mut here = match Remote::connect(my_conninfo, "this node (federation.node_conninfo)")
+        .and_then(|mut h| crate::wait::hold_wiring(&mut h).map(|()| h))
+    {
         Ok(h) => h,
         Err(e) => {
             joining
@@ -320,10 +323,11 @@ fn record_failures(joining: &[Member], failures: &[(String, String)]) {
 /// node there and makes the slot of this node's
 /// subscription to it (slots first: a CREATE SUBSCRIPTION that made its own slot would hold a
 /// transaction on one node while slot creation on the other waits for running transactions,
-/// and the two directions could wait on each other). Returns the connection to the member
-/// and, when this node still needs its subscription to it, whether that subscription must
-/// copy (false: the member published no row once the slot was made,
-/// replication::publishes_no_rows).
+/// and the two directions could wait on each other). A member that holds rows: this node
+/// loads its copies and makes the subscription in one transaction (worker::load), where the
+/// copies allow it. Returns the connection to the member and, when this node still needs its
+/// subscription to it, whether that subscription must copy (false: the member published no
+/// row once the slot was made, replication::publishes_no_rows).
 fn prepare(
     here: &mut Remote,
     me: &str,
@@ -340,8 +344,21 @@ fn prepare(
     // is created only after it succeeded, so its existence says it was done.
     there.add_member(me, my_conninfo, &m.conninfo)?;
     replication::fresh_slot(&mut there, &inbound)?;
-    let copy_data = !replication::publishes_no_rows(&mut there, &m.name);
-    Ok((there, Some(copy_data)))
+    if replication::publishes_no_rows(&mut there, &m.name) {
+        return Ok((there, Some(false)));
+    }
+    // The member holds rows: this node loads its copies itself where it can (worker::load),
+    // and makes the subscription with them; else the subscription's table sync copies.
+    let copies = here.copies_of(&m.name)?;
+    if !load::loadable(here, &copies)? {
+        return Ok((there, Some(true)));
+    }
+    let what = format!("member \"{}\"", m.name);
+    super::probe::probe_one(me, m);
+    let slot = replication::slot_with_snapshot(&mut there, &m.conninfo, &what, &inbound)?;
+    load::load_and_subscribe(my_conninfo, me, m, &copies, slot)?;
+    hasten(here, &inbound);
+    Ok((there, None))
 }
 
 /// Phase three for member `m`, once every copy into this node is committed: makes the slot
