@@ -5,7 +5,7 @@
 -- joining node the copies are taken out of their tables, their indexes dropped, the member's
 -- rows relayed from the snapshot of the subscription's slot, the copies attached again (the
 -- indexes built by sorting) and the subscription made without an initial copy. For 1,000,000
--- rows with a random-UUID key the join takes 0.7-0.8x a plain COPY instead of 1.04-1.20x
+-- rows with a random-UUID key the join takes 0.6-0.8x a plain COPY instead of 1.04-1.20x
 -- (BENCHMARKS.md). New internal functions for it: load_begin(text) and load_end(text), which
 -- the worker calls on its own node, and load_in_progress(text), which status() reads: while a
 -- load runs, the member's 'in' row says "joining: loading ..." with tables_syncing,

@@ -106,3 +106,22 @@ pub fn wiring_ended(me_conn: &mut crate::remote::Remote) -> FedResult<()> {
         v = WIRING_LOCK.1
     ))
 }
+
+/// The second key of an advisory lock named by a text `$1` (a subscription's name), in the
+/// class of what holds it: a repair by difference (ops::diff), a load (worker::load).
+pub const NAMED_LOCK_KEY: &str = "pg_catalog.hashtext($1) & 2147483647";
+
+/// Whether some session on this server holds the advisory lock (`class`, `name` hashed):
+/// status() asks it to tell what runs now.
+pub fn named_lock_held(class: i32, name: &str) -> FedResult<bool> {
+    Ok(crate::spi::one::<bool>(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks k
+                            WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
+                              AND k.classid = {class}::oid
+                              AND k.objid::bigint = ({NAMED_LOCK_KEY}))"
+        ),
+        &[name.into()],
+    )?
+    .unwrap_or(false))
+}

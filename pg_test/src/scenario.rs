@@ -183,3 +183,25 @@ pub fn settle(c: &Cluster, writers: Vec<Writer>) -> Vec<(String, usize)> {
     );
     acked.into_iter().map(|(n, v)| (n, v.len())).collect()
 }
+
+/// `joiner` calls join(`member`) with its worker's load of `copy` (its copy of the member's
+/// partition, made by join()) held back: a trigger on the copy, made in join()'s transaction
+/// and fired also in replica mode, waits for an advisory lock that the returned session holds.
+/// Dropping that session (or `pg_advisory_unlock(4242)` in it) lets the load go on.
+pub fn join_with_load_held(joiner: &Node, member: &Node, copy: &str) -> postgres::Client {
+    joiner.execute(
+        "CREATE FUNCTION held() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$",
+    );
+    let mut holder = joiner.connect().unwrap();
+    holder
+        .batch_execute("SELECT pg_advisory_lock(4242)")
+        .unwrap();
+    joiner.execute(&format!(
+        "BEGIN; SELECT federation.join('{}'); SET LOCAL federation.unsafe_ddl = on;
+         CREATE TRIGGER held BEFORE INSERT ON {copy} FOR EACH ROW EXECUTE FUNCTION held();
+         ALTER TABLE {copy} ENABLE ALWAYS TRIGGER held; COMMIT",
+        member.conninfo()
+    ));
+    holder
+}

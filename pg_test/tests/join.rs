@@ -2,8 +2,8 @@
 
 use pg_test::checks::snapshot;
 use pg_test::scenario::{
-    assert_converged, assert_converged_among, join, joined, nodes, wait_health_ok, wait_ready,
-    HIPPOS,
+    assert_converged, assert_converged_among, join, join_with_load_held, joined, nodes,
+    wait_health_ok, wait_ready, HIPPOS,
 };
 use pg_test::{wait_until, Cluster, NodeSpec};
 use std::time::Duration;
@@ -1198,22 +1198,7 @@ fn leave_during_a_load_waits_for_it_and_leaves_nothing_behind() {
         n.execute(HIPPOS);
     }
     east.execute("INSERT INTO hippos (value) SELECT g FROM generate_series(1, 5000) g");
-    // Hold the load back: a trigger on west's copy of east's partition, made in join()'s
-    // transaction and fired also in replica mode, waits for an advisory lock held here.
-    west.execute(
-        "CREATE FUNCTION held() RETURNS trigger LANGUAGE plpgsql AS
-         $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$",
-    );
-    let mut holder = west.connect().unwrap();
-    holder
-        .batch_execute("SELECT pg_advisory_lock(4242)")
-        .unwrap();
-    west.execute(&format!(
-        "BEGIN; SELECT federation.join('{}'); SET LOCAL federation.unsafe_ddl = on;
-         CREATE TRIGGER held BEFORE INSERT ON hippos_east FOR EACH ROW EXECUTE FUNCTION held();
-         ALTER TABLE hippos_east ENABLE ALWAYS TRIGGER held; COMMIT",
-        east.conninfo()
-    ));
+    let mut holder = join_with_load_held(west, east, "hippos_east");
     wait_until(
         "west's worker to be loading east's rows",
         Duration::from_secs(60),

@@ -1,7 +1,9 @@
 //! Operations: federation.status(), health(), verify() and resync() across real servers.
 
 use pg_test::checks::{digest, snapshot};
-use pg_test::scenario::{assert_converged, join, joined, nodes, settle, wait_health_ok, HIPPOS};
+use pg_test::scenario::{
+    assert_converged, join, join_with_load_held, joined, nodes, settle, wait_health_ok, HIPPOS,
+};
 use pg_test::{assert_all_present, wait_until, Cluster, Node, NodeSpec, Writer};
 use std::time::Duration;
 
@@ -581,8 +583,7 @@ fn verify_and_resync_refuse_bad_input_and_change_nothing() {
 
 #[test]
 fn status_shows_the_progress_of_an_initial_copy() {
-    // Hold the load back: a trigger on west's copy of east's partition, made in join()'s
-    // transaction and fired also in replica mode, waits for an advisory lock this test holds.
+    // The load is held back (scenario::join_with_load_held).
     let c = Cluster::start(&[NodeSpec::guc("east"), NodeSpec::guc("west")]);
     let (east, west) = (c.node("east"), c.node("west"));
     for n in [east, west] {
@@ -602,20 +603,7 @@ fn status_shows_the_progress_of_an_initial_copy() {
                 == Some("20000"))
         },
     );
-    west.execute(
-        "CREATE FUNCTION held() RETURNS trigger LANGUAGE plpgsql AS
-         $$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$",
-    );
-    let mut holder = west.connect().unwrap();
-    holder
-        .batch_execute("SELECT pg_advisory_lock(4242)")
-        .unwrap();
-    west.execute(&format!(
-        "BEGIN; SELECT federation.join('{}'); SET LOCAL federation.unsafe_ddl = on;
-         CREATE TRIGGER held BEFORE INSERT ON hippos_east FOR EACH ROW EXECUTE FUNCTION held();
-         ALTER TABLE hippos_east ENABLE ALWAYS TRIGGER held; COMMIT",
-        east.conninfo()
-    ));
+    let mut holder = join_with_load_held(west, east, "hippos_east");
     let progress = "SELECT state, health, tables_syncing, rows_copied, rows_to_copy, reason LIKE 'joining: loading%'
                     FROM federation.status WHERE peer = 'east' AND direction = 'in'";
     wait_until(

@@ -44,24 +44,14 @@ const DIFFERED: &str = "held by this node's copy when resync (diff) compared it 
 /// node's subscription to the owner is away; status() reads it (sql/status.sql).
 const REPAIR_LOCK: i32 = 1_718_379_892;
 /// The lock's second key: the subscription's name (`$1`) hashed.
-const REPAIR_LOCK_KEY: &str = "pg_catalog.hashtext($1) & 2147483647";
+const REPAIR_LOCK_KEY: &str = crate::wait::NAMED_LOCK_KEY;
 
 /// Whether a repair by difference of the copies that `subscription` carries holds its lock on
 /// this server (on the repairing node and on the owner): status() says "repairing" then.
 #[pg_extern(stable, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn repair_in_progress(subscription: &str) -> bool {
-    spi::one::<bool>(
-        &format!(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks k
-                            WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
-                              AND k.classid = {REPAIR_LOCK}::oid
-                              AND k.objid::bigint = ({REPAIR_LOCK_KEY}))"
-        ),
-        &[subscription.into()],
-    )
-    .or_raise()
-    .unwrap_or(false)
+    crate::wait::named_lock_held(REPAIR_LOCK, subscription).or_raise()
 }
 
 /// Rows per bucket aimed at: the narrower the buckets, the fewer equal rows the second

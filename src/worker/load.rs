@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 /// The advisory lock class a load holds in its transaction on this node, with the
 /// subscription's name hashed ([`LOAD_LOCK_KEY`]); status() reads it ([`load_in_progress`]).
 const LOAD_LOCK: i32 = 1_718_379_893;
-const LOAD_LOCK_KEY: &str = "pg_catalog.hashtext($1) & 2147483647";
+const LOAD_LOCK_KEY: &str = crate::wait::NAMED_LOCK_KEY;
 
 /// How long the member may send no row before the load counts as stalled and is retried.
 const STALL: Duration = Duration::from_secs(120);
@@ -268,15 +268,5 @@ fn load_end(copy: &str) {
 #[pg_extern(stable, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn load_in_progress(subscription: &str) -> bool {
-    spi::one::<bool>(
-        &format!(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks k
-                            WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
-                              AND k.classid = {LOAD_LOCK}::oid
-                              AND k.objid::bigint = ({LOAD_LOCK_KEY}))"
-        ),
-        &[subscription.into()],
-    )
-    .or_raise()
-    .unwrap_or(false)
+    crate::wait::named_lock_held(LOAD_LOCK, subscription).or_raise()
 }
