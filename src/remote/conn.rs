@@ -102,6 +102,8 @@ pub struct Remote {
     pub target: String,
     /// The schema of pg_federation's internal functions there, once asked ([`Remote::internal`]).
     internal_schema: Option<&'static str>,
+    /// How long an answer may take ([`Remote::without_statement_timeout`]).
+    answer_within: Duration,
 }
 
 impl Drop for Remote {
@@ -229,6 +231,7 @@ impl Remote {
             conn,
             fd_accounted: true,
             internal_schema: None,
+            answer_within: STATEMENT_TIMEOUT + Duration::from_secs(5),
             target: target.clone(),
         };
         if conn.is_null() {
@@ -352,7 +355,7 @@ impl Remote {
 
     /// The rows of the (last) result of what `send` sent.
     pub fn receive(&mut self) -> FedResult<Rows> {
-        let deadline = Instant::now() + STATEMENT_TIMEOUT + Duration::from_secs(5);
+        let deadline = Instant::now() + self.answer_within;
         // SAFETY: a live PGconn with a query in flight.
         unsafe {
             let mut rows = Rows::new();
@@ -410,11 +413,20 @@ impl Remote {
         self.query(sql, &[]).map(|_| ())
     }
 
+    /// From now on this session's statements run without the 2 minutes allowed to one
+    /// statement, on the server and here (a load's index builds grow with its rows). They
+    /// still end on an interrupt of this backend, and on the server's own limits.
+    pub fn without_statement_timeout(&mut self) -> FedResult<()> {
+        self.exec("SET statement_timeout = 0")?;
+        self.answer_within = Duration::from_secs(7 * 24 * 3600);
+        Ok(())
+    }
+
     /// Sends `sql`, a COPY, and waits until the server is in its copy mode (`expect`); an
     /// error the statement raised instead is returned.
     fn start_copy(&mut self, sql: &str, expect: pq::ExecStatusType) -> FedResult<()> {
         self.send(sql, &[])?;
-        let deadline = Instant::now() + STATEMENT_TIMEOUT;
+        let deadline = Instant::now() + self.answer_within;
         // SAFETY: a live PGconn with a query in flight.
         unsafe {
             while pq::PQisBusy(self.conn) != 0 {

@@ -95,11 +95,12 @@ pub fn load_and_subscribe(
     let sub = subscription_name(&m.name, me);
     let mut source = Remote::connect(&m.conninfo, &format!("member \"{}\"", m.name))?;
     let mut dest = Remote::connect(my_conninfo, "this node (federation.node_conninfo)")?;
-    // Rows travel as text: both sides write and read it alike, and no statement of the load
-    // runs into the 2 minutes allowed to one remote statement (a stalled relay is caught by
-    // STALL instead).
+    // Rows travel as text: both sides write and read it alike. No statement of the load runs
+    // into the 2 minutes allowed to one remote statement (an index build grows with the rows;
+    // a stalled relay is caught by STALL instead).
     for r in [&mut source, &mut dest] {
-        r.exec("SET statement_timeout = 0; SET client_encoding = 'UTF8'")?;
+        r.without_statement_timeout()?;
+        r.exec("SET client_encoding = 'UTF8'")?;
         r.same_text()?;
     }
     source.exec(&format!(
