@@ -28,6 +28,7 @@ mod catalog;
 mod errors;
 mod gucs;
 mod identity;
+mod locks;
 mod naming;
 mod own_ddl;
 mod passfile;

@@ -53,7 +53,7 @@ pub fn leave(drop_rows: bool) -> FedResult<()> {
     // A join this node's worker is wiring (loading its copies, making subscriptions both
     // ways) finishes its pass first; no later pass wires a node that is leaving. What it made
     // goes below with the rest.
-    crate::wait::wiring_ended(&mut me_conn)?;
+    crate::locks::wiring_ended(&mut me_conn)?;
     for (m, r) in members.iter().zip(conns.iter_mut()) {
         // On each member, this node goes from its catalog before its subscription or slot
         // does, and the member's statements that read the catalog before have ended: a

@@ -40,18 +40,17 @@ use std::collections::{HashMap, HashSet};
 /// Why a row is in federation.set_aside after a repair by difference.
 const DIFFERED: &str = "held by this node's copy when resync (diff) compared it with the owner's partition; the owner lacks it or holds it otherwise";
 
-/// The advisory lock class a repair holds (with the subscription's name hashed) while this
-/// node's subscription to the owner is away; status() reads it (sql/status.sql).
-const REPAIR_LOCK: i32 = 1_718_379_892;
-/// The lock's second key: the subscription's name (`$1`) hashed.
-const REPAIR_LOCK_KEY: &str = crate::wait::NAMED_LOCK_KEY;
+/// The advisory lock a repair holds (with the subscription's name hashed) while this node's
+/// subscription to the owner is away; status() reads it (sql/status.sql).
+const REPAIR_LOCK: i32 = crate::locks::REPAIR;
+const REPAIR_LOCK_KEY: &str = crate::locks::NAMED_KEY;
 
 /// Whether a repair by difference of the copies that `subscription` carries holds its lock on
 /// this server (on the repairing node and on the owner): status() says "repairing" then.
 #[pg_extern(stable, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn repair_in_progress(subscription: &str) -> bool {
-    crate::wait::named_lock_held(REPAIR_LOCK, subscription).or_raise()
+    crate::locks::named_held(REPAIR_LOCK, subscription).or_raise()
 }
 
 /// Rows per bucket aimed at: the narrower the buckets, the fewer equal rows the second

@@ -353,6 +353,23 @@ impl Remote {
         Ok(())
     }
 
+    /// Waits (on the socket and the latch) until libpq holds a whole result, so that
+    /// PQgetResult will not block; `what` names it in a timeout.
+    fn await_result(&mut self, deadline: Instant, what: &str) -> FedResult<()> {
+        // SAFETY: a live PGconn with a query in flight.
+        unsafe {
+            while pq::PQisBusy(self.conn) != 0 {
+                if !wait_socket(pq::PQsocket(self.conn), false, deadline) {
+                    return Err(self.lost(format!("timed out waiting for {what}")));
+                }
+                if pq::PQconsumeInput(self.conn) == 0 {
+                    return Err(self.lost(conn_error(self.conn)));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The rows of the (last) result of what `send` sent.
     pub fn receive(&mut self) -> FedResult<Rows> {
         let deadline = Instant::now() + self.answer_within;
@@ -361,14 +378,7 @@ impl Remote {
             let mut rows = Rows::new();
             let mut error: Option<FedError> = None;
             loop {
-                while pq::PQisBusy(self.conn) != 0 {
-                    if !wait_socket(pq::PQsocket(self.conn), false, deadline) {
-                        return Err(self.lost("timed out waiting for the answer".into()));
-                    }
-                    if pq::PQconsumeInput(self.conn) == 0 {
-                        return Err(self.lost(conn_error(self.conn)));
-                    }
-                }
+                self.await_result(deadline, "the answer")?;
                 let res = pq::PQgetResult(self.conn);
                 if res.is_null() {
                     break;
@@ -429,14 +439,7 @@ impl Remote {
         let deadline = Instant::now() + self.answer_within;
         // SAFETY: a live PGconn with a query in flight.
         unsafe {
-            while pq::PQisBusy(self.conn) != 0 {
-                if !wait_socket(pq::PQsocket(self.conn), false, deadline) {
-                    return Err(self.lost("timed out waiting for COPY to start".into()));
-                }
-                if pq::PQconsumeInput(self.conn) == 0 {
-                    return Err(self.lost(conn_error(self.conn)));
-                }
-            }
+            self.await_result(deadline, "COPY to start")?;
             let res = pq::PQgetResult(self.conn);
             if res.is_null() {
                 return Err(self.lost("no answer to COPY".into()));

@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 
 /// The advisory lock class a load holds in its transaction on this node, with the
 /// subscription's name hashed ([`LOAD_LOCK_KEY`]); status() reads it ([`load_in_progress`]).
-const LOAD_LOCK: i32 = 1_718_379_893;
-const LOAD_LOCK_KEY: &str = crate::wait::NAMED_LOCK_KEY;
+const LOAD_LOCK: i32 = crate::locks::LOAD;
+const LOAD_LOCK_KEY: &str = crate::locks::NAMED_KEY;
 
 /// How long the member may send no row before the load counts as stalled and is retried.
 const STALL: Duration = Duration::from_secs(120);
@@ -269,5 +269,5 @@ fn load_end(copy: &str) {
 #[pg_extern(stable, schema = "federation_internal")]
 #[search_path(pg_catalog, pg_temp)]
 fn load_in_progress(subscription: &str) -> bool {
-    crate::wait::named_lock_held(LOAD_LOCK, subscription).or_raise()
+    crate::locks::named_held(LOAD_LOCK, subscription).or_raise()
 }

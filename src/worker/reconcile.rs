@@ -167,7 +167,7 @@ fn retry_due(m: &Member) -> bool {
 fn reconcile_joins(me: &str, my_conninfo: &str, joining: &[Member]) {
     let mut failures: Vec<(String, String)> = vec![];
     let mut here = match Remote::connect(my_conninfo, "this node (federation.node_conninfo)")
-        .and_then(|mut h| crate::wait::hold_wiring(&mut h).map(|()| h))
+        .and_then(|mut h| crate::locks::hold_wiring(&mut h).map(|()| h))
     {
         Ok(h) => h,
         Err(e) => {
