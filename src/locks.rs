@@ -31,6 +31,21 @@ pub fn named_held(class: i32, name: &str) -> FedResult<bool> {
     .unwrap_or(false))
 }
 
+/// Whether this session holds the lock (`class`, `name` hashed).
+pub fn named_held_here(class: i32, name: &str) -> FedResult<bool> {
+    Ok(crate::spi::one::<bool>(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks k
+                            WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
+                              AND k.pid = pg_catalog.pg_backend_pid()
+                              AND k.classid = {class}::oid
+                              AND k.objid::bigint = ({NAMED_KEY}))"
+        ),
+        &[name.into()],
+    )?
+    .unwrap_or(false))
+}
+
 /// For the worker: holds the wiring lock for as long as the connection `here` (to this
 /// node) stays open.
 pub fn hold_wiring(here: &mut Remote) -> FedResult<()> {

@@ -151,11 +151,13 @@ fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
         (east, "SELECT federation_internal.start_apply_worker('not_ours')".into(), "22023", "not one of pg_federation's"),
         (east, "SET ROLE app; SELECT federation_internal.start_apply_worker('federation_west_east')".into(), "42501", "permission denied"),
         // the load's steps: only on this node's copy of another node's partition, by superusers
-        (east, "SELECT federation_internal.load_begin('hippos_east')".into(), "22023", "not this node's copy of another node's partition"),
+        (east, "SELECT federation_internal.load_begin('public.hippos_east')".into(), "22023", "not this node's copy of another node's partition"),
         (east, "SELECT federation_internal.load_begin('plain')".into(), "22023", "not this node's copy of another node's partition"),
         (east, "SELECT federation_internal.load_begin('nosuch')".into(), "22023", "not this node's copy of another node's partition"),
-        (east, "SELECT federation_internal.load_end('hippos_default')".into(), "22023", "not this node's copy of another node's partition"),
-        (east, "SET ROLE app; SELECT federation_internal.load_begin('hippos_west')".into(), "42501", "permission denied"),
+        (east, "SELECT federation_internal.load_end('public.hippos_default')".into(), "22023", "not this node's copy of another node's partition"),
+        (east, "SELECT federation_internal.load_begin('public.hippos_west')".into(), "55000", "loaded only by pg_federation's worker"),
+        (east, "SELECT federation_internal.load_end('public.hippos_west')".into(), "55000", "loaded only by pg_federation's worker"),
+        (east, "SET ROLE app; SELECT federation_internal.load_begin('public.hippos_west')".into(), "42501", "permission denied"),
     ];
     assert!(cases.len() >= 40);
     let mut failures = vec![];

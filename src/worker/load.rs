@@ -162,7 +162,7 @@ pub fn load_and_subscribe(
 
 /// Where `copy` belongs: (the copy, its table, the node whose partition it copies), names
 /// as the catalog gives them; an error unless it is this node's copy of another node's
-/// partition.
+/// partition, and this session the worker's load of it (which holds the load's lock).
 fn copy_of_another_node(copy: &str) -> FedResult<(String, String, String)> {
     let found = spi::rows(
         "SELECT p.partition::regclass::text, p.relid::regclass::text, p.node_name FROM federation.partition p
@@ -177,13 +177,23 @@ fn copy_of_another_node(copy: &str) -> FedResult<(String, String, String)> {
         },
     )?;
     let me = identity::current_name()?;
-    match found.into_iter().next() {
-        Some(found) if found.2 != me => Ok(found),
-        _ => Err(FedError::invalid_value(format!(
-            "\"{copy}\" is not this node's copy of another node's partition"
+    let found = match found.into_iter().next() {
+        Some(found) if found.2 != me => found,
+        _ => {
+            return Err(FedError::invalid_value(format!(
+                "\"{copy}\" is not this node's copy of another node's partition"
+            ))
+            .hint("Only pg_federation's worker loads copies, while this node joins."))
+        }
+    };
+    if !crate::locks::named_held_here(LOAD_LOCK, &subscription_name(&found.2, &me))? {
+        return Err(FedError::prerequisite(format!(
+            "{} is loaded only by pg_federation's worker, in its transaction while this node joins",
+            found.0
         ))
-        .hint("Only pg_federation's worker loads copies, while this node joins.")),
+        .hint("Nothing to do by hand: join() makes the worker load a joining node's copies."));
     }
+    Ok(found)
 }
 
 /// For the worker's load, in its transaction on this node: takes `copy` out of its table,
